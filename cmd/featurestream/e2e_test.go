@@ -1,0 +1,370 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/featurestream/featurestream/bench"
+	"github.com/featurestream/featurestream/processor"
+	featurestreamv1 "github.com/featurestream/featurestream/proto/featurestream/v1"
+	"github.com/featurestream/featurestream/sinks"
+	"github.com/featurestream/featurestream/sinks/redisserver"
+	"github.com/featurestream/featurestream/topology"
+)
+
+const shopSpec = "../../examples/shop/spec.yaml"
+
+// shopModel is the naive reference for the shop spec: it keeps every event
+// and computes each feature from scratch.
+type shopModel struct {
+	byUser map[string][]modelEvent
+}
+
+type modelEvent struct {
+	seq int // produce order; among equal times the later one is newer
+	bench.ShopEvent
+}
+
+func (m *shopModel) add(seq int, ev bench.ShopEvent) {
+	m.byUser[ev.UserID] = append(m.byUser[ev.UserID], modelEvent{seq: seq, ShopEvent: ev})
+}
+
+// inWindow reports whether an event at ts counts in a sliding window of
+// size w kept in tiles of t, read at asOf: its tile must start at or after
+// the first tile boundary inside the window, and at or before asOf.
+func inWindow(ts, asOf int64, w, t time.Duration) bool {
+	wm, tm := w.Milliseconds(), t.Milliseconds()
+	start := floorDiv(ts, tm) * tm
+	from := asOf - wm
+	first := floorDiv(from, tm) * tm
+	if first < from {
+		first += tm
+	}
+	return start >= first && start <= asOf
+}
+
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if a%b != 0 && (a < 0) != (b < 0) {
+		q--
+	}
+	return q
+}
+
+type shopValues struct {
+	found        bool
+	views1h      int64
+	purchases24h int64
+	spend24h     float64
+	lastItems    []string
+}
+
+func (m *shopModel) values(user string, asOf int64) shopValues {
+	evs := m.byUser[user]
+	if len(evs) == 0 {
+		return shopValues{}
+	}
+	v := shopValues{found: true, lastItems: []string{}}
+	for _, e := range evs {
+		if e.Type == "view" && inWindow(e.TS, asOf, time.Hour, 5*time.Minute) {
+			v.views1h++
+		}
+		if e.Type == "purchase" && inWindow(e.TS, asOf, 24*time.Hour, 2*time.Hour) {
+			v.purchases24h++
+			v.spend24h += e.Price
+		}
+	}
+	sorted := slices.Clone(evs)
+	sort.SliceStable(sorted, func(i, j int) bool {
+		if sorted[i].TS != sorted[j].TS {
+			return sorted[i].TS > sorted[j].TS
+		}
+		return sorted[i].seq > sorted[j].seq
+	})
+	for i := 0; i < len(sorted) && i < 10; i++ {
+		v.lastItems = append(v.lastItems, sorted[i].ItemID)
+	}
+	return v
+}
+
+// e2eEnv is a kfake broker, a redis-server and a gRPC server, with
+// processors started and stopped by the test.
+type e2eEnv struct {
+	t       *testing.T
+	top     *topology.Topology
+	kafka   *kfake.Cluster
+	brokers []string
+	redis   *redisserver.Server
+	rdb     *redis.Client
+	store   *sinks.Store
+	client  featurestreamv1.FeatureServiceClient
+	logger  *slog.Logger
+}
+
+func newE2EEnv(t *testing.T, partitions int32) *e2eEnv {
+	t.Helper()
+	top, err := loadTopology(shopSpec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kafka, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(partitions, top.Spec.Source.Topic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(kafka.Close)
+	rs := redisserver.StartForTest(t)
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if testing.Verbose() {
+		logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	env := &e2eEnv{t: t, top: top, kafka: kafka, brokers: kafka.ListenAddrs(), redis: rs, logger: logger}
+	env.rdb = redis.NewClient(&redis.Options{Addr: rs.Addr()})
+	t.Cleanup(func() { env.rdb.Close() })
+
+	store, client, err := openStore(t.Context(), rs.Addr(), false, top, logger, newRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	env.store = store
+	srv, ln, err := newServer("127.0.0.1:0", 1000, top, store, logger, newRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("grpc server: %v", err)
+		}
+	})
+	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	env.client = featurestreamv1.NewFeatureServiceClient(conn)
+	return env
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(string(p))
+	return len(p), nil
+}
+
+// startProcessor runs a processor on stateDir until the returned stop is
+// called.
+func (e *e2eEnv) startProcessor(stateDir string) (stop func()) {
+	e.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- runProcessor(ctx, processorParams{
+			top: e.top, brokers: e.brokers, stateDir: stateDir, sink: e.store, reg: newRegistry(), logger: e.logger,
+			cfg:       processor.Config{CommitInterval: 50 * time.Millisecond, SessionTimeout: 6 * time.Second},
+			adminAddr: "127.0.0.1:0",
+		})
+	}()
+	return func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				e.t.Errorf("processor: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			e.t.Fatal("processor did not stop within 30s")
+		}
+	}
+}
+
+func (e *e2eEnv) produce(events []bench.ShopEvent) {
+	e.t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(e.brokers...))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer cl.Close()
+	var recs []*kgo.Record
+	for _, ev := range events {
+		rec, err := ev.Record(e.top.Spec.Source.Topic)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		recs = append(recs, rec)
+	}
+	if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func (e *e2eEnv) get(users []string, asOf int64) *featurestreamv1.GetFeaturesResponse {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := e.client.GetFeatures(ctx, &featurestreamv1.GetFeaturesRequest{
+		EntityIds: users,
+		AsOf:      timestamppb.New(time.UnixMilli(asOf)),
+	})
+	if err != nil {
+		e.t.Fatalf("GetFeatures: %v", err)
+	}
+	return resp
+}
+
+// diff compares a response with the model and returns the first mismatch.
+func diff(model *shopModel, users []string, asOf int64, resp *featurestreamv1.GetFeaturesResponse) string {
+	if len(resp.Results) != len(users) {
+		return fmt.Sprintf("%d results for %d users", len(resp.Results), len(users))
+	}
+	for i, user := range users {
+		r := resp.Results[i]
+		want := model.values(user, asOf)
+		if r.EntityId != user {
+			return fmt.Sprintf("result %d is %q, want %q", i, r.EntityId, user)
+		}
+		if len(r.Values) != 4 {
+			return fmt.Sprintf("%s: %d values, want 4", user, len(r.Values))
+		}
+		if !want.found {
+			for _, v := range r.Values {
+				if v.Status != featurestreamv1.FeatureValue_NOT_FOUND {
+					return fmt.Sprintf("%s %s: status %s, want NOT_FOUND", user, v.Name, v.Status)
+				}
+			}
+			continue
+		}
+		byName := map[string]*featurestreamv1.FeatureValue{}
+		for _, v := range r.Values {
+			if v.Status != featurestreamv1.FeatureValue_PRESENT {
+				return fmt.Sprintf("%s %s: status %s, want PRESENT", user, v.Name, v.Status)
+			}
+			byName[v.Name] = v
+		}
+		if got := byName["views_1h"].GetInt64Value(); got != want.views1h {
+			return fmt.Sprintf("%s views_1h at %s = %d, want %d", user, time.UnixMilli(asOf).UTC(), got, want.views1h)
+		}
+		if got := byName["purchases_24h"].GetInt64Value(); got != want.purchases24h {
+			return fmt.Sprintf("%s purchases_24h = %d, want %d", user, got, want.purchases24h)
+		}
+		if got := byName["spend_24h"].GetDoubleValue(); math.Abs(got-want.spend24h) > 1e-9*math.Max(1, math.Abs(want.spend24h)) {
+			return fmt.Sprintf("%s spend_24h = %v, want %v", user, got, want.spend24h)
+		}
+		if got := byName["last_items"].GetStringListValue().GetValues(); !slices.Equal(got, want.lastItems) {
+			return fmt.Sprintf("%s last_items = %v, want %v", user, got, want.lastItems)
+		}
+	}
+	return ""
+}
+
+// TestEndToEnd produces a known event set in three batches, with a
+// processor restart on the same state dir between the first two and a
+// restart on an empty state dir (and an emptied Redis) before the third,
+// and checks every feature of every user over gRPC against the model at
+// several as_of times.
+func TestEndToEnd(t *testing.T) {
+	env := newE2EEnv(t, 3)
+	rng := rand.New(rand.NewPCG(7, 11))
+	t0 := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
+	span := 6 * time.Hour.Milliseconds()
+	const n = 3000
+	var users []string
+	for i := range 25 {
+		users = append(users, fmt.Sprintf("u%d", i))
+	}
+	gen := bench.NewShopGenerator(3, 25, 200)
+	events := make([]bench.ShopEvent, n)
+	for i := range events {
+		// Mostly in time order, up to 2 minutes out of order (grace is 5m).
+		ts := t0 + int64(i)*span/n + rng.Int64N(4*60_000) - 2*60_000
+		events[i] = gen.Next(time.UnixMilli(ts))
+		events[i].UserID = users[rng.IntN(len(users))]
+	}
+	asked := append(slices.Clone(users), "nobody") // one entity never seen
+
+	model := &shopModel{byUser: map[string][]modelEvent{}}
+	check := func(phase string, upTo int) {
+		t.Helper()
+		var end int64
+		for _, ev := range events[:upTo] {
+			end = max(end, ev.TS)
+		}
+		// Wait until the last batch is visible, then check all instants.
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			d := diff(model, asked, end, env.get(asked, end))
+			if d == "" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not converged after 30s: %s", phase, d)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		instants := []int64{end, end + 30*60_000, end + 61*60_000, end + 25*3600_000}
+		for _, asOf := range instants {
+			if d := diff(model, asked, asOf, env.get(asked, asOf)); d != "" {
+				t.Errorf("%s: as of %s: %s", phase, time.UnixMilli(asOf).UTC(), d)
+			}
+		}
+	}
+	produce := func(from, to int) {
+		for i := from; i < to; i++ {
+			model.add(i, events[i])
+		}
+		env.produce(events[from:to])
+	}
+
+	dir := t.TempDir()
+	stop := env.startProcessor(dir)
+	produce(0, 1800)
+	check("first run", 1800)
+	stop()
+
+	stop = env.startProcessor(dir)
+	produce(1800, 2400)
+	check("restart on the same state dir", 2400)
+	stop()
+
+	if err := env.rdb.FlushAll(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	stop = env.startProcessor(t.TempDir())
+	produce(2400, n)
+	check("restart on an empty state dir and an empty Redis", n)
+	stop()
+
+	// views_1h decays with no new event: an hour and a tile after the last
+	// event, every user has zero views but is still PRESENT.
+	var last int64
+	for _, ev := range events {
+		last = max(last, ev.TS)
+	}
+	late := last + 66*60_000
+	for _, r := range env.get(users, late).Results {
+		if r.Values[0].Name != "views_1h" || r.Values[0].GetInt64Value() != 0 || r.Values[0].Status != featurestreamv1.FeatureValue_PRESENT {
+			t.Errorf("%s: views_1h at +66m = %v, want PRESENT 0", r.EntityId, r.Values[0])
+		}
+	}
+}
+

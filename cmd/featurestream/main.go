@@ -1,0 +1,59 @@
+// Command featurestream is the one binary of featurestream: dev runs the
+// whole product in one process; process and serve run its two halves
+// against a real Kafka and Redis; validate checks a spec.
+//
+// This package only wires components together; each lives in its own
+// package with its own tests.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/alecthomas/kong"
+)
+
+type cli struct {
+	LogFormat string `help:"Log format: text or json." enum:"text,json" default:"text"`
+	LogLevel  string `help:"Log level: debug, info, warn or error." enum:"debug,info,warn,error" default:"info"`
+
+	Dev      devCmd      `cmd:"" help:"Run everything in one process: an embedded Kafka broker, the processor, the gRPC server, an admin server and (unless --redis-addr is given) a redis-server."`
+	Process  processCmd  `cmd:"" help:"Run a processor: consume events from Kafka, keep features in local state and the changelog, push them to Redis."`
+	Serve    serveCmd    `cmd:"" help:"Run a gRPC feature server reading Redis."`
+	Validate validateCmd `cmd:"" help:"Check a feature spec and print its features."`
+}
+
+func main() {
+	var c cli
+	kctx := kong.Parse(&c,
+		kong.Name("featurestream"),
+		kong.Description("Real-time user features: Kafka events in, windowed aggregates out over gRPC.\nEvery flag can also be set by an environment variable, shown in brackets."),
+		kong.DefaultEnvars("FEATURESTREAM"),
+		kong.UsageOnError(),
+	)
+	logger := newLogger(c.LogFormat, c.LogLevel)
+	slog.SetDefault(logger)
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := kctx.Run(ctx, logger)
+	if err != nil && !errors.Is(err, context.Canceled) {
+		fmt.Fprintf(os.Stderr, "featurestream %s: %v\n", kctx.Command(), err)
+		os.Exit(1)
+	}
+}
+
+func newLogger(format, level string) *slog.Logger {
+	var lv slog.Level
+	_ = lv.UnmarshalText([]byte(level))
+	opts := &slog.HandlerOptions{Level: lv}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}

@@ -1,0 +1,233 @@
+package processor
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hamba/avro/v2"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/featurestream/featurestream/topology"
+)
+
+// Reasons a record is rejected; they label metrics and, with the DLQ, its
+// reason header.
+const (
+	ReasonDecode   = "decode"    // the value is not valid JSON/Avro
+	ReasonNoKey    = "no_key"    // no entity id
+	ReasonNoTime   = "no_time"   // no usable event time
+	ReasonBadValue = "bad_value" // a field has a wrong type or is out of range
+	ReasonLate     = "late"      // behind the partition's watermark
+	ReasonFuture   = "future"    // further ahead of the clock than max_future
+)
+
+// RejectError says why a record cannot be applied.
+type RejectError struct {
+	Reason string
+	Err    error
+}
+
+func (e *RejectError) Error() string { return e.Reason + ": " + e.Err.Error() }
+func (e *RejectError) Unwrap() error { return e.Err }
+
+func reject(reason string, format string, args ...any) error {
+	return &RejectError{Reason: reason, Err: fmt.Errorf(format, args...)}
+}
+
+// Decoder turns input records into events. It is safe for concurrent use.
+type Decoder struct {
+	format   string
+	keyPath  []string
+	timePath []string
+	schema   avro.Schema
+	// required are the Avro record's fields that cannot be null: hamba's
+	// decoder can stop early on bad input without an error, so a nil
+	// required field marks a record that did not decode.
+	required []string
+	readers  sync.Pool
+}
+
+// NewDecoder builds the decoder for a spec's source; the Avro schema path
+// is relative to the spec file.
+func NewDecoder(spec *topology.Spec) (*Decoder, error) {
+	src := spec.Source
+	d := &Decoder{format: src.Format}
+	if src.Key != "" {
+		d.keyPath = strings.Split(src.Key, ".")
+	}
+	if src.Time != "" {
+		d.timePath = strings.Split(src.Time, ".")
+	}
+	if src.Format == "avro" {
+		path := src.Schema
+		if !filepath.IsAbs(path) {
+			path = filepath.Join(filepath.Dir(spec.File), path)
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("%s: source.schema: %w", spec.File, err)
+		}
+		if d.schema, err = avro.Parse(string(data)); err != nil {
+			return nil, fmt.Errorf("%s: source.schema %s: %w", spec.File, path, err)
+		}
+		rs, ok := d.schema.(*avro.RecordSchema)
+		if !ok {
+			return nil, fmt.Errorf("%s: source.schema %s: want a record schema, got %s", spec.File, path, d.schema.Type())
+		}
+		for _, f := range rs.Fields() {
+			if !nullable(f.Type()) {
+				d.required = append(d.required, f.Name())
+			}
+		}
+		d.readers.New = func() any { return avro.NewReader(nil, 0) }
+	}
+	return d, nil
+}
+
+// Decode fills ev from rec. ev.Fields is replaced by a new map.
+func (d *Decoder) Decode(rec *kgo.Record, ev *topology.Event) error {
+	fields, err := d.decodeValue(rec.Value)
+	if err != nil {
+		return &RejectError{Reason: ReasonDecode, Err: err}
+	}
+	ev.Fields = fields
+	if d.keyPath == nil {
+		if len(rec.Key) == 0 {
+			return reject(ReasonNoKey, "record has no key")
+		}
+		ev.Key = string(rec.Key)
+	} else {
+		v, ok := ev.Lookup(d.keyPath)
+		if !ok {
+			return reject(ReasonNoKey, "no field %s", strings.Join(d.keyPath, "."))
+		}
+		switch k := v.(type) {
+		case string:
+			ev.Key = k
+		case float64:
+			if k != math.Trunc(k) || math.Abs(k) > 1<<53 {
+				return reject(ReasonNoKey, "field %s: %v is not an integer id", strings.Join(d.keyPath, "."), k)
+			}
+			ev.Key = strconv.FormatInt(int64(k), 10)
+		case int64:
+			ev.Key = strconv.FormatInt(k, 10)
+		case int:
+			ev.Key = strconv.Itoa(k)
+		case int32:
+			ev.Key = strconv.FormatInt(int64(k), 10)
+		default:
+			return reject(ReasonNoKey, "field %s: want a string or integer id, got %T", strings.Join(d.keyPath, "."), v)
+		}
+		if ev.Key == "" {
+			return reject(ReasonNoKey, "field %s is empty", strings.Join(d.keyPath, "."))
+		}
+	}
+	if d.timePath == nil {
+		ev.TimeMs = rec.Timestamp.UnixMilli()
+		return nil
+	}
+	v, ok := ev.Lookup(d.timePath)
+	if !ok {
+		return reject(ReasonNoTime, "no field %s", strings.Join(d.timePath, "."))
+	}
+	if ev.TimeMs, err = eventTimeMs(v); err != nil {
+		return reject(ReasonNoTime, "field %s: %v", strings.Join(d.timePath, "."), err)
+	}
+	return nil
+}
+
+// eventTimeMs reads epoch milliseconds (a number or a string of digits), an
+// RFC 3339 string, or an Avro timestamp.
+func eventTimeMs(v any) (int64, error) {
+	const maxMs = 1 << 53
+	switch t := v.(type) {
+	case float64:
+		if math.IsNaN(t) || math.IsInf(t, 0) || math.Abs(t) > maxMs {
+			return 0, fmt.Errorf("%v is not epoch milliseconds", t)
+		}
+		return int64(t), nil
+	case int64:
+		return t, nil
+	case int:
+		return int64(t), nil
+	case int32:
+		return int64(t), nil
+	case time.Time:
+		return t.UnixMilli(), nil
+	case string:
+		if ms, err := strconv.ParseInt(t, 10, 64); err == nil {
+			return ms, nil
+		}
+		ts, err := time.Parse(time.RFC3339Nano, t)
+		if err != nil {
+			return 0, fmt.Errorf("%q is neither epoch milliseconds nor RFC 3339", t)
+		}
+		return ts.UnixMilli(), nil
+	}
+	return 0, fmt.Errorf("want epoch milliseconds or RFC 3339, got %T", v)
+}
+
+var errEmpty = errors.New("empty value")
+
+func (d *Decoder) decodeValue(b []byte) (map[string]any, error) {
+	if len(b) == 0 {
+		return nil, errEmpty
+	}
+	var m map[string]any
+	if d.format != "avro" {
+		if err := json.Unmarshal(b, &m); err != nil {
+			return nil, fmt.Errorf("json: %w", err)
+		}
+		if m == nil {
+			return nil, errors.New("json: want an object, got null")
+		}
+		return m, nil
+	}
+	// Confluent wire framing: magic byte 0 and a 4-byte schema id. A raw
+	// record may start with 0 too, so framing is tried first and raw second.
+	if len(b) > 5 && b[0] == 0 {
+		if m, err := d.decodeAvro(b[5:]); err == nil {
+			return m, nil
+		}
+	}
+	return d.decodeAvro(b)
+}
+
+func (d *Decoder) decodeAvro(b []byte) (map[string]any, error) {
+	r := d.readers.Get().(*avro.Reader)
+	defer d.readers.Put(r)
+	r.Error = nil
+	r.Reset(b)
+	var m map[string]any
+	r.ReadVal(d.schema, &m)
+	if r.Error != nil {
+		return nil, fmt.Errorf("avro: %w", r.Error)
+	}
+	if r.Peek(); r.Error == nil {
+		return nil, errors.New("avro: trailing bytes after the record")
+	}
+	for _, f := range d.required {
+		if m[f] == nil {
+			return nil, fmt.Errorf("avro: field %s did not decode", f)
+		}
+	}
+	return m, nil
+}
+
+func nullable(s avro.Schema) bool {
+	switch t := s.(type) {
+	case *avro.NullSchema:
+		return true
+	case *avro.UnionSchema:
+		return t.Nullable()
+	}
+	return false
+}

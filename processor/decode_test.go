@@ -1,0 +1,165 @@
+package processor
+
+import (
+	"errors"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/hamba/avro/v2"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/featurestream/featurestream/topology"
+)
+
+func shopSpec(t testing.TB, file string) *topology.Spec {
+	t.Helper()
+	s, err := topology.LoadSpec("../examples/shop/" + file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestDecodeJSON(t *testing.T) {
+	d, err := NewDecoder(shopSpec(t, "spec.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	recTime := time.UnixMilli(1_700_000_000_000)
+	tests := []struct {
+		name    string
+		key     string
+		value   string
+		wantKey string
+		wantMs  int64
+		reason  string
+	}{
+		{name: "epoch ms", value: `{"user_id":"u1","ts":1764133200000,"type":"view"}`, wantKey: "u1", wantMs: 1764133200000},
+		{name: "rfc3339", value: `{"user_id":"u1","ts":"2025-11-26T05:00:00.5Z"}`, wantKey: "u1", wantMs: 1764133200500},
+		{name: "digits string", value: `{"user_id":"u1","ts":"1764133200000"}`, wantKey: "u1", wantMs: 1764133200000},
+		{name: "integer id", value: `{"user_id":42,"ts":1}`, wantKey: "42", wantMs: 1},
+		{name: "not json", value: `{"user_id":`, reason: ReasonDecode},
+		{name: "empty", value: ``, reason: ReasonDecode},
+		{name: "json null", value: `null`, reason: ReasonDecode},
+		{name: "array", value: `[1,2]`, reason: ReasonDecode},
+		{name: "no key", value: `{"ts":1}`, reason: ReasonNoKey},
+		{name: "null key", value: `{"user_id":null,"ts":1}`, reason: ReasonNoKey},
+		{name: "empty key", value: `{"user_id":"","ts":1}`, reason: ReasonNoKey},
+		{name: "fractional id", value: `{"user_id":1.5,"ts":1}`, reason: ReasonNoKey},
+		{name: "object key", value: `{"user_id":{"a":1},"ts":1}`, reason: ReasonNoKey},
+		{name: "no time", value: `{"user_id":"u1"}`, reason: ReasonNoTime},
+		{name: "bad time", value: `{"user_id":"u1","ts":"yesterday"}`, reason: ReasonNoTime},
+		{name: "huge time", value: `{"user_id":"u1","ts":1e300}`, reason: ReasonNoTime},
+		{name: "bool time", value: `{"user_id":"u1","ts":true}`, reason: ReasonNoTime},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var ev topology.Event
+			err := d.Decode(&kgo.Record{Key: []byte(tt.key), Value: []byte(tt.value), Timestamp: recTime}, &ev)
+			if tt.reason != "" {
+				var re *RejectError
+				if !errors.As(err, &re) || re.Reason != tt.reason {
+					t.Fatalf("err = %v, want reason %s", err, tt.reason)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ev.Key != tt.wantKey || ev.TimeMs != tt.wantMs {
+				t.Fatalf("got key %q time %d, want %q %d", ev.Key, ev.TimeMs, tt.wantKey, tt.wantMs)
+			}
+		})
+	}
+}
+
+func TestDecodeRecordKeyAndTimestamp(t *testing.T) {
+	spec := shopSpec(t, "spec.yaml")
+	spec.Source.Key, spec.Source.Time = "", ""
+	d, err := NewDecoder(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ev topology.Event
+	ts := time.UnixMilli(1_764_133_200_123)
+	if err := d.Decode(&kgo.Record{Key: []byte("k9"), Value: []byte(`{"type":"view"}`), Timestamp: ts}, &ev); err != nil {
+		t.Fatal(err)
+	}
+	if ev.Key != "k9" || ev.TimeMs != ts.UnixMilli() {
+		t.Fatalf("got %q %d", ev.Key, ev.TimeMs)
+	}
+	err = d.Decode(&kgo.Record{Value: []byte(`{"type":"view"}`), Timestamp: ts}, &ev)
+	var re *RejectError
+	if !errors.As(err, &re) || re.Reason != ReasonNoKey {
+		t.Fatalf("keyless record: err = %v, want no_key", err)
+	}
+}
+
+func TestDecodeAvro(t *testing.T) {
+	spec := shopSpec(t, "spec-avro.yaml")
+	d, err := NewDecoder(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile("../examples/shop/event.avsc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	schema := avro.MustParse(string(raw))
+	price := 19.99
+	item := "i9"
+	body, err := avro.Marshal(schema, map[string]any{
+		"user_id": "u1", "ts": time.UnixMilli(1764133200000), "type": "purchase",
+		"item_id": &item, "category": nil, "price": &price,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	framed := append([]byte{0, 0, 0, 0, 7}, body...)
+	for name, value := range map[string][]byte{"raw": body, "confluent framing": framed} {
+		t.Run(name, func(t *testing.T) {
+			var ev topology.Event
+			if err := d.Decode(&kgo.Record{Value: value}, &ev); err != nil {
+				t.Fatal(err)
+			}
+			if ev.Key != "u1" || ev.TimeMs != 1764133200000 || ev.Fields["price"] != 19.99 || ev.Fields["item_id"] != "i9" || ev.Fields["category"] != nil {
+				t.Fatalf("decoded %+v", ev)
+			}
+		})
+	}
+	var ev topology.Event
+	err = d.Decode(&kgo.Record{Value: []byte{0xff, 0xff, 0xff}}, &ev)
+	var re *RejectError
+	if !errors.As(err, &re) || re.Reason != ReasonDecode {
+		t.Fatalf("garbage: err = %v, want decode", err)
+	}
+}
+
+// FuzzDecodeJSON and FuzzDecodeAvro: no input may panic the decoder.
+func FuzzDecodeJSON(f *testing.F) {
+	d, err := NewDecoder(shopSpec(f, "spec.yaml"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, s := range []string{`{"user_id":"u1","ts":1764133200000,"type":"view","item_id":"i9","price":19.99}`, `{"user_id":1,"ts":"2025-11-26T05:00:00Z"}`, `[]`, `{"ts":{}}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, value []byte) {
+		var ev topology.Event
+		_ = d.Decode(&kgo.Record{Value: value}, &ev)
+	})
+}
+
+func FuzzDecodeAvro(f *testing.F) {
+	d, err := NewDecoder(shopSpec(f, "spec-avro.yaml"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add([]byte{0x04, 'u', '1', 0x80, 0x80, 0x01, 0x08, 'v', 'i', 'e', 'w', 0, 0, 0})
+	f.Add([]byte{0, 0, 0, 0, 1, 0x04, 'u', '1'})
+	f.Fuzz(func(t *testing.T, value []byte) {
+		var ev topology.Event
+		_ = d.Decode(&kgo.Record{Value: value}, &ev)
+	})
+}

@@ -1,0 +1,75 @@
+package processor
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	consumed      prometheus.Counter
+	rejected      *prometheus.CounterVec
+	decodeErrors  prometheus.Counter
+	late          *prometheus.CounterVec
+	flushDuration prometheus.Histogram
+	changelog     prometheus.Counter
+	sinkErrors    prometheus.Counter
+	freshness     prometheus.Histogram
+	assigned      prometheus.Gauge
+	rebalances    *prometheus.CounterVec
+	watermark     *prometheus.GaugeVec
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		consumed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "featurestream_events_consumed_total",
+			Help: "Input records consumed, valid or not.",
+		}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "featurestream_records_rejected_total",
+			Help: "Input records not applied, by reason (decode, no_key, no_time, bad_value, late, future).",
+		}, []string{"reason"}),
+		decodeErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "featurestream_decode_errors_total",
+			Help: "Input records whose value did not decode.",
+		}),
+		late: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "featurestream_late_events_total",
+			Help: "Events behind their partition's watermark, by feature they were not applied to.",
+		}, []string{"feature"}),
+		flushDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "featurestream_commit_duration_seconds",
+			Help:    "Time of one commit cycle: changelog, local state, input offsets and online store.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}),
+		changelog: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "featurestream_changelog_records_total",
+			Help: "State records written to the changelog.",
+		}),
+		sinkErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "featurestream_sink_errors_total",
+			Help: "Failed writes to the online store; the records are retried at the next commit.",
+		}),
+		freshness: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "featurestream_freshness_seconds",
+			Help:    "Time from an entity's newest event time to its write to the online store.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 16),
+		}),
+		assigned: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "featurestream_assigned_partitions",
+			Help: "Input partitions this instance processes.",
+		}),
+		rebalances: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "featurestream_rebalances_total",
+			Help: "Partition changes from the consumer group, by kind (assigned, revoked, lost).",
+		}, []string{"kind"}),
+		watermark: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "featurestream_watermark_seconds",
+			Help: "Event-time watermark of each assigned partition, as Unix seconds.",
+		}, []string{"partition"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.consumed, m.rejected, m.decodeErrors, m.late, m.flushDuration, m.changelog,
+			m.sinkErrors, m.freshness, m.assigned, m.rebalances, m.watermark)
+	}
+	return m
+}

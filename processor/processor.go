@@ -1,0 +1,422 @@
+package processor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/featurestream/featurestream/sinks"
+	"github.com/featurestream/featurestream/state"
+	"github.com/featurestream/featurestream/topology"
+)
+
+// Sink receives the newest state of every entity a commit touched, after
+// the commit. Writes must be idempotent and must never replace a newer
+// version with an older one.
+type Sink interface {
+	Write(ctx context.Context, recs []sinks.Record) error
+}
+
+// Config configures a Processor.
+type Config struct {
+	// Brokers are the Kafka seed brokers. Required.
+	Brokers []string
+	// ClientOpts are extra franz-go options for every client (TLS, SASL).
+	ClientOpts []kgo.Opt
+	// Group is the consumer group. Default: the spec's app.
+	Group string
+	// InstanceID enables static group membership, so a restarted instance
+	// gets its partitions back without a rebalance.
+	InstanceID string
+	// CommitInterval is how often state is committed and pushed to the
+	// online store. Default 100ms.
+	CommitInterval time.Duration
+	// MaxPollRecords bounds the records processed between commits'
+	// checks. Default 10000.
+	MaxPollRecords int
+	// SessionTimeout is the group session timeout. Default 10s.
+	SessionTimeout time.Duration
+	// Now is the clock, for tests. Default time.Now.
+	Now func() time.Time
+}
+
+func (c *Config) applyDefaults(spec *topology.Spec) {
+	if c.Group == "" {
+		c.Group = spec.App
+	}
+	if c.CommitInterval == 0 {
+		c.CommitInterval = 100 * time.Millisecond
+	}
+	if c.MaxPollRecords == 0 {
+		c.MaxPollRecords = 10000
+	}
+	if c.SessionTimeout == 0 {
+		c.SessionTimeout = 10 * time.Second
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+// Validate reports every problem with c at once.
+func (c *Config) Validate() error {
+	var errs []error
+	if len(c.Brokers) == 0 {
+		errs = append(errs, errors.New("processor: no brokers: set --brokers to the Kafka seed brokers, such as 127.0.0.1:9092"))
+	}
+	if c.CommitInterval < 0 || c.CommitInterval > time.Minute {
+		errs = append(errs, fmt.Errorf("processor: commit interval %s: want between 1ms and 1m", c.CommitInterval))
+	}
+	if c.MaxPollRecords < 0 {
+		errs = append(errs, fmt.Errorf("processor: max poll records %d: must be positive", c.MaxPollRecords))
+	}
+	return errors.Join(errs...)
+}
+
+// Processor consumes the input topic as a member of a consumer group and
+// keeps the features of the entities in its partitions.
+type Processor struct {
+	cfg     Config
+	top     *topology.Topology
+	dec     *Decoder
+	store   *state.Store
+	sink    Sink
+	logger  *slog.Logger
+	m       *metrics
+	reg     prometheus.Registerer
+	grace   int64
+	future  int64
+	inTopic string
+	clTopic string
+
+	ready atomic.Bool
+
+	// Set by Run before the group is joined.
+	cl         *kgo.Client
+	restorer   *state.Restorer
+	generation string
+
+	// mu serializes processing and commits with the group's callbacks.
+	mu struct {
+		sync.Mutex
+		tasks map[int32]*task
+	}
+	rejectLogs sync.Map // reason -> *atomic.Int64, for logging one in N
+}
+
+// New returns a processor for the compiled spec.
+func New(cfg Config, top *topology.Topology, store *state.Store, sink Sink, logger *slog.Logger, reg prometheus.Registerer) (*Processor, error) {
+	cfg.applyDefaults(top.Spec)
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	dec, err := NewDecoder(top.Spec)
+	if err != nil {
+		return nil, err
+	}
+	p := &Processor{
+		cfg: cfg, top: top, dec: dec, store: store, sink: sink, logger: logger, reg: reg,
+		m:       newMetrics(reg),
+		grace:   time.Duration(top.Spec.Source.Grace).Milliseconds(),
+		future:  time.Duration(top.Spec.Source.MaxFuture).Milliseconds(),
+		inTopic: top.Spec.Source.Topic,
+		clTopic: state.ChangelogTopic(top.Spec.App),
+	}
+	p.mu.tasks = make(map[int32]*task)
+	return p, nil
+}
+
+// Ready reports whether the processor has joined its group and restored
+// the partitions it was given.
+func (p *Processor) Ready() bool { return p.ready.Load() }
+
+// Run consumes until ctx is done, then commits what it has and leaves the
+// group. It returns an error if Kafka cannot be reached or a commit fails;
+// state stays consistent either way, and a restart resumes.
+func (p *Processor) Run(ctx context.Context) error {
+	base := append([]kgo.Opt{kgo.SeedBrokers(p.cfg.Brokers...)}, p.cfg.ClientOpts...)
+	admCl, err := kgo.NewClient(base...)
+	if err != nil {
+		return fmt.Errorf("processor: %w", err)
+	}
+	defer admCl.Close()
+	adm := kadm.NewClient(admCl)
+	partitions, err := p.inputPartitions(ctx, adm)
+	if err != nil {
+		return err
+	}
+	if p.generation, err = state.EnsureTopic(ctx, adm, p.clTopic, partitions, true); err != nil {
+		return fmt.Errorf("processor: changelog: %w", err)
+	}
+	p.restorer = state.NewRestorer(p.store, adm, base, p.clTopic, p.logger, p.reg)
+
+	opts := append(base[:len(base):len(base)],
+		kgo.ConsumerGroup(p.cfg.Group),
+		kgo.ConsumeTopics(p.inTopic),
+		kgo.DisableAutoCommit(),
+		kgo.BlockRebalanceOnPoll(),
+		kgo.Balancers(kgo.CooperativeStickyBalancer()),
+		kgo.SessionTimeout(p.cfg.SessionTimeout),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()),
+		kgo.ProducerLinger(0),
+		kgo.OnPartitionsAssigned(p.assigned),
+		kgo.OnPartitionsRevoked(p.revoked),
+		kgo.OnPartitionsLost(p.lost),
+		kgo.AdjustFetchOffsetsFn(p.adjustOffsets),
+	)
+	if p.cfg.InstanceID != "" {
+		opts = append(opts, kgo.InstanceID(p.cfg.InstanceID))
+	}
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return fmt.Errorf("processor: %w", err)
+	}
+	p.cl = cl
+	p.logger.Info("processor started", "group", p.cfg.Group, "topic", p.inTopic, "partitions", partitions, "changelog", p.clTopic)
+
+	runErr := p.loop(ctx)
+
+	// Commit what was processed before leaving, so the next owner does
+	// not redo it.
+	fctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	p.mu.Lock()
+	if err := p.flushLocked(fctx, p.allTasksLocked()); err != nil && runErr == nil {
+		runErr = err
+	}
+	p.mu.Unlock()
+	cancel()
+	cl.CloseAllowingRebalance()
+	p.ready.Store(false)
+	return runErr
+}
+
+func (p *Processor) inputPartitions(ctx context.Context, adm *kadm.Client) (int32, error) {
+	for {
+		details, err := adm.ListTopics(ctx, p.inTopic)
+		if err == nil {
+			if d, ok := details[p.inTopic]; ok && d.Err == nil && len(d.Partitions) > 0 {
+				return int32(len(d.Partitions)), nil
+			}
+			err = fmt.Errorf("topic %s does not exist: create it (its partition count bounds the processors' parallelism)", p.inTopic)
+		}
+		p.logger.Warn("waiting for input topic", "topic", p.inTopic, "err", err)
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("processor: input topic %s: %w", p.inTopic, err)
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+func (p *Processor) loop(ctx context.Context) error {
+	lastFlush := time.Now()
+	for {
+		wait := max(p.cfg.CommitInterval-time.Since(lastFlush), time.Millisecond)
+		pctx, cancel := context.WithTimeout(ctx, wait)
+		fetches := p.cl.PollRecords(pctx, p.cfg.MaxPollRecords)
+		cancel()
+		if fetches.IsClientClosed() || ctx.Err() != nil {
+			return nil
+		}
+		fetches.EachError(func(topic string, partition int32, err error) {
+			if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+				p.logger.Warn("fetch error", "topic", topic, "partition", partition, "err", err)
+			}
+		})
+		p.mu.Lock()
+		p.processLocked(fetches)
+		var err error
+		if time.Since(lastFlush) >= p.cfg.CommitInterval {
+			err = p.flushLocked(ctx, p.allTasksLocked())
+			lastFlush = time.Now()
+		}
+		p.mu.Unlock()
+		if err != nil {
+			return err
+		}
+		p.cl.AllowRebalance()
+	}
+}
+
+func (p *Processor) allTasksLocked() []*task {
+	ts := make([]*task, 0, len(p.mu.tasks))
+	for _, t := range p.mu.tasks {
+		ts = append(ts, t)
+	}
+	return ts
+}
+
+// processLocked applies a poll's records, each partition on its own
+// goroutine: partitions share nothing but the store and the metrics.
+func (p *Processor) processLocked(fetches kgo.Fetches) {
+	var wg sync.WaitGroup
+	fetches.EachPartition(func(ftp kgo.FetchTopicPartition) {
+		t := p.mu.tasks[ftp.Partition]
+		if t == nil || len(ftp.Records) == 0 {
+			return
+		}
+		wg.Go(func() { t.process(ftp.Records) })
+	})
+	wg.Wait()
+}
+
+// flushLocked commits the given tasks: changelog records (acknowledged),
+// then one Pebble batch with the changelog and input offsets they reflect,
+// then the input offsets to the group, then the online store.
+func (p *Processor) flushLocked(ctx context.Context, tasks []*task) error {
+	if len(tasks) == 0 || p.cl == nil {
+		return nil
+	}
+	start := time.Now()
+	type pending struct {
+		t      *task
+		entity string
+		rec    *kgo.Record
+		st     *topology.EntityState
+	}
+	var out []pending
+	var recs []*kgo.Record
+	for _, t := range tasks {
+		n := 0
+		for entity, st := range t.dirty {
+			n++
+			rec := &kgo.Record{
+				Topic:     p.clTopic,
+				Partition: t.partition,
+				Key:       []byte(entity),
+				Value:     p.top.AppendState(nil, st),
+			}
+			// Only the partition's last record of this commit says how far
+			// input is reflected: produce keeps order within a partition,
+			// so if it is in the changelog, so is every record before it.
+			if n == len(t.dirty) {
+				rec.Headers = []kgo.RecordHeader{state.InputNextHeader(t.inputNext)}
+			}
+			out = append(out, pending{t: t, entity: entity, rec: rec, st: st})
+			recs = append(recs, rec)
+		}
+	}
+	if len(recs) > 0 {
+		if err := p.cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+			return fmt.Errorf("commit: write changelog: %w", err)
+		}
+		p.m.changelog.Add(float64(len(recs)))
+	}
+
+	batch := p.store.NewBatch()
+	defer batch.Close()
+	for _, o := range out {
+		if err := batch.Set(o.t.partition, o.entity, o.rec.Value); err != nil {
+			return fmt.Errorf("commit: %w", err)
+		}
+		o.t.changelogNext = max(o.t.changelogNext, o.rec.Offset+1)
+	}
+	offsets := make(map[int32]kgo.EpochOffset)
+	for _, t := range tasks {
+		if len(t.dirty) == 0 && t.inputNext == t.committedNext && t.sinkNext == t.savedSinkNext {
+			continue
+		}
+		meta := state.Meta{
+			ChangelogNext: t.changelogNext,
+			InputNext:     t.inputNext,
+			SinkNext:      t.sinkNext,
+			MaxEventMs:    t.maxEventMs,
+			Generation:    p.generation,
+		}
+		if err := batch.SetMeta(t.partition, meta); err != nil {
+			return fmt.Errorf("commit: %w", err)
+		}
+		t.savedSinkNext = t.sinkNext
+		if t.inputNext > t.committedNext {
+			offsets[t.partition] = kgo.EpochOffset{Epoch: t.inputEpoch, Offset: t.inputNext}
+		}
+	}
+	if err := batch.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+
+	if len(offsets) > 0 {
+		var commitErr error
+		p.cl.CommitOffsetsSync(ctx, map[string]map[int32]kgo.EpochOffset{p.inTopic: offsets},
+			func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
+				if err != nil {
+					commitErr = err
+					return
+				}
+				for _, t := range resp.Topics {
+					for _, pt := range t.Partitions {
+						if kerrErr := kerr.ErrorForCode(pt.ErrorCode); kerrErr != nil && commitErr == nil {
+							commitErr = fmt.Errorf("partition %d: %w", pt.Partition, kerrErr)
+						}
+					}
+				}
+			})
+		if commitErr != nil {
+			// The state is committed locally and in the changelog; the
+			// input offset is in Pebble too, so a restart resumes exactly.
+			p.logger.Warn("commit input offsets failed", "err", commitErr)
+		} else {
+			for part, eo := range offsets {
+				if t := p.mu.tasks[part]; t != nil {
+					t.committedNext = eo.Offset
+				}
+			}
+		}
+	}
+
+	// The online store last: it may lag but never lead the changelog.
+	var sinkRecs []sinks.Record
+	now := p.cfg.Now()
+	for _, o := range out {
+		o.t.pendingSink[o.entity] = sinks.Record{
+			Entity: o.entity, Partition: o.t.partition,
+			Version: uint64(o.rec.Offset), Generation: p.generation, State: o.st,
+		}
+	}
+	for _, t := range tasks {
+		clear(t.dirty)
+		for _, r := range t.pendingSink {
+			sinkRecs = append(sinkRecs, r)
+		}
+	}
+	if len(sinkRecs) == 0 {
+		for _, t := range tasks {
+			t.sinkNext = t.changelogNext
+		}
+	} else {
+		if err := p.sink.Write(ctx, sinkRecs); err != nil {
+			p.m.sinkErrors.Inc()
+			p.logger.Warn("write online store failed; retrying at the next commit", "records", len(sinkRecs), "err", err)
+		} else {
+			for _, r := range sinkRecs {
+				if r.State != nil {
+					p.m.freshness.Observe(now.Sub(time.UnixMilli(r.State.LastEventMs)).Seconds())
+				}
+			}
+			for _, t := range tasks {
+				clear(t.pendingSink)
+				t.sinkNext = t.changelogNext
+			}
+		}
+	}
+	for _, t := range tasks {
+		if t.maxEventMs != math.MinInt64 {
+			p.m.watermark.WithLabelValues(strconv.Itoa(int(t.partition))).Set(float64(t.maxEventMs-p.grace) / 1000)
+		}
+	}
+	p.m.flushDuration.Observe(time.Since(start).Seconds())
+	return nil
+}

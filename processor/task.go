@@ -1,0 +1,215 @@
+package processor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"sync/atomic"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/featurestream/featurestream/sinks"
+	"github.com/featurestream/featurestream/state"
+	"github.com/featurestream/featurestream/topology"
+)
+
+// task owns one input partition between an assignment and its revocation.
+// Only the processor's loop (or a group callback, serialized with it) calls
+// its methods.
+type task struct {
+	p         *Processor
+	partition int32
+
+	// maxEventMs is the newest event time applied; the watermark is it
+	// minus the spec's grace.
+	maxEventMs int64
+	// inputNext is the next input offset to apply; committedNext the one
+	// the group has; inputEpoch the leader epoch of the last record.
+	inputNext, committedNext int64
+	inputEpoch               int32
+	// changelogNext is past the last changelog record written; sinkNext is
+	// where the online store is known complete; savedSinkNext is the value
+	// last written to Pebble.
+	changelogNext, sinkNext, savedSinkNext int64
+
+	// dirty holds the entities changed since the last commit.
+	dirty map[string]*topology.EntityState
+	// pendingSink holds committed states not yet in the online store.
+	pendingSink map[string]sinks.Record
+}
+
+func (p *Processor) newTask(partition int32, meta state.Meta) *task {
+	return &task{
+		p:             p,
+		partition:     partition,
+		maxEventMs:    meta.MaxEventMs,
+		inputNext:     meta.InputNext,
+		committedNext: meta.InputNext,
+		inputEpoch:    -1,
+		changelogNext: meta.ChangelogNext,
+		sinkNext:      meta.SinkNext,
+		savedSinkNext: meta.SinkNext,
+		dirty:         make(map[string]*topology.EntityState),
+		pendingSink:   make(map[string]sinks.Record),
+	}
+}
+
+func (t *task) watermark() int64 {
+	if t.maxEventMs == math.MinInt64 {
+		return math.MinInt64
+	}
+	return t.maxEventMs - t.p.grace
+}
+
+func (t *task) process(recs []*kgo.Record) {
+	p := t.p
+	nowMs := p.cfg.Now().UnixMilli()
+	for _, rec := range recs {
+		if rec.Offset < t.inputNext {
+			continue // already in state: restored from the changelog
+		}
+		t.inputNext = rec.Offset + 1
+		t.inputEpoch = rec.LeaderEpoch
+		p.m.consumed.Inc()
+		var ev topology.Event
+		if err := p.dec.Decode(rec, &ev); err != nil {
+			t.reject(rec, err)
+			continue
+		}
+		if ev.TimeMs > nowMs+p.future {
+			t.reject(rec, reject(ReasonFuture, "event time %d is more than max_future ahead of the clock %d", ev.TimeMs, nowMs))
+			continue
+		}
+		if wm := t.watermark(); ev.TimeMs < wm {
+			for i := range p.top.Features {
+				p.m.late.WithLabelValues(p.top.Features[i].Name).Inc()
+			}
+			t.reject(rec, reject(ReasonLate, "event time %d is behind the watermark %d", ev.TimeMs, wm))
+			continue
+		}
+		st, err := t.state(ev.Key)
+		if err != nil {
+			// The local store failed, not the input: this is not the
+			// record's fault and must not drop it silently.
+			t.reject(rec, fmt.Errorf("read state: %w", err))
+			continue
+		}
+		maxEvent := max(t.maxEventMs, ev.TimeMs)
+		if err := p.top.Apply(st, &ev, maxEvent-p.grace); err != nil {
+			t.reject(rec, &RejectError{Reason: ReasonBadValue, Err: err})
+			continue
+		}
+		t.dirty[ev.Key] = st
+		t.maxEventMs = maxEvent
+	}
+}
+
+func (t *task) state(entity string) (*topology.EntityState, error) {
+	if st, ok := t.dirty[entity]; ok {
+		return st, nil
+	}
+	st, err := t.p.store.Get(t.partition, entity)
+	if err != nil || st != nil {
+		return st, err
+	}
+	return t.p.top.NewEntityState(), nil
+}
+
+// reject counts a record that cannot be applied and logs the first and then
+// one in every 1000 per reason.
+func (t *task) reject(rec *kgo.Record, err error) {
+	p := t.p
+	reason := "internal"
+	var re *RejectError
+	if errors.As(err, &re) {
+		reason = re.Reason
+	}
+	p.m.rejected.WithLabelValues(reason).Inc()
+	if reason == ReasonDecode {
+		p.m.decodeErrors.Inc()
+	}
+	c, _ := p.rejectLogs.LoadOrStore(reason, new(atomic.Int64))
+	if n := c.(*atomic.Int64).Add(1); n == 1 || n%1000 == 0 {
+		p.logger.Warn("record rejected", "reason", reason, "topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset, "err", err, "count", n)
+	}
+}
+
+// assigned restores newly assigned partitions before their records are
+// fetched.
+func (p *Processor) assigned(ctx context.Context, _ *kgo.Client, assigned map[string][]int32) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.m.rebalances.WithLabelValues("assigned").Inc()
+	for _, part := range assigned[p.inTopic] {
+		meta, repush, err := p.restorer.Restore(ctx, part, p.generation)
+		if err != nil {
+			// Without state the partition cannot be processed correctly;
+			// leaving the group lets another instance (or a restart of this
+			// one) take it.
+			p.logger.Error("restore failed; leaving the group", "partition", part, "err", err)
+			go p.cl.LeaveGroup()
+			return
+		}
+		t := p.newTask(part, meta)
+		for entity, offset := range repush {
+			st, err := p.store.Get(part, entity)
+			if err != nil || st == nil {
+				continue
+			}
+			t.pendingSink[entity] = sinks.Record{Entity: entity, Partition: part, Version: uint64(offset), Generation: p.generation, State: st}
+		}
+		p.mu.tasks[part] = t
+	}
+	p.m.assigned.Set(float64(len(p.mu.tasks)))
+	p.ready.Store(true)
+}
+
+// adjustOffsets starts each partition after the last input offset its
+// restored state reflects, when that is past the group's committed offset.
+func (p *Processor) adjustOffsets(_ context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for part, off := range offsets[p.inTopic] {
+		t := p.mu.tasks[part]
+		if t == nil || t.inputNext <= 0 {
+			continue
+		}
+		if eo := off.EpochOffset(); eo.Offset < t.inputNext {
+			offsets[p.inTopic][part] = kgo.NewOffset().At(t.inputNext).WithEpoch(-1)
+		}
+	}
+	return offsets, nil
+}
+
+// revoked commits the revoked partitions' work before they move.
+func (p *Processor) revoked(ctx context.Context, _ *kgo.Client, revoked map[string][]int32) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.m.rebalances.WithLabelValues("revoked").Inc()
+	var ts []*task
+	for _, part := range revoked[p.inTopic] {
+		if t := p.mu.tasks[part]; t != nil {
+			ts = append(ts, t)
+		}
+	}
+	if err := p.flushLocked(ctx, ts); err != nil {
+		p.logger.Warn("commit of revoked partitions failed; the next owner replays them", "err", err)
+	}
+	for _, t := range ts {
+		delete(p.mu.tasks, t.partition)
+	}
+	p.m.assigned.Set(float64(len(p.mu.tasks)))
+}
+
+// lost drops partitions whose ownership is already gone: their uncommitted
+// work is dropped, and Pebble stays at its last commit.
+func (p *Processor) lost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.m.rebalances.WithLabelValues("lost").Inc()
+	for _, part := range lost[p.inTopic] {
+		delete(p.mu.tasks, part)
+	}
+	p.m.assigned.Set(float64(len(p.mu.tasks)))
+}

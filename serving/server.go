@@ -1,0 +1,388 @@
+package serving
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	pb "github.com/featurestream/featurestream/proto/featurestream/v1"
+	"github.com/featurestream/featurestream/sinks"
+	"github.com/featurestream/featurestream/topology"
+)
+
+// ServiceName is the FeatureService's full name, also the service name its
+// health status is reported under.
+var ServiceName = pb.FeatureService_ServiceDesc.ServiceName
+
+// Server serves FeatureService over gRPC. Make it with New and run it once,
+// with Run or Serve.
+type Server struct {
+	pb.UnimplementedFeatureServiceServer
+
+	cfg    Config
+	top    *topology.Topology
+	store  *sinks.Store
+	logger *slog.Logger
+	// now is the clock a request without as_of is evaluated at.
+	now func() time.Time
+
+	grpc   *grpc.Server
+	health *health.Server
+
+	allFeatures []int
+	known       string // feature names for error messages
+	list        *pb.ListFeaturesResponse
+
+	entities *prometheus.CounterVec
+	started  atomic.Bool
+}
+
+// New returns a Server for top's features, read from store, registering its
+// metrics (gRPC server metrics with a handling-time histogram, and
+// featurestream_serving_*) on reg (nil: not registered).
+func New(cfg Config, top *topology.Topology, store *sinks.Store, logger *slog.Logger, reg prometheus.Registerer) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if top == nil || top.Spec == nil {
+		return nil, errors.New("serving: new server: nil topology")
+	}
+	if store == nil {
+		return nil, errors.New("serving: new server: nil store")
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{
+		cfg:    cfg.withDefaults(),
+		top:    top,
+		store:  store,
+		logger: logger,
+		now:    time.Now,
+		health: health.NewServer(),
+		entities: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "featurestream_serving_entities_total",
+			Help: "Entities looked up by GetFeatures, by whether the online store knew them (found, not_found).",
+		}, []string{"result"}),
+	}
+	names := make([]string, len(top.Features))
+	s.allFeatures = make([]int, len(top.Features))
+	s.list = &pb.ListFeaturesResponse{App: top.Spec.App}
+	for i := range top.Features {
+		f := &top.Features[i]
+		names[i] = f.Name
+		s.allFeatures[i] = i
+		info := &pb.FeatureInfo{
+			Name:        f.Name,
+			Aggregation: f.Agg,
+			Field:       f.Field,
+			Where:       f.Where,
+			ValueType:   f.Type.String(),
+			Description: f.Description,
+		}
+		if !f.Lifetime() {
+			info.Window, info.Tile = f.Window.String(), f.Tile.String()
+		}
+		s.list.Features = append(s.list.Features, info)
+	}
+	s.known = strings.Join(names, ", ")
+	s.entities.WithLabelValues("found")
+	s.entities.WithLabelValues("not_found")
+
+	metrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
+		grpcprom.WithHistogramBuckets(prometheus.ExponentialBuckets(0.0001, 2, 16)),
+	))
+	if reg != nil {
+		for _, c := range []prometheus.Collector{metrics, s.entities} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("serving: new server: register metrics: %w", err)
+			}
+		}
+	}
+	// A panic is a bug, never a reason to drop every other caller's
+	// connection: it becomes an Internal error and a log line with the stack.
+	onPanic := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
+		s.logger.Error("panic in grpc handler", "panic", p, "stack", string(debug.Stack()))
+		return status.Error(codes.Internal, "internal error")
+	})
+	s.grpc = grpc.NewServer(
+		grpc.ChainUnaryInterceptor(metrics.UnaryServerInterceptor(), recovery.UnaryServerInterceptor(onPanic)),
+		grpc.ChainStreamInterceptor(metrics.StreamServerInterceptor(), recovery.StreamServerInterceptor(onPanic)),
+	)
+	pb.RegisterFeatureServiceServer(s.grpc, s)
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+	reflection.Register(s.grpc)
+	metrics.InitializeMetrics(s.grpc)
+	// Not serving until Redis has answered once.
+	s.setHealth(healthpb.HealthCheckResponse_NOT_SERVING)
+	return s, nil
+}
+
+// Run listens on the configured address and serves until ctx is done; see
+// Serve.
+func (s *Server) Run(ctx context.Context) error {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", s.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("serving: listen on %s: %w", s.cfg.Addr, err)
+	}
+	return s.Serve(ctx, ln)
+}
+
+// Serve serves on ln, which it closes, until ctx is done. Then it reports
+// NOT_SERVING, lets in-flight calls finish for up to ShutdownTimeout,
+// cancels the rest and returns nil. It returns an error only when serving
+// fails. A Server serves once.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	if !s.started.CompareAndSwap(false, true) {
+		ln.Close()
+		return errors.New("serving: server already served")
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	var wg sync.WaitGroup
+	wg.Go(func() { s.watchHealth(ctx) })
+	served := make(chan error, 1)
+	go func() { served <- s.grpc.Serve(ln) }()
+	s.logger.Info("grpc serving", "addr", ln.Addr().String(), "app", s.top.Spec.App, "features", len(s.top.Features))
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-served:
+		err = fmt.Errorf("serving: serve grpc on %s: %w", ln.Addr(), err)
+	}
+	cancel()
+	wg.Wait()
+	// Health first, so load balancers stop sending before calls are refused.
+	s.health.Shutdown()
+	s.stop()
+	if err == nil {
+		<-served
+	}
+	s.logger.Info("grpc stopped", "addr", ln.Addr().String())
+	return err
+}
+
+// stop drains in-flight calls for up to ShutdownTimeout, then cuts them.
+func (s *Server) stop() {
+	done := make(chan struct{})
+	go func() {
+		s.grpc.GracefulStop()
+		close(done)
+	}()
+	t := time.NewTimer(s.cfg.ShutdownTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		s.logger.Warn("grpc calls still running after shutdown timeout, cancelling them", "timeout", s.cfg.ShutdownTimeout)
+		s.grpc.Stop()
+		<-done
+	}
+}
+
+// watchHealth pings Redis every HealthInterval: without Redis every call
+// fails, so a load balancer should send calls to another replica.
+func (s *Server) watchHealth(ctx context.Context) {
+	t := time.NewTicker(s.cfg.HealthInterval)
+	defer t.Stop()
+	serving := false
+	for {
+		pctx, cancel := context.WithTimeout(ctx, s.cfg.HealthInterval)
+		err := s.store.Ping(pctx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		switch {
+		case err == nil && !serving:
+			s.logger.Info("redis reachable: serving")
+			s.setHealth(healthpb.HealthCheckResponse_SERVING)
+		case err != nil && serving:
+			s.logger.Warn("redis unreachable: not serving", "err", err)
+			s.setHealth(healthpb.HealthCheckResponse_NOT_SERVING)
+		}
+		serving = err == nil
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (s *Server) setHealth(st healthpb.HealthCheckResponse_ServingStatus) {
+	s.health.SetServingStatus("", st)
+	s.health.SetServingStatus(ServiceName, st)
+}
+
+// GetFeatures implements FeatureService.
+func (s *Server) GetFeatures(ctx context.Context, req *pb.GetFeaturesRequest) (*pb.GetFeaturesResponse, error) {
+	ids := req.GetEntityIds()
+	if err := s.checkEntities(ids); err != nil {
+		return nil, err
+	}
+	features, err := s.resolveFeatures(req.GetFeatures())
+	if err != nil {
+		return nil, err
+	}
+	asOf := s.now()
+	if req.GetAsOf() != nil {
+		if err := req.GetAsOf().CheckValid(); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "as_of: %v", err)
+		}
+		asOf = req.GetAsOf().AsTime()
+	}
+	// Windows are evaluated to the millisecond; the response says so.
+	asOfMs := asOf.UnixMilli()
+
+	entries, err := s.store.Read(ctx, ids, features, nil)
+	if err != nil {
+		if cerr := ctx.Err(); cerr != nil {
+			return nil, status.FromContextError(cerr).Err()
+		}
+		if errors.Is(err, sinks.ErrCorrupt) {
+			s.logger.Error("online store holds an undecodable entity", "err", err)
+			return nil, status.Errorf(codes.DataLoss, "read features: %v", err)
+		}
+		s.logger.Warn("read features", "err", err, "entities", len(ids))
+		return nil, status.Errorf(codes.Unavailable, "read features: %v", err)
+	}
+	return s.respond(entries, ids, features, asOfMs), nil
+}
+
+func (s *Server) checkEntities(ids []string) error {
+	switch {
+	case len(ids) == 0:
+		return status.Error(codes.InvalidArgument, "entity_ids: at least one entity id is required")
+	case len(ids) > s.cfg.MaxEntities:
+		return status.Errorf(codes.InvalidArgument, "entity_ids: %d ids, at most %d per call", len(ids), s.cfg.MaxEntities)
+	}
+	for i, id := range ids {
+		if id == "" {
+			return status.Errorf(codes.InvalidArgument, "entity_ids[%d]: empty entity id", i)
+		}
+	}
+	return nil
+}
+
+// resolveFeatures maps names to feature indexes; no names means all, in
+// spec order.
+func (s *Server) resolveFeatures(names []string) ([]int, error) {
+	if len(names) == 0 {
+		return s.allFeatures, nil
+	}
+	if len(names) > s.cfg.MaxFeatures {
+		return nil, status.Errorf(codes.InvalidArgument, "features: %d names, at most %d per call", len(names), s.cfg.MaxFeatures)
+	}
+	out := make([]int, len(names))
+	for i, name := range names {
+		fi, ok := s.top.FeatureIndex(name)
+		if !ok {
+			return nil, status.Errorf(codes.InvalidArgument, "features[%d]: unknown feature %q; known: %s", i, name, s.known)
+		}
+		for j := range i {
+			if out[j] == fi {
+				return nil, status.Errorf(codes.InvalidArgument, "features[%d]: duplicate feature %q (also features[%d])", i, name, j)
+			}
+		}
+		out[i] = fi
+	}
+	return out, nil
+}
+
+func (s *Server) respond(entries []sinks.Entry, ids []string, features []int, asOfMs int64) *pb.GetFeaturesResponse {
+	// A feature's covered window depends only on as_of, so one timestamp per
+	// feature is shared by every entity's value: fewer allocations, and
+	// marshaling does not mind the sharing.
+	type window struct{ start, end *timestamppb.Timestamp }
+	windows := make([]window, len(features))
+	for j, fi := range features {
+		if f := &s.top.Features[fi]; !f.Lifetime() {
+			start, end := f.CoveredWindow(asOfMs) // as Evaluate reports it
+			windows[j] = window{msTimestamp(start), msTimestamp(end)}
+		}
+	}
+
+	resp := &pb.GetFeaturesResponse{
+		Results: make([]*pb.EntityFeatures, len(ids)),
+		AsOf:    msTimestamp(asOfMs),
+	}
+	ents := make([]pb.EntityFeatures, len(ids))
+	vals := make([]pb.FeatureValue, len(ids)*len(features))
+	var found int
+	for i := range ids {
+		e, ent := &entries[i], &ents[i]
+		ent.EntityId = ids[i]
+		ent.Values = make([]*pb.FeatureValue, len(features))
+		if e.Found {
+			found++
+			ent.LastEventTime = msTimestamp(e.LastEventMs)
+		}
+		for j, fi := range features {
+			fv := &vals[i*len(features)+j]
+			fv.Name = s.top.Features[fi].Name
+			fv.Status = pb.FeatureValue_NOT_FOUND
+			ent.Values[j] = fv
+			// A nil tile slice is a feature the stored state lacks (written
+			// under an older spec): nothing is known, which is not zero.
+			if !e.Found || e.Tiles[j] == nil {
+				continue
+			}
+			fv.WindowStart, fv.WindowEnd = windows[j].start, windows[j].end
+			v := s.top.Evaluate(fi, e.Tiles[j], asOfMs)
+			if !v.Present {
+				continue
+			}
+			fv.Status = pb.FeatureValue_PRESENT
+			switch v.Type {
+			case topology.TypeInt64:
+				fv.Value = &pb.FeatureValue_Int64Value{Int64Value: v.Int}
+			case topology.TypeDouble:
+				fv.Value = &pb.FeatureValue_DoubleValue{DoubleValue: v.Float}
+			case topology.TypeString:
+				fv.Value = &pb.FeatureValue_StringValue{StringValue: v.Str}
+			case topology.TypeStringList:
+				fv.Value = &pb.FeatureValue_StringListValue{StringListValue: &pb.StringList{Values: v.List}}
+			default:
+				// Unreachable while topology has these four types; never
+				// claim a value we cannot say.
+				fv.Status = pb.FeatureValue_NOT_FOUND
+			}
+		}
+		resp.Results[i] = ent
+	}
+	s.entities.WithLabelValues("found").Add(float64(found))
+	s.entities.WithLabelValues("not_found").Add(float64(len(ids) - found))
+	return resp
+}
+
+func msTimestamp(ms int64) *timestamppb.Timestamp {
+	return timestamppb.New(time.UnixMilli(ms))
+}
+
+// ListFeatures implements FeatureService.
+func (s *Server) ListFeatures(context.Context, *pb.ListFeaturesRequest) (*pb.ListFeaturesResponse, error) {
+	return proto.CloneOf(s.list), nil
+}

@@ -1,0 +1,547 @@
+package sinks
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/featurestream/featurestream/topology"
+)
+
+// ErrInvalidOptions is wrapped by Options.Validate's error.
+var ErrInvalidOptions = errors.New("sinks: invalid redis options")
+
+// ErrCorrupt is wrapped by Read's error when a stored entity cannot be
+// decoded. Retrying will not help; the entity's next write repairs it.
+var ErrCorrupt = errors.New("sinks: corrupt redis record")
+
+// Options says how to reach Redis. The zero value is not valid: Addrs is
+// required.
+type Options struct {
+	// Addrs are host:port addresses. Without Cluster exactly one is allowed.
+	// With Cluster they are seed nodes; the rest of the cluster is
+	// discovered.
+	Addrs []string
+	// Cluster selects Redis Cluster (go-redis's cluster client), which routes
+	// each key to the node owning its slot.
+	Cluster bool
+	// Username and Password authenticate (ACL user, or requirepass with an
+	// empty Username).
+	Username, Password string
+	// DB is the database number. Must be 0 with Cluster, which has only one.
+	DB int
+	// TLS enables TLS with this config; nil means plain TCP.
+	TLS *tls.Config
+	// PoolSize is the number of connections per node. Default 10 per
+	// GOMAXPROCS (go-redis's default).
+	PoolSize int
+	// DialTimeout bounds establishing a connection. Default 5s.
+	DialTimeout time.Duration
+	// ReadTimeout and WriteTimeout bound one socket read or write; a
+	// context deadline, when earlier, wins. Default 3s each.
+	ReadTimeout, WriteTimeout time.Duration
+}
+
+// Option defaults.
+const (
+	DefaultDialTimeout  = 5 * time.Second
+	DefaultReadTimeout  = 3 * time.Second
+	DefaultWriteTimeout = 3 * time.Second
+)
+
+// Validate reports every problem with o at once, naming the option, the
+// value and what would be valid.
+func (o Options) Validate() error {
+	var probs []string
+	if len(o.Addrs) == 0 {
+		probs = append(probs, "addrs: at least one address is required, such as 127.0.0.1:6379")
+	}
+	for i, a := range o.Addrs {
+		host, port, err := net.SplitHostPort(a)
+		if err != nil || host == "" || port == "" {
+			probs = append(probs, fmt.Sprintf("addrs[%d] %q: want host:port, such as 127.0.0.1:6379", i, a))
+			continue
+		}
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			probs = append(probs, fmt.Sprintf("addrs[%d] %q: port must be 1-65535", i, a))
+		}
+	}
+	if !o.Cluster && len(o.Addrs) > 1 {
+		probs = append(probs, fmt.Sprintf("addrs: %d addresses without cluster: set cluster to use Redis Cluster, or give one address", len(o.Addrs)))
+	}
+	if o.Cluster && o.DB != 0 {
+		probs = append(probs, fmt.Sprintf("db %d: Redis Cluster has only db 0", o.DB))
+	}
+	if o.DB < 0 {
+		probs = append(probs, fmt.Sprintf("db %d: must not be negative", o.DB))
+	}
+	if o.PoolSize < 0 {
+		probs = append(probs, fmt.Sprintf("pool_size %d: must not be negative (0 means the default)", o.PoolSize))
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"dial_timeout", o.DialTimeout}, {"read_timeout", o.ReadTimeout}, {"write_timeout", o.WriteTimeout}} {
+		if d.v < 0 {
+			probs = append(probs, fmt.Sprintf("%s %s: must not be negative (0 means the default)", d.name, d.v))
+		}
+	}
+	if len(probs) > 0 {
+		return fmt.Errorf("%w: %s", ErrInvalidOptions, strings.Join(probs, "; "))
+	}
+	return nil
+}
+
+func (o Options) withDefaults() Options {
+	if o.DialTimeout == 0 {
+		o.DialTimeout = DefaultDialTimeout
+	}
+	if o.ReadTimeout == 0 {
+		o.ReadTimeout = DefaultReadTimeout
+	}
+	if o.WriteTimeout == 0 {
+		o.WriteTimeout = DefaultWriteTimeout
+	}
+	return o
+}
+
+// NewClient validates o and returns a client: a cluster client when
+// o.Cluster is set, else a single-node client. It does not connect; the
+// first command does (use Store.Ping to check). The caller closes it.
+func NewClient(o Options) (redis.UniversalClient, error) {
+	if err := o.Validate(); err != nil {
+		return nil, err
+	}
+	o = o.withDefaults()
+	if o.Cluster {
+		return redis.NewClusterClient(&redis.ClusterOptions{
+			Addrs:        o.Addrs,
+			Username:     o.Username,
+			Password:     o.Password,
+			TLSConfig:    o.TLS,
+			PoolSize:     o.PoolSize,
+			DialTimeout:  o.DialTimeout,
+			ReadTimeout:  o.ReadTimeout,
+			WriteTimeout: o.WriteTimeout,
+		}), nil
+	}
+	return redis.NewClient(&redis.Options{
+		Addr:         o.Addrs[0],
+		Username:     o.Username,
+		Password:     o.Password,
+		DB:           o.DB,
+		TLSConfig:    o.TLS,
+		PoolSize:     o.PoolSize,
+		DialTimeout:  o.DialTimeout,
+		ReadTimeout:  o.ReadTimeout,
+		WriteTimeout: o.WriteTimeout,
+	}), nil
+}
+
+// The key layout. An entity is one hash at EntityKey(app, id), holding the
+// header fields below and one field per feature name whose value is
+// topology.AppendFeature of the feature's tiles. Feature names match
+// [a-z][a-z0-9_]*, so they never collide with the underscore-prefixed
+// header fields.
+const (
+	// FieldVersion is the changelog offset of the stored state, in decimal.
+	FieldVersion = "_v"
+	// FieldGeneration identifies the changelog topic instance the version
+	// counts in (such as its topic id). Offsets of different generations
+	// are not comparable, so a record of another generation always wins.
+	FieldGeneration = "_g"
+	// FieldLastEvent is the entity's newest event time, epoch ms, decimal.
+	FieldLastEvent = "_t"
+	// FieldPartition is the input partition that owns the entity, decimal.
+	FieldPartition = "_p"
+)
+
+// EntityKey is the Redis key of entity id in app. In Redis Cluster an id
+// containing {...} hashes on that part only, as any key would.
+func EntityKey(app, id string) string { return "fs:" + app + ":e:" + id }
+
+// writeScript replaces an entity's hash only when the write is newer: the
+// stored generation differs (or nothing is stored) or the stored version is
+// lower. Versions are compared as decimal strings (length, then bytes) so
+// every uint64 compares exactly; Lua numbers are doubles and lose offsets
+// above 2^53. DEL before HSET makes the hash exactly one version's state, so
+// a feature removed from the spec does not linger with old tiles.
+//
+// KEYS[1] entity key; ARGV[1] version; ARGV[2] generation; ARGV[3..] field,
+// value pairs. Returns 1 when written, 0 when skipped as stale.
+var writeScript = redis.NewScript(`
+local cur = redis.call('HMGET', KEYS[1], '_v', '_g')
+local v, g, nv = cur[1], cur[2], ARGV[1]
+if v and g == ARGV[2] and (#v > #nv or (#v == #nv and v >= nv)) then
+  return 0
+end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], '_v', nv, '_g', ARGV[2], unpack(ARGV, 3))
+return 1
+`)
+
+// Record is one entity's state to store.
+type Record struct {
+	Entity string
+	// Partition is the input partition that owns the entity.
+	Partition int32
+	// Version is the changelog offset of State: a write with a version not
+	// above the stored one (in the same Generation) is skipped.
+	Version uint64
+	// Generation identifies the changelog topic instance Version counts in.
+	Generation string
+	// State must have one tile slice per feature of the Store's topology.
+	State *topology.EntityState
+}
+
+// Entry is what Read found for one entity.
+type Entry struct {
+	// Found is false when Redis has no hash for the entity; the other
+	// fields are then zero and every Tiles[j] is nil.
+	Found      bool
+	Version    uint64
+	Generation string
+	Partition  int32
+	// LastEventMs is the entity's newest event time, epoch ms.
+	LastEventMs int64
+	// Tiles holds the tiles of each requested feature, indexed like Read's
+	// features argument. Tiles[j] is nil when the stored hash lacks feature
+	// j (it was written under a spec without it); a stored feature with no
+	// tiles is an empty, non-nil slice.
+	Tiles [][]topology.Tile
+}
+
+// Store writes entity states to Redis and reads them back. It is safe for
+// concurrent use. It does not own the client: the caller closes it after
+// the Store's last use.
+type Store struct {
+	client redis.UniversalClient
+	top    *topology.Topology
+	logger *slog.Logger
+	prefix string
+	names  []string // feature field names by feature index
+
+	writeDur, readDur prometheus.Histogram
+	errors            *prometheus.CounterVec
+	written, stale    prometheus.Counter
+}
+
+// NewStore returns a Store for top's features on client, registering its
+// metrics on reg (nil: not registered).
+func NewStore(client redis.UniversalClient, top *topology.Topology, logger *slog.Logger, reg prometheus.Registerer) (*Store, error) {
+	if client == nil {
+		return nil, errors.New("sinks: new store: nil redis client")
+	}
+	if top == nil || top.Spec == nil {
+		return nil, errors.New("sinks: new store: nil topology")
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Store{
+		client: client,
+		top:    top,
+		logger: logger,
+		prefix: EntityKey(top.Spec.App, ""),
+		names:  make([]string, len(top.Features)),
+		writeDur: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "featurestream_redis_write_duration_seconds",
+			Help:    "Time to write one batch of entity states to Redis (one pipelined round trip per node).",
+			Buckets: latencyBuckets,
+		}),
+		readDur: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "featurestream_redis_read_duration_seconds",
+			Help:    "Time to read the features of one request's entities from Redis (one pipelined round trip per node).",
+			Buckets: latencyBuckets,
+		}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "featurestream_redis_errors_total",
+			Help: "Failed Redis operations by op (write, read, ping, script_load).",
+		}, []string{"op"}),
+		written: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "featurestream_redis_records_written_total",
+			Help: "Entity records written to Redis.",
+		}),
+		stale: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "featurestream_redis_stale_writes_skipped_total",
+			Help: "Entity records not written because Redis already held the same or a newer version (replays, zombies).",
+		}),
+	}
+	for i := range top.Features {
+		s.names[i] = top.Features[i].Name
+	}
+	for _, op := range []string{"write", "read", "ping", "script_load"} {
+		s.errors.WithLabelValues(op)
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{s.writeDur, s.readDur, s.errors, s.written, s.stale} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("sinks: new store: register metrics: %w", err)
+			}
+		}
+	}
+	return s, nil
+}
+
+// latencyBuckets span 100µs to ~3s: a healthy local Redis answers a
+// pipeline in well under a millisecond.
+var latencyBuckets = prometheus.ExponentialBuckets(0.0001, 2, 16)
+
+// Key returns the Redis key of entity id.
+func (s *Store) Key(id string) string { return s.prefix + id }
+
+// Write stores recs in one pipelined round trip (per cluster node). Each
+// record replaces its entity's hash only if it is newer than what Redis
+// holds (see Record.Version), so a replay or a zombie writer cannot move a
+// value backwards; such records are skipped, not failed. If Redis lost the
+// write script (restart, SCRIPT FLUSH) it is loaded and the affected records
+// retried once. On error some records may have been written; writing them
+// again is harmless.
+func (s *Store) Write(ctx context.Context, recs []Record) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	start := time.Now()
+	err := s.write(ctx, recs)
+	s.writeDur.Observe(time.Since(start).Seconds())
+	if err != nil {
+		s.errors.WithLabelValues("write").Inc()
+		return fmt.Errorf("redis write %d records: %w", len(recs), err)
+	}
+	return nil
+}
+
+func (s *Store) write(ctx context.Context, recs []Record) error {
+	nf := len(s.top.Features)
+	// One buffer holds every encoded feature of the batch: args point into
+	// it, and a reallocation leaves earlier slices pointing at intact data.
+	var buf []byte
+	args := make([][]any, len(recs))
+	for i := range recs {
+		r := &recs[i]
+		switch {
+		case r.Entity == "":
+			return fmt.Errorf("record %d: empty entity id", i)
+		case r.State == nil:
+			return fmt.Errorf("record %d (entity %q): nil state", i, r.Entity)
+		case len(r.State.Features) != nf:
+			return fmt.Errorf("record %d (entity %q): state has %d features, spec has %d", i, r.Entity, len(r.State.Features), nf)
+		}
+		a := make([]any, 0, 6+2*nf)
+		a = append(a, r.Version, r.Generation, FieldLastEvent, r.State.LastEventMs, FieldPartition, r.Partition)
+		for fi := range nf {
+			from := len(buf)
+			buf = s.top.AppendFeature(buf, fi, r.State.Features[fi])
+			a = append(a, s.names[fi], buf[from:len(buf):len(buf)])
+		}
+		args[i] = a
+	}
+
+	cmds := make([]*redis.Cmd, len(recs))
+	all := make([]int, len(recs))
+	for i := range all {
+		all[i] = i
+	}
+	retry, err := s.evalBatch(ctx, recs, args, all, cmds)
+	if err != nil {
+		return err
+	}
+	if len(retry) > 0 {
+		s.logger.Info("redis write script not loaded, loading it", "records", len(retry))
+		if err := writeScript.Load(ctx, s.client).Err(); err != nil {
+			s.errors.WithLabelValues("script_load").Inc()
+			return fmt.Errorf("load write script: %w", err)
+		}
+		if retry, err = s.evalBatch(ctx, recs, args, retry, cmds); err != nil {
+			return err
+		}
+		if len(retry) > 0 {
+			return fmt.Errorf("entity %q: write script missing right after loading it: %w", recs[retry[0]].Entity, cmds[retry[0]].Err())
+		}
+	}
+
+	var written, stale int
+	for i, c := range cmds {
+		n, err := c.Int64()
+		if err != nil {
+			return fmt.Errorf("entity %q: unexpected write script result: %w", recs[i].Entity, err)
+		}
+		if n == 1 {
+			written++
+		} else {
+			stale++
+		}
+	}
+	s.written.Add(float64(written))
+	s.stale.Add(float64(stale))
+	return nil
+}
+
+// evalBatch runs the write script for recs[idx...] in one pipeline, leaving
+// each command in cmds. It returns the indexes that failed with NOSCRIPT, or
+// the first other error.
+func (s *Store) evalBatch(ctx context.Context, recs []Record, args [][]any, idx []int, cmds []*redis.Cmd) ([]int, error) {
+	sha := writeScript.Hash()
+	// Pipelined's error is the first failed command's; each is checked below.
+	_, _ = s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, i := range idx {
+			cmds[i] = p.EvalSha(ctx, sha, []string{s.prefix + recs[i].Entity}, args[i]...)
+		}
+		return nil
+	})
+	var noScript []int
+	for _, i := range idx {
+		err := cmds[i].Err()
+		switch {
+		case err == nil:
+		case redis.HasErrorPrefix(err, "NOSCRIPT"):
+			noScript = append(noScript, i)
+		default:
+			return nil, fmt.Errorf("entity %q: %w", recs[i].Entity, err)
+		}
+	}
+	return noScript, nil
+}
+
+// header fields read before the features by Read.
+var headerFields = []string{FieldVersion, FieldGeneration, FieldLastEvent, FieldPartition}
+
+// Read returns the stored state of each entity, in one pipelined round trip
+// (per cluster node), decoding only the features listed (indexes into the
+// topology's features). It appends to dst[:0], reusing its entries' Tiles
+// slices, and returns it; the returned tiles are the caller's. An entity
+// Redis has no hash for has Found false. An entity whose stored fields do not
+// decode makes Read fail with an error wrapping ErrCorrupt that names the
+// entity and the field.
+func (s *Store) Read(ctx context.Context, entities []string, features []int, dst []Entry) ([]Entry, error) {
+	start := time.Now()
+	dst, err := s.read(ctx, entities, features, dst)
+	s.readDur.Observe(time.Since(start).Seconds())
+	if err != nil {
+		s.errors.WithLabelValues("read").Inc()
+		return dst, fmt.Errorf("redis read %d entities: %w", len(entities), err)
+	}
+	return dst, nil
+}
+
+func (s *Store) read(ctx context.Context, entities []string, features []int, dst []Entry) ([]Entry, error) {
+	dst = dst[:0]
+	fields := make([]string, 0, len(headerFields)+len(features))
+	fields = append(fields, headerFields...)
+	for j, fi := range features {
+		if fi < 0 || fi >= len(s.names) {
+			return dst, fmt.Errorf("features[%d]: index %d out of range [0, %d)", j, fi, len(s.names))
+		}
+		fields = append(fields, s.names[fi])
+	}
+	if len(entities) == 0 {
+		return dst, nil
+	}
+
+	cmds := make([]*redis.SliceCmd, len(entities))
+	_, _ = s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, e := range entities {
+			cmds[i] = p.HMGet(ctx, s.prefix+e, fields...)
+		}
+		return nil
+	})
+
+	for i, c := range cmds {
+		vals, err := c.Result()
+		if err != nil {
+			return dst, fmt.Errorf("entity %q: %w", entities[i], err)
+		}
+		if len(vals) != len(fields) {
+			return dst, fmt.Errorf("entity %q: hmget returned %d values for %d fields", entities[i], len(vals), len(fields))
+		}
+		if len(dst) < cap(dst) {
+			// Keep the slot's old entry: decodeEntry reuses its Tiles slice.
+			dst = dst[:len(dst)+1]
+		} else {
+			dst = append(dst, Entry{})
+		}
+		e := &dst[len(dst)-1]
+		if err := s.decodeEntry(e, entities[i], features, vals); err != nil {
+			return dst, err
+		}
+	}
+	return dst, nil
+}
+
+func (s *Store) decodeEntry(e *Entry, entity string, features []int, vals []any) error {
+	tiles := e.Tiles[:0]
+	*e = Entry{}
+	v, ok := vals[0].(string)
+	if !ok {
+		// No hash: HMGET answers nil for every field.
+		for range features {
+			tiles = append(tiles, nil)
+		}
+		e.Tiles = tiles
+		return nil
+	}
+	corrupt := func(field, val string, err error) error {
+		return fmt.Errorf("entity %q: field %s %q: %w: %v", entity, field, val, ErrCorrupt, err)
+	}
+	var err error
+	e.Found = true
+	if e.Version, err = strconv.ParseUint(v, 10, 64); err != nil {
+		return corrupt(FieldVersion, v, err)
+	}
+	e.Generation, _ = vals[1].(string)
+	t, _ := vals[2].(string)
+	if e.LastEventMs, err = strconv.ParseInt(t, 10, 64); err != nil {
+		return corrupt(FieldLastEvent, t, err)
+	}
+	p, _ := vals[3].(string)
+	part, err := strconv.ParseInt(p, 10, 32)
+	if err != nil {
+		return corrupt(FieldPartition, p, err)
+	}
+	e.Partition = int32(part)
+
+	for j, fi := range features {
+		raw, ok := vals[len(headerFields)+j].(string)
+		if !ok {
+			tiles = append(tiles, nil)
+			continue
+		}
+		ft, err := s.top.DecodeFeature(fi, []byte(raw))
+		if err != nil {
+			return fmt.Errorf("entity %q: feature %s: %w: %w", entity, s.names[fi], ErrCorrupt, err)
+		}
+		if ft == nil {
+			ft = []topology.Tile{}
+		}
+		tiles = append(tiles, ft)
+	}
+	e.Tiles = tiles
+	return nil
+}
+
+// Ping checks that Redis answers: every node of a cluster, or the one
+// server.
+func (s *Store) Ping(ctx context.Context) error {
+	var err error
+	if cc, ok := s.client.(*redis.ClusterClient); ok {
+		err = cc.ForEachShard(ctx, func(ctx context.Context, c *redis.Client) error {
+			return c.Ping(ctx).Err()
+		})
+	} else {
+		err = s.client.Ping(ctx).Err()
+	}
+	if err != nil {
+		s.errors.WithLabelValues("ping").Inc()
+		return fmt.Errorf("redis ping: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,503 @@
+package sinks_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/featurestream/featurestream/sinks"
+	"github.com/featurestream/featurestream/topology"
+)
+
+func TestOptionsValidate(t *testing.T) {
+	tests := []struct {
+		name string
+		o    sinks.Options
+		want []string // substrings of the error; none means valid
+	}{
+		{name: "single", o: sinks.Options{Addrs: []string{"127.0.0.1:6379"}}},
+		{name: "cluster seeds", o: sinks.Options{Addrs: []string{"a:1", "b:2"}, Cluster: true}},
+		{name: "no addrs", o: sinks.Options{}, want: []string{"addrs: at least one address"}},
+		{name: "bad addr", o: sinks.Options{Addrs: []string{"localhost"}}, want: []string{`addrs[0] "localhost": want host:port`}},
+		{name: "bad port", o: sinks.Options{Addrs: []string{"h:99999"}}, want: []string{`addrs[0] "h:99999": port must be 1-65535`}},
+		{name: "many without cluster", o: sinks.Options{Addrs: []string{"a:1", "b:2"}}, want: []string{"2 addresses without cluster"}},
+		{name: "cluster db", o: sinks.Options{Addrs: []string{"a:1"}, Cluster: true, DB: 2}, want: []string{"db 2: Redis Cluster has only db 0"}},
+		{
+			name: "every problem at once",
+			o:    sinks.Options{Addrs: []string{"x"}, DB: -1, PoolSize: -1, ReadTimeout: -time.Second},
+			want: []string{`addrs[0] "x"`, "db -1", "pool_size -1", "read_timeout -1s"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.o.Validate()
+			if len(tt.want) == 0 {
+				if err != nil {
+					t.Fatalf("Validate: %v", err)
+				}
+				return
+			}
+			if !errors.Is(err, sinks.ErrInvalidOptions) {
+				t.Fatalf("Validate = %v, want ErrInvalidOptions", err)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q lacks %q", err, w)
+				}
+			}
+			if _, err := sinks.NewClient(tt.o); !errors.Is(err, sinks.ErrInvalidOptions) {
+				t.Errorf("NewClient = %v, want ErrInvalidOptions", err)
+			}
+		})
+	}
+}
+
+func TestNewClientKind(t *testing.T) {
+	c, err := sinks.NewClient(sinks.Options{Addrs: []string{"127.0.0.1:1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, ok := c.(*redis.Client); !ok {
+		t.Errorf("single: got %T", c)
+	}
+	cc, err := sinks.NewClient(sinks.Options{Addrs: []string{"127.0.0.1:1"}, Cluster: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	if _, ok := cc.(*redis.ClusterClient); !ok {
+		t.Errorf("cluster: got %T", cc)
+	}
+}
+
+func TestWriteReadRoundtrip(t *testing.T) {
+	top := shopTopology(t)
+	s, client, reg, _ := startStore(t, top)
+	ctx := context.Background()
+
+	states := map[string]*topology.EntityState{
+		"u1":        shopState(t, top, "u1", t0, 7),
+		"u2":        shopState(t, top, "u2", t0+3*time.Hour.Milliseconds(), 30),
+		"u:{odd} 3": shopState(t, top, "u3", t0, 1),
+	}
+	var recs []sinks.Record
+	for id, st := range states {
+		recs = append(recs, sinks.Record{Entity: id, Partition: 5, Version: 42, Generation: "topic-id-1", State: st})
+	}
+	if err := s.Write(ctx, recs); err != nil {
+		t.Fatal(err)
+	}
+	if got := metric(t, reg, "featurestream_redis_records_written_total"); got != 3 {
+		t.Errorf("records_written_total = %v, want 3", got)
+	}
+
+	// The layout, as another reader (redis-cli, a debugging session) sees it.
+	raw, err := client.HGetAll(ctx, "fs:shop:e:u1").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"_v": "42", "_g": "topic-id-1", "_t": strconv.FormatInt(states["u1"].LastEventMs, 10), "_p": "5"}
+	for fi, f := range top.Features {
+		want[f.Name] = string(top.AppendFeature(nil, fi, states["u1"].Features[fi]))
+	}
+	if !reflect.DeepEqual(raw, want) {
+		t.Errorf("hash fs:shop:e:u1 =\n%q\nwant\n%q", raw, want)
+	}
+
+	tests := []struct {
+		name     string
+		features []int
+	}{
+		{"all", allFeatures(top)},
+		{"subset reordered", []int{3, 0}},
+		{"none", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ids := []string{"u2", "nobody", "u1", "u:{odd} 3", "u1"}
+			got, err := s.Read(ctx, ids, tt.features, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(ids) {
+				t.Fatalf("got %d entries for %d ids", len(got), len(ids))
+			}
+			for i, id := range ids {
+				e := got[i]
+				st, ok := states[id]
+				if !ok {
+					if e.Found || len(e.Tiles) != len(tt.features) || e.Version != 0 || e.LastEventMs != 0 {
+						t.Errorf("%s: %+v, want not found with %d nil tiles", id, e, len(tt.features))
+					}
+					for j := range e.Tiles {
+						if e.Tiles[j] != nil {
+							t.Errorf("%s: Tiles[%d] = %v, want nil", id, j, e.Tiles[j])
+						}
+					}
+					continue
+				}
+				if !e.Found || e.Version != 42 || e.Generation != "topic-id-1" || e.Partition != 5 || e.LastEventMs != st.LastEventMs {
+					t.Errorf("%s: header %+v", id, e)
+				}
+				if len(e.Tiles) != len(tt.features) {
+					t.Fatalf("%s: %d tile slices for %d features", id, len(e.Tiles), len(tt.features))
+				}
+				for j, fi := range tt.features {
+					wantTiles := st.Features[fi]
+					if len(wantTiles) == 0 {
+						wantTiles = []topology.Tile{}
+					}
+					if !reflect.DeepEqual(e.Tiles[j], wantTiles) {
+						t.Errorf("%s feature %s: tiles\n%+v\nwant\n%+v", id, top.Features[fi].Name, e.Tiles[j], wantTiles)
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestReadReusesDst(t *testing.T) {
+	top := shopTopology(t)
+	s, _, _, _ := startStore(t, top)
+	ctx := context.Background()
+	st := shopState(t, top, "u1", t0, 5)
+	if err := s.Write(ctx, []sinks.Record{{Entity: "u1", Version: 1, State: st}}); err != nil {
+		t.Fatal(err)
+	}
+	dst, err := s.Read(ctx, []string{"u1", "u1"}, allFeatures(top), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := &dst[0]
+	dst, err = s.Read(ctx, []string{"nobody"}, []int{1}, dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dst) != 1 || &dst[0] != first || dst[0].Found || len(dst[0].Tiles) != 1 || dst[0].Tiles[0] != nil {
+		t.Fatalf("second read into dst: %+v", dst)
+	}
+}
+
+func TestWriteVersionOrdering(t *testing.T) {
+	top := shopTopology(t)
+	s, _, reg, _ := startStore(t, top)
+	ctx := context.Background()
+	stale := func() float64 { return metric(t, reg, "featurestream_redis_stale_writes_skipped_total") }
+
+	older := shopState(t, top, "old", t0, 2)
+	newer := shopState(t, top, "new", t0, 9)
+	const big = uint64(1) << 60 // above 2^53: Lua numbers would round it
+
+	tests := []struct {
+		name       string
+		storedVer  uint64
+		storedGen  string
+		ver        uint64
+		gen        string
+		wantUpdate bool
+	}{
+		{"older version skipped", 10, "g1", 9, "g1", false},
+		{"same version skipped", 10, "g1", 10, "g1", false},
+		{"newer version replaces", 10, "g1", 11, "g1", true},
+		{"fewer digits is older", 10, "g1", 9, "g1", false},
+		{"more digits is newer", 9, "g1", 10, "g1", true},
+		{"other generation replaces older version", 10, "g1", 3, "g2", true},
+		{"empty to named generation replaces", 10, "", 3, "g2", true},
+		{"beyond 2^53 newer by one", big, "g1", big + 1, "g1", true},
+		{"beyond 2^53 older by one", big + 1, "g1", big, "g1", false},
+		{"max uint64 stays", ^uint64(0), "g1", ^uint64(0) - 1, "g1", false},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			id := fmt.Sprintf("e%d", i)
+			if err := s.Write(ctx, []sinks.Record{{Entity: id, Partition: 1, Version: tt.storedVer, Generation: tt.storedGen, State: older}}); err != nil {
+				t.Fatal(err)
+			}
+			before := stale()
+			if err := s.Write(ctx, []sinks.Record{{Entity: id, Partition: 2, Version: tt.ver, Generation: tt.gen, State: newer}}); err != nil {
+				t.Fatal(err)
+			}
+			got, err := s.Read(ctx, []string{id}, allFeatures(top), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e := got[0]
+			wantVer, wantGen, wantPart, wantState := tt.storedVer, tt.storedGen, int32(1), older
+			wantStale := 1.0
+			if tt.wantUpdate {
+				wantVer, wantGen, wantPart, wantState = tt.ver, tt.gen, 2, newer
+				wantStale = 0
+			}
+			if e.Version != wantVer || e.Generation != wantGen || e.Partition != wantPart || e.LastEventMs != wantState.LastEventMs {
+				t.Errorf("stored %d/%q/p%d/t%d, want %d/%q/p%d/t%d", e.Version, e.Generation, e.Partition, e.LastEventMs, wantVer, wantGen, wantPart, wantState.LastEventMs)
+			}
+			if !reflect.DeepEqual(e.Tiles[3], wantState.Features[3]) {
+				t.Errorf("last_items tiles %+v, want %+v", e.Tiles[3], wantState.Features[3])
+			}
+			if d := stale() - before; d != wantStale {
+				t.Errorf("stale_writes_skipped_total grew by %v, want %v", d, wantStale)
+			}
+		})
+	}
+}
+
+// TestWriteRemovesDroppedFeatures: a write replaces the whole hash, so a
+// field that the writer's spec lacks does not survive with older tiles.
+func TestWriteRemovesDroppedFeatures(t *testing.T) {
+	top := shopTopology(t)
+	s, client, _, _ := startStore(t, top)
+	ctx := context.Background()
+	if err := client.HSet(ctx, "fs:shop:e:u1", "_v", "1", "_g", "g", "_t", "0", "_p", "0", "gone_feature", "x").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Write(ctx, []sinks.Record{{Entity: "u1", Version: 2, Generation: "g", State: shopState(t, top, "u1", t0, 1)}}); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := client.HExists(ctx, "fs:shop:e:u1", "gone_feature").Result(); err != nil || ok {
+		t.Fatalf("gone_feature still stored (%v, %v)", ok, err)
+	}
+}
+
+func TestWriteOneRoundTrip(t *testing.T) {
+	top := shopTopology(t)
+	s, client, _, _ := startStore(t, top)
+	hook := &callHook{}
+	client.AddHook(hook)
+	ctx := context.Background()
+
+	recs := make([]sinks.Record, 1000)
+	for i := range recs {
+		id := fmt.Sprintf("user-%04d", i)
+		recs[i] = sinks.Record{Entity: id, Partition: int32(i % 8), Version: uint64(i), Generation: "g", State: shopState(t, top, id, t0, 1+i%5)}
+	}
+	// Load the script and open a connection first: a cold client's
+	// handshake and the first NOSCRIPT retry are not what is measured.
+	if err := s.Write(ctx, recs[:1]); err != nil {
+		t.Fatal(err)
+	}
+	hook.reset()
+	if err := s.Write(ctx, recs); err != nil {
+		t.Fatal(err)
+	}
+	perPipeline, alone := hook.pipelinesWith("evalsha")
+	if len(perPipeline) != 1 || perPipeline[0] != 1000 || alone != 0 {
+		t.Fatalf("write of 1000 records: evalsha per pipeline %v, alone %d; want one pipeline of 1000", perPipeline, alone)
+	}
+	if singles := hook.singleNames(); len(singles) != 0 {
+		t.Errorf("commands outside the pipeline: %v", singles)
+	}
+
+	hook.reset()
+	ids := make([]string, len(recs))
+	for i := range recs {
+		ids[i] = recs[i].Entity
+	}
+	got, err := s.Read(ctx, ids, allFeatures(top), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	perPipeline, alone = hook.pipelinesWith("hmget")
+	if len(perPipeline) != 1 || perPipeline[0] != 1000 || alone != 0 {
+		t.Fatalf("read of 1000 entities: hmget per pipeline %v, alone %d; want one pipeline of 1000", perPipeline, alone)
+	}
+	for i, e := range got {
+		if !e.Found || e.Version != uint64(i) || !reflect.DeepEqual(e.Tiles[0], nonNil(recs[i].State.Features[0])) {
+			t.Fatalf("entity %s: %+v", ids[i], e)
+		}
+	}
+}
+
+func nonNil(t []topology.Tile) []topology.Tile {
+	if t == nil {
+		return []topology.Tile{}
+	}
+	return t
+}
+
+// TestWriteReloadsScript: after Redis loses its script cache (restart,
+// SCRIPT FLUSH) a write loads the script and retries, once.
+func TestWriteReloadsScript(t *testing.T) {
+	top := shopTopology(t)
+	s, client, _, _ := startStore(t, top)
+	ctx := context.Background()
+	if err := client.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	hook := &callHook{}
+	client.AddHook(hook)
+	recs := []sinks.Record{
+		{Entity: "a", Version: 1, State: shopState(t, top, "a", t0, 3)},
+		{Entity: "b", Version: 1, State: shopState(t, top, "b", t0, 4)},
+	}
+	if err := s.Write(ctx, recs); err != nil {
+		t.Fatal(err)
+	}
+	perPipeline, _ := hook.pipelinesWith("evalsha")
+	if !reflect.DeepEqual(perPipeline, []int{2, 2}) || countOf(hook.singleNames(), "script") != 1 {
+		t.Errorf("evalsha pipelines %v, singles %v; want [2 2] around one script load", perPipeline, hook.singleNames())
+	}
+	got, err := s.Read(ctx, []string{"a", "b"}, []int{0}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got[0].Found || !got[1].Found {
+		t.Fatalf("after reload: %+v", got)
+	}
+}
+
+func TestWriteRejectsBadRecords(t *testing.T) {
+	top := shopTopology(t)
+	s, _, _, _ := startStore(t, top)
+	good := shopState(t, top, "u", t0, 1)
+	tests := []struct {
+		name string
+		rec  sinks.Record
+		want string
+	}{
+		{"empty entity", sinks.Record{State: good}, "record 1: empty entity id"},
+		{"nil state", sinks.Record{Entity: "x"}, `record 1 (entity "x"): nil state`},
+		{"short state", sinks.Record{Entity: "x", State: &topology.EntityState{Features: make([][]topology.Tile, 2)}}, "state has 2 features, spec has 4"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := s.Write(context.Background(), []sinks.Record{{Entity: "ok", State: good}, tt.rec})
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Write = %v, want error containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestReadCorrupt(t *testing.T) {
+	top := shopTopology(t)
+	s, client, _, _ := startStore(t, top)
+	ctx := context.Background()
+	if err := s.Write(ctx, []sinks.Record{{Entity: "u1", Version: 1, State: shopState(t, top, "u1", t0, 3)}}); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name       string
+		field, val string
+		want       string
+	}{
+		{"feature truncated", "spend_24h", "\x01\x01\x00", `entity "u1": feature spend_24h`},
+		{"feature unknown version", "views_1h", "\x09", `entity "u1": feature views_1h`},
+		{"version not a number", "_v", "x1", `entity "u1": field _v "x1"`},
+		{"last event not a number", "_t", "", `entity "u1": field _t ""`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := s.Write(ctx, []sinks.Record{{Entity: "u1", Version: 1, Generation: tt.name, State: shopState(t, top, "u1", t0, 3)}}); err != nil {
+				t.Fatal(err)
+			}
+			if err := client.HSet(ctx, "fs:shop:e:u1", tt.field, tt.val).Err(); err != nil {
+				t.Fatal(err)
+			}
+			_, err := s.Read(ctx, []string{"u0", "u1"}, allFeatures(top), nil)
+			if !errors.Is(err, sinks.ErrCorrupt) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Read = %v, want ErrCorrupt naming %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestReadFeatureNotStored: a hash written under a spec without a feature
+// reads as nil tiles for it, distinct from a stored feature with no tiles.
+func TestReadFeatureNotStored(t *testing.T) {
+	top := shopTopology(t)
+	s, client, _, _ := startStore(t, top)
+	ctx := context.Background()
+	empty := string(top.AppendFeature(nil, 0, nil))
+	if err := client.HSet(ctx, "fs:shop:e:u1", "_v", "7", "_g", "g", "_t", "123", "_p", "3", "views_1h", empty).Err(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Read(ctx, []string{"u1"}, []int{0, 1}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := got[0]
+	if !e.Found || e.Version != 7 || e.LastEventMs != 123 || e.Partition != 3 {
+		t.Fatalf("header %+v", e)
+	}
+	if e.Tiles[0] == nil || len(e.Tiles[0]) != 0 || e.Tiles[1] != nil {
+		t.Fatalf("tiles %#v: want [] for views_1h and nil for purchases_24h", e.Tiles)
+	}
+}
+
+func TestReadBadFeatureIndex(t *testing.T) {
+	top := shopTopology(t)
+	s, _, _, _ := startStore(t, top)
+	if _, err := s.Read(context.Background(), []string{"u"}, []int{0, 4}, nil); err == nil || !strings.Contains(err.Error(), "features[1]: index 4 out of range") {
+		t.Fatalf("Read = %v", err)
+	}
+}
+
+func TestRedisDown(t *testing.T) {
+	top := shopTopology(t)
+	s, _, reg, srv := startStore(t, top)
+	ctx := context.Background()
+	if err := s.Ping(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := s.Ping(ctx); err == nil {
+		t.Error("Ping succeeded with Redis stopped")
+	}
+	_, err := s.Read(ctx, []string{"u1"}, []int{0}, nil)
+	if err == nil || errors.Is(err, sinks.ErrCorrupt) {
+		t.Errorf("Read = %v, want a connection error", err)
+	}
+	if err := s.Write(ctx, []sinks.Record{{Entity: "u1", State: top.NewEntityState()}}); err == nil {
+		t.Error("Write succeeded with Redis stopped")
+	}
+	for _, op := range []string{"ping", "read", "write"} {
+		if got := metric(t, reg, "featurestream_redis_errors_total", "op", op); got != 1 {
+			t.Errorf("errors_total{op=%q} = %v, want 1", op, got)
+		}
+	}
+}
+
+func TestMetricsNamesAndDoubleRegister(t *testing.T) {
+	top := shopTopology(t)
+	s, client, reg, _ := startStore(t, top)
+	ctx := context.Background()
+	if err := s.Write(ctx, []sinks.Record{{Entity: "u", State: top.NewEntityState()}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Read(ctx, []string{"u"}, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, mf := range mfs {
+		names = append(names, mf.GetName())
+	}
+	want := []string{
+		"featurestream_redis_errors_total",
+		"featurestream_redis_read_duration_seconds",
+		"featurestream_redis_records_written_total",
+		"featurestream_redis_stale_writes_skipped_total",
+		"featurestream_redis_write_duration_seconds",
+	}
+	if !reflect.DeepEqual(names, want) {
+		t.Errorf("metrics %v, want %v", names, want)
+	}
+	if _, err := sinks.NewStore(client, top, nil, reg); err == nil {
+		t.Error("second NewStore on the same registry succeeded")
+	}
+}

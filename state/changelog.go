@@ -1,0 +1,261 @@
+package state
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// ChangelogTopic is the changelog topic of app's feature store.
+func ChangelogTopic(app string) string { return app + "-features-changelog" }
+
+// HeaderInputNext names the changelog record header that carries the first
+// input offset not reflected in the record (an 8-byte big-endian int64), so
+// a restore knows where input processing resumes.
+const HeaderInputNext = "fs.in"
+
+// InputNextHeader encodes the HeaderInputNext header.
+func InputNextHeader(next int64) kgo.RecordHeader {
+	return kgo.RecordHeader{Key: HeaderInputNext, Value: binary.BigEndian.AppendUint64(nil, uint64(next))}
+}
+
+func inputNextOf(r *kgo.Record) (int64, bool) {
+	for _, h := range r.Headers {
+		if h.Key == HeaderInputNext && len(h.Value) == 8 {
+			return int64(binary.BigEndian.Uint64(h.Value)), true
+		}
+	}
+	return 0, false
+}
+
+// EnsureTopic creates topic as a compacted topic with partitions partitions
+// if it does not exist, and checks the partition count if it does. It
+// returns the topic's id, which identifies this incarnation of the topic.
+func EnsureTopic(ctx context.Context, adm *kadm.Client, topic string, partitions int32, compacted bool) (string, error) {
+	var configs map[string]*string
+	if compacted {
+		configs = map[string]*string{"cleanup.policy": kadm.StringPtr("compact")}
+	}
+	resp, err := adm.CreateTopic(ctx, partitions, -1, configs, topic)
+	switch {
+	case err == nil:
+		return resp.ID.String(), nil
+	case !errors.Is(err, kerr.TopicAlreadyExists):
+		return "", fmt.Errorf("create topic %s: %w", topic, err)
+	}
+	details, err := adm.ListTopics(ctx, topic)
+	if err != nil {
+		return "", fmt.Errorf("describe topic %s: %w", topic, err)
+	}
+	d, ok := details[topic]
+	if !ok || d.Err != nil {
+		return "", fmt.Errorf("describe topic %s: %v", topic, d.Err)
+	}
+	if got := int32(len(d.Partitions)); got != partitions {
+		return "", fmt.Errorf("topic %s has %d partitions but the input has %d: a changelog must have the input's partition count; delete it (state is rebuilt from input only by a replay) or fix the input", topic, got, partitions)
+	}
+	return d.ID.String(), nil
+}
+
+// Restorer rebuilds partitions of a Store from the changelog.
+type Restorer struct {
+	store  *Store
+	adm    *kadm.Client
+	opts   []kgo.Opt
+	topic  string
+	logger *slog.Logger
+
+	records   prometheus.Counter
+	remaining *prometheus.GaugeVec
+	duration  prometheus.Histogram
+}
+
+// NewRestorer returns a Restorer reading topic with clients built from
+// clientOpts (seed brokers, TLS, SASL).
+func NewRestorer(store *Store, adm *kadm.Client, clientOpts []kgo.Opt, topic string, logger *slog.Logger, reg prometheus.Registerer) *Restorer {
+	r := &Restorer{
+		store: store, adm: adm, opts: clientOpts, topic: topic, logger: logger,
+		records: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "featurestream_restore_records_total",
+			Help: "Changelog records applied to local state while restoring.",
+		}),
+		remaining: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "featurestream_restore_remaining_records",
+			Help: "Changelog records still to apply before a restoring partition is up to date.",
+		}, []string{"partition"}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "featurestream_restore_duration_seconds",
+			Help:    "Time to restore one partition from the changelog.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10),
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(r.records, r.remaining, r.duration)
+	}
+	return r
+}
+
+// restoreBatchRecords bounds a restore's Pebble batch, so progress survives
+// a crash during a long restore.
+const restoreBatchRecords = 4096
+
+// Restore brings the partition's local state up to the end of its
+// changelog and returns its metadata, and the entities whose newest state
+// the online store may lack (those changed since Meta.SinkNext) with the
+// changelog offset of that state. Local state of another generation is
+// wiped first.
+func (r *Restorer) Restore(ctx context.Context, partition int32, generation string) (Meta, map[string]int64, error) {
+	start := time.Now()
+	meta, ok, err := r.store.Meta(partition)
+	if err != nil {
+		r.logger.Warn("local state unreadable, rebuilding from changelog", "partition", partition, "err", err)
+		ok = false
+	}
+	if ok && meta.Generation != generation {
+		r.logger.Info("local state is of another changelog generation, rebuilding", "partition", partition, "local", meta.Generation, "changelog", generation)
+		ok = false
+	}
+	if !ok {
+		if err := r.store.DropPartition(partition); err != nil {
+			return Meta{}, nil, err
+		}
+		meta = Meta{MaxEventMs: math.MinInt64, Generation: generation}
+	}
+	ends, err := r.adm.ListCommittedOffsets(ctx, r.topic)
+	if err != nil {
+		return Meta{}, nil, fmt.Errorf("restore partition %d: list changelog end: %w", partition, err)
+	}
+	end, found := ends.Lookup(r.topic, partition)
+	if !found || end.Err != nil {
+		return Meta{}, nil, fmt.Errorf("restore partition %d: list changelog end: %v", partition, end.Err)
+	}
+	// Read from where the online store may be behind, apply from where
+	// local state is behind.
+	from := min(meta.ChangelogNext, meta.SinkNext)
+	repush := make(map[string]int64)
+	gauge := r.remaining.WithLabelValues(fmt.Sprint(partition))
+	defer r.remaining.DeleteLabelValues(fmt.Sprint(partition))
+	if from >= end.Offset {
+		return meta, repush, nil
+	}
+	gauge.Set(float64(end.Offset - from))
+	r.logger.Info("restoring partition", "partition", partition, "from", from, "apply_from", meta.ChangelogNext, "to", end.Offset)
+
+	cl, err := kgo.NewClient(append(r.opts[:len(r.opts):len(r.opts)],
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{r.topic: {partition: kgo.NewOffset().At(from)}}),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.KeepControlRecords(),
+	)...)
+	if err != nil {
+		return Meta{}, nil, fmt.Errorf("restore partition %d: %w", partition, err)
+	}
+	defer cl.Close()
+
+	batch := r.store.NewBatch()
+	defer func() { batch.Close() }()
+	var applied int
+	idle := 0
+	next := from
+	for next < end.Offset {
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		fetches := cl.PollFetches(pctx)
+		cancel()
+		if err := ctx.Err(); err != nil {
+			return Meta{}, nil, fmt.Errorf("restore partition %d: %w", partition, err)
+		}
+		var fetchErr error
+		fetches.EachError(func(_ string, _ int32, err error) {
+			if !errors.Is(err, context.DeadlineExceeded) {
+				fetchErr = err
+			}
+		})
+		if fetchErr != nil {
+			return Meta{}, nil, fmt.Errorf("restore partition %d: fetch changelog: %w", partition, fetchErr)
+		}
+		if fetches.NumRecords() == 0 {
+			// Records at the end may have been compacted away or be
+			// markers of aborted transactions; after a few idle polls
+			// the changelog has nothing more for us.
+			if idle++; idle >= 3 {
+				r.logger.Warn("changelog ended before its listed end offset", "partition", partition, "at", next, "end", end.Offset)
+				break
+			}
+			continue
+		}
+		idle = 0
+		var applyErr error
+		fetches.EachRecord(func(rec *kgo.Record) {
+			if applyErr != nil || rec.Offset < next {
+				return
+			}
+			next = rec.Offset + 1
+			if rec.Offset >= meta.SinkNext && !rec.Attrs.IsControl() {
+				repush[string(rec.Key)] = rec.Offset
+			}
+			if rec.Offset < meta.ChangelogNext {
+				return
+			}
+			applyErr = r.apply(batch, partition, rec, &meta)
+			applied++
+		})
+		if applyErr != nil {
+			return Meta{}, nil, fmt.Errorf("restore partition %d: %w", partition, applyErr)
+		}
+		gauge.Set(float64(end.Offset - next))
+		if batch.Len() >= restoreBatchRecords {
+			if err := r.commit(batch, partition, meta); err != nil {
+				return Meta{}, nil, err
+			}
+			batch = r.store.NewBatch()
+		}
+	}
+	meta.ChangelogNext = max(meta.ChangelogNext, next)
+	if err := r.commit(batch, partition, meta); err != nil {
+		return Meta{}, nil, err
+	}
+	r.duration.Observe(time.Since(start).Seconds())
+	r.logger.Info("restored partition", "partition", partition, "records", applied, "changelog_next", meta.ChangelogNext, "input_next", meta.InputNext, "took", time.Since(start).Round(time.Millisecond))
+	return meta, repush, nil
+}
+
+func (r *Restorer) apply(batch *Batch, partition int32, rec *kgo.Record, meta *Meta) error {
+	meta.ChangelogNext = rec.Offset + 1
+	if rec.Attrs.IsControl() {
+		return nil
+	}
+	r.records.Inc()
+	if next, ok := inputNextOf(rec); ok && next > meta.InputNext {
+		meta.InputNext = next
+	}
+	entity := string(rec.Key)
+	if rec.Value == nil {
+		return batch.Delete(partition, entity)
+	}
+	st, err := r.store.top.DecodeState(rec.Value)
+	if err != nil {
+		return fmt.Errorf("changelog offset %d, entity %q: %w", rec.Offset, entity, err)
+	}
+	if st.LastEventMs > meta.MaxEventMs {
+		meta.MaxEventMs = st.LastEventMs
+	}
+	return batch.Set(partition, entity, rec.Value)
+}
+
+func (r *Restorer) commit(batch *Batch, partition int32, meta Meta) error {
+	if err := batch.SetMeta(partition, meta); err != nil {
+		return fmt.Errorf("restore partition %d: %w", partition, err)
+	}
+	if err := batch.Commit(); err != nil {
+		return fmt.Errorf("restore partition %d: %w", partition, err)
+	}
+	return nil
+}

@@ -1,0 +1,626 @@
+package topology
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"pgregory.net/rapid"
+)
+
+// This file holds the naive reference model of Apply/Evaluate and the
+// property test that compares the two. The model keeps every applied event
+// and recomputes each aggregate from scratch; it shares no code with the
+// package beyond the spec it is given.
+
+// t0 is an instant in November 2025, in epoch milliseconds.
+const t0 = int64(1_764_133_200_000)
+
+const (
+	msMinute = int64(time.Minute / time.Millisecond)
+	msHour   = int64(time.Hour / time.Millisecond)
+)
+
+// Where filters the model understands. Field names avoid expr builtins
+// (type, count, ...): TestWhereFilter covers those. The price filter is
+// written nil-safe because a bare `price > 10` rejects events without a
+// price (see TestWhereFilter); its wrong-type behaviour is still exercised.
+const (
+	whereNone     = ""
+	whereView     = `kind == "view"`
+	whereNotView  = `kind != "view"`
+	wherePriceGT  = `(price ?? 0) > 10`
+	wherePriceAnd = `kind == "purchase" && (price ?? 0) > 10`
+)
+
+// modelFeature is a feature as the model sees it: plain numbers.
+type modelFeature struct {
+	name           string
+	agg            string
+	field          string
+	where          string
+	windowMs       int64 // 0: lifetime
+	tileMs         int64 // 0: default (window/12), resolved by resolveTile
+	k              int
+	windowS, tileS string // as written in the spec
+}
+
+type modelEvent struct {
+	key    string
+	timeMs int64
+	fields map[string]any
+}
+
+// model is the reference: per entity, the events applied, in arrival order.
+type model struct {
+	features []modelFeature
+	applied  map[string][]modelEvent
+	lastMs   map[string]int64
+	// contrib caches, per key and feature, the applied events that count
+	// for the feature, in arrival order; apply clears it.
+	contrib map[string][][]modelEvent
+}
+
+func newModel(fs []modelFeature) *model {
+	return &model{features: fs, applied: map[string][]modelEvent{}, lastMs: map[string]int64{}, contrib: map[string][][]modelEvent{}}
+}
+
+func (m *model) contributions(key string, fi int) []modelEvent {
+	c, ok := m.contrib[key]
+	if !ok {
+		c = make([][]modelEvent, len(m.features))
+		for i := range m.features {
+			for _, ev := range m.applied[key] {
+				if ok, _ := m.features[i].contributes(ev.fields); ok {
+					c[i] = append(c[i], ev)
+				}
+			}
+		}
+		m.contrib[key] = c
+	}
+	return c[fi]
+}
+
+func specYAML(fs []modelFeature) string {
+	var b strings.Builder
+	b.WriteString("app: model\nsource:\n  topic: events\nfeatures:\n")
+	for _, f := range fs {
+		fmt.Fprintf(&b, "  - name: %s\n    agg: %s\n", f.name, f.agg)
+		if f.field != "" {
+			fmt.Fprintf(&b, "    field: %s\n", f.field)
+		}
+		if f.where != "" {
+			fmt.Fprintf(&b, "    where: '%s'\n", f.where)
+		}
+		if f.windowS != "" {
+			fmt.Fprintf(&b, "    window: %s\n", f.windowS)
+		}
+		if f.tileS != "" {
+			fmt.Fprintf(&b, "    tile: %s\n", f.tileS)
+		}
+		if f.k != 0 {
+			fmt.Fprintf(&b, "    k: %d\n", f.k)
+		}
+	}
+	return b.String()
+}
+
+// floorDivModel and ceilDivModel are for b > 0.
+func floorDivModel(a, b int64) int64 {
+	q := a / b
+	if a%b < 0 {
+		q--
+	}
+	return q
+}
+
+func ceilDivModel(a, b int64) int64 { return -floorDivModel(-a, b) }
+
+// refWhere evaluates the filters of the model; err reports an event the
+// filter cannot be evaluated on (a bad event).
+func refWhere(where string, fields map[string]any) (pass bool, bad bool) {
+	kindView := fields["kind"] == "view"
+	priceGT := func() (bool, bool) {
+		p, ok := fields["price"]
+		if !ok || p == nil {
+			return false, false
+		}
+		switch x := p.(type) {
+		case float64:
+			return x > 10, false
+		case float32:
+			return x > 10, false
+		case int:
+			return x > 10, false
+		case int32:
+			return x > 10, false
+		case int64:
+			return x > 10, false
+		}
+		return false, true
+	}
+	switch where {
+	case whereNone:
+		return true, false
+	case whereView:
+		return kindView, false
+	case whereNotView:
+		return !kindView, false
+	case wherePriceGT:
+		return priceGT()
+	case wherePriceAnd:
+		if fields["kind"] != "purchase" {
+			return false, false // && short-circuits
+		}
+		return priceGT()
+	}
+	panic("model: unknown where " + where)
+}
+
+func lookupModel(fields map[string]any, path string) (any, bool) {
+	var cur any = fields
+	for p := range strings.SplitSeq(path, ".") {
+		m, ok := cur.(map[string]any)
+		if !ok {
+			return nil, false
+		}
+		cur = m[p]
+	}
+	return cur, cur != nil
+}
+
+func refNumber(v any) (float64, bool) {
+	var n float64
+	switch x := v.(type) {
+	case float64:
+		n = x
+	case float32:
+		n = float64(x)
+	case int:
+		n = float64(x)
+	case int32:
+		n = float64(x)
+	case int64:
+		n = float64(x)
+	default:
+		return 0, false
+	}
+	return n, !math.IsNaN(n) && !math.IsInf(n, 0)
+}
+
+func refString(v any) (string, bool) {
+	switch x := v.(type) {
+	case string:
+		return x, true
+	case int:
+		return strconv.Itoa(x), true
+	case int64:
+		return strconv.FormatInt(x, 10), true
+	case bool:
+		return strconv.FormatBool(x), true
+	case float64:
+		return strconv.FormatFloat(x, 'f', -1, 64), true
+	}
+	return "", false
+}
+
+var numericAggs = map[string]bool{"sum": true, "min": true, "max": true, "avg": true}
+
+// contributes says whether ev counts for f and whether it is a bad event
+// because of f.
+func (f *modelFeature) contributes(fields map[string]any) (ok, bad bool) {
+	pass, bad := refWhere(f.where, fields)
+	if bad || !pass {
+		return false, bad
+	}
+	if f.field == "" {
+		return true, false
+	}
+	v, found := lookupModel(fields, f.field)
+	if !found {
+		return false, false
+	}
+	if numericAggs[f.agg] {
+		_, ok := refNumber(v)
+		return ok, !ok
+	}
+	_, ok = refString(v)
+	return ok, !ok
+}
+
+// apply records ev unless it is bad, and reports whether it was bad.
+func (m *model) apply(ev modelEvent) (bad bool) {
+	for i := range m.features {
+		if _, b := m.features[i].contributes(ev.fields); b {
+			return true
+		}
+	}
+	m.applied[ev.key] = append(m.applied[ev.key], ev)
+	delete(m.contrib, ev.key)
+	m.lastMs[ev.key] = max(m.lastMs[ev.key], ev.timeMs)
+	return false
+}
+
+// value is what the model expects feature fi of key to read at asOfMs.
+// absTotal is the sum of |x| over the summed values, to bound rounding error.
+func (m *model) value(key string, fi int, asOfMs int64) (v Value, absTotal float64) {
+	f := &m.features[fi]
+	v.Type = map[string]ValueType{
+		"count": TypeInt64, "sum": TypeDouble, "min": TypeDouble, "max": TypeDouble, "avg": TypeDouble,
+		"first": TypeString, "last": TypeString, "first_k": TypeStringList, "last_k": TypeStringList,
+	}[f.agg]
+	var lo int64
+	if f.windowMs != 0 {
+		lo = ceilDivModel(asOfMs-f.windowMs, f.tileMs) * f.tileMs
+		v.WindowStartMs, v.WindowEndMs = lo, asOfMs
+	}
+	var in []modelEvent // in arrival order
+	for _, ev := range m.contributions(key, fi) {
+		if f.windowMs != 0 {
+			s := floorDivModel(ev.timeMs, f.tileMs) * f.tileMs
+			if s < lo || s > asOfMs {
+				continue
+			}
+		}
+		in = append(in, ev)
+	}
+	num := func(ev modelEvent) float64 {
+		x, _ := lookupModel(ev.fields, f.field)
+		n, _ := refNumber(x)
+		return n
+	}
+	str := func(ev modelEvent) string {
+		x, _ := lookupModel(ev.fields, f.field)
+		s, _ := refString(x)
+		return s
+	}
+	switch f.agg {
+	case "count":
+		v.Int, v.Present = int64(len(in)), true
+	case "sum", "avg":
+		for _, ev := range in {
+			v.Float += num(ev)
+			absTotal += math.Abs(num(ev))
+		}
+		v.Present = true
+		if f.agg == "avg" {
+			if len(in) == 0 {
+				return Value{Type: v.Type, WindowStartMs: v.WindowStartMs, WindowEndMs: v.WindowEndMs}, 0
+			}
+			v.Float /= float64(len(in))
+			absTotal /= float64(len(in))
+		}
+	case "min", "max":
+		for _, ev := range in {
+			n := num(ev)
+			if !v.Present || (f.agg == "min" && n < v.Float) || (f.agg == "max" && n > v.Float) {
+				v.Float, v.Present = n, true
+			}
+		}
+	case "first", "first_k", "last", "last_k":
+		order := slices.Clone(in)
+		if strings.HasPrefix(f.agg, "first") {
+			// Oldest first; among equal times the earlier arrival first.
+			slices.SortStableFunc(order, func(a, b modelEvent) int { return cmp.Compare(a.timeMs, b.timeMs) })
+		} else {
+			// Newest first; among equal times the later arrival first.
+			slices.Reverse(order)
+			slices.SortStableFunc(order, func(a, b modelEvent) int { return cmp.Compare(b.timeMs, a.timeMs) })
+		}
+		k := f.k
+		if k == 0 {
+			k = 1
+		}
+		list := []string{}
+		for i := 0; i < len(order) && i < k; i++ {
+			list = append(list, str(order[i]))
+		}
+		if f.k == 0 {
+			if len(list) > 0 {
+				v.Str, v.Present = list[0], true
+			}
+		} else {
+			v.List, v.Present = list, true
+		}
+	}
+	return v, absTotal
+}
+
+// checkValue compares got with the model's want; sums are compared within
+// 1e-9 of the sum of magnitudes, everything else exactly.
+func checkValue(want Value, absTotal float64, got Value) error {
+	wf, gf := want.Float, got.Float
+	want.Float, got.Float = 0, 0
+	if want.Type != got.Type || want.Present != got.Present || want.Int != got.Int || want.Str != got.Str ||
+		!slices.Equal(want.List, got.List) || (want.List == nil) != (got.List == nil) ||
+		want.WindowStartMs != got.WindowStartMs || want.WindowEndMs != got.WindowEndMs {
+		want.Float, got.Float = wf, gf
+		return fmt.Errorf("got %+v, want %+v", got, want)
+	}
+	if math.Abs(wf-gf) > 1e-9*math.Max(1, absTotal) {
+		return fmt.Errorf("float: got %v, want %v (±%g)", gf, wf, 1e-9*math.Max(1, absTotal))
+	}
+	return nil
+}
+
+// Generation.
+
+var allAggs = []string{"count", "sum", "min", "max", "avg", "first", "last", "first_k", "last_k"}
+
+// windowChoices are window sizes in the spec's notation; "" is lifetime.
+var windowChoices = []string{"", "", "1s", "10m", "1h", "90m", "3h", "24h", "7d"}
+
+var tileChoices = []string{"", "", "1s", "1m", "7m", "10m", "1h", "5h"}
+
+func durMs(s string) int64 {
+	d, err := ParseDuration(s)
+	if err != nil {
+		panic(err)
+	}
+	return d.Milliseconds()
+}
+
+func genFeatures(t *rapid.T) []modelFeature {
+	var fs []modelFeature
+	for _, agg := range allAggs {
+		n := rapid.IntRange(1, 2).Draw(t, agg+"_n")
+		for range n {
+			f := modelFeature{name: fmt.Sprintf("f%d_%s", len(fs), agg), agg: agg}
+			switch {
+			case agg == "count":
+			case numericAggs[agg]:
+				f.field = rapid.SampledFrom([]string{"price", "price", "item.qty"}).Draw(t, "field")
+			default:
+				f.field = rapid.SampledFrom([]string{"item_id", "item_id", "item.qty"}).Draw(t, "field")
+			}
+			if strings.HasSuffix(agg, "_k") {
+				f.k = rapid.IntRange(1, 4).Draw(t, "k")
+			}
+			f.where = rapid.SampledFrom([]string{whereNone, whereNone, whereView, whereNotView, wherePriceGT, wherePriceAnd}).Draw(t, "where")
+			f.windowS = rapid.SampledFrom(windowChoices).Draw(t, "window")
+			if f.windowS != "" {
+				f.windowMs = durMs(f.windowS)
+				var tiles []string
+				for _, ts := range tileChoices {
+					if ts == "" || (durMs(ts) <= f.windowMs && f.windowMs/durMs(ts) <= 10000) {
+						tiles = append(tiles, ts)
+					}
+				}
+				f.tileS = rapid.SampledFrom(tiles).Draw(t, "tile")
+				if f.tileS != "" {
+					f.tileMs = durMs(f.tileS)
+				} else {
+					f.tileMs = max(f.windowMs/12/1000*1000, 1000)
+				}
+			}
+			fs = append(fs, f)
+		}
+	}
+	return fs
+}
+
+// Field values, including ones of the wrong type for some aggregations.
+var (
+	kindValues   = []any{"view", "view", "purchase", "click", nil, "absent"}
+	itemIDValues = []any{"i1", "i2", "i3", "i17", "", 42, int64(-7), true, 1.5, nil, "absent", []any{"x"}, map[string]any{"a": 1}}
+	qtyValues    = []any{1, 2, 3, int64(5), "absent", nil, "x"}
+	itemValues   = []string{"map", "map", "map", "absent", "string"}
+	badPrices    = []any{"12.5", true, []any{1.0}, math.NaN(), math.Inf(1)}
+)
+
+func genFields(t *rapid.T) map[string]any {
+	fields := map[string]any{}
+	if k := rapid.SampledFrom(kindValues).Draw(t, "kind"); k != "absent" {
+		fields["kind"] = k
+	}
+	switch rapid.IntRange(0, 19).Draw(t, "price_kind") {
+	case 0, 1:
+		// absent
+	case 2:
+		fields["price"] = nil
+	case 3:
+		fields["price"] = rapid.SampledFrom(badPrices).Draw(t, "bad_price")
+	case 4, 5:
+		fields["price"] = rapid.IntRange(-50, 200).Draw(t, "int_price")
+	case 6:
+		fields["price"] = float32(rapid.IntRange(-100, 800).Draw(t, "f32_price")) / 4
+	default:
+		fields["price"] = rapid.Float64Range(-100, 1000).Draw(t, "price")
+	}
+	if id := rapid.SampledFrom(itemIDValues).Draw(t, "item_id"); id != "absent" {
+		fields["item_id"] = id
+	}
+	switch rapid.SampledFrom(itemValues).Draw(t, "item") {
+	case "map":
+		item := map[string]any{}
+		if q := rapid.SampledFrom(qtyValues).Draw(t, "qty"); q != "absent" {
+			item["qty"] = q
+		}
+		fields["item"] = item
+	case "string":
+		fields["item"] = "not a record"
+	}
+	return fields
+}
+
+func genEvents(t *rapid.T, keys []string) []modelEvent {
+	n := rapid.IntRange(1, 120).Draw(t, "events")
+	evs := make([]modelEvent, 0, n)
+	for range n {
+		var ts int64
+		switch rapid.IntRange(0, 9).Draw(t, "time_kind") {
+		case 0, 1:
+			if len(evs) > 0 {
+				ts = evs[rapid.IntRange(0, len(evs)-1).Draw(t, "dup_of")].timeMs
+				break
+			}
+			fallthrough
+		case 2:
+			// On a tile boundary of every tile choice up to 1h.
+			ts = t0 + rapid.Int64Range(-1, 8).Draw(t, "hour")*msHour
+		default:
+			ts = t0 + rapid.Int64Range(-msHour, 8*msHour).Draw(t, "time")
+		}
+		evs = append(evs, modelEvent{
+			key:    rapid.SampledFrom(keys).Draw(t, "key"),
+			timeMs: ts,
+			fields: genFields(t),
+		})
+	}
+	return evs
+}
+
+func TestApplyEvaluateMatchesModel(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		fs := genFeatures(t)
+		spec, err := ParseSpec("model.yaml", []byte(specYAML(fs)))
+		if err != nil {
+			t.Fatalf("ParseSpec: %v\n%s", err, specYAML(fs))
+		}
+		top, err := Compile(spec)
+		if err != nil {
+			t.Fatalf("Compile: %v", err)
+		}
+		for i := range fs {
+			if got := top.Features[i].Tile.Milliseconds(); got != fs[i].tileMs {
+				t.Fatalf("feature %s: tile %dms, model assumes %dms", fs[i].name, got, fs[i].tileMs)
+			}
+		}
+
+		keys := []string{"u1", "u2", "u3"}[:rapid.IntRange(1, 3).Draw(t, "keys")]
+		events := genEvents(t, keys)
+		// With pruning on, the watermark trails the newest event by grace and
+		// reads are at or after the final watermark; with it off, reads may
+		// be anywhere.
+		prune := rapid.Bool().Draw(t, "prune")
+		graceMs := rapid.SampledFrom([]int64{0, msMinute, 5 * msMinute, msHour}).Draw(t, "grace")
+
+		m := newModel(fs)
+		states := map[string]*EntityState{}
+		for _, k := range keys {
+			states[k] = top.NewEntityState()
+		}
+		maxSeen := int64(math.MinInt64)
+		watermark := int64(0) // below every event: nothing is pruned
+		for i, ev := range events {
+			maxSeen = max(maxSeen, ev.timeMs)
+			if prune {
+				watermark = maxSeen - graceMs
+			}
+			st := states[ev.key]
+			before := top.AppendState(nil, st)
+			err := top.Apply(st, &Event{Key: ev.key, TimeMs: ev.timeMs, Fields: ev.fields}, watermark)
+			bad := m.apply(ev)
+			switch {
+			case bad && err == nil:
+				t.Fatalf("event %d %v: Apply accepted it, the model says it is bad", i, ev.fields)
+			case !bad && err != nil:
+				t.Fatalf("event %d %v: Apply: %v; the model accepts it", i, ev.fields, err)
+			case err != nil:
+				if !errors.Is(err, ErrBadEvent) {
+					t.Fatalf("event %d: error %v does not wrap ErrBadEvent", i, err)
+				}
+				if after := top.AppendState(nil, st); string(after) != string(before) {
+					t.Fatalf("event %d: rejected with %v but the state changed", i, err)
+				}
+			}
+			if prune && err == nil {
+				// A rejected event leaves the state as it was, unpruned.
+				checkPruned(t, top, st, watermark)
+			}
+		}
+
+		asOfs := []int64{maxSeen, watermark}
+		lowest := watermark
+		if !prune {
+			lowest = t0 - 2*msHour
+		}
+		for range 6 {
+			asOfs = append(asOfs, lowest+rapid.Int64Range(0, 10*msHour).Draw(t, "as_of"))
+		}
+		// Reads at the edges of windows and tiles of events that were applied.
+		for range 4 {
+			ev := events[rapid.IntRange(0, len(events)-1).Draw(t, "edge_event")]
+			f := fs[rapid.IntRange(0, len(fs)-1).Draw(t, "edge_feature")]
+			if f.windowMs == 0 {
+				continue
+			}
+			s := floorDivModel(ev.timeMs, f.tileMs) * f.tileMs
+			for _, a := range []int64{ev.timeMs, ev.timeMs - 1, s - 1, s, s + f.windowMs - 1, s + f.windowMs, s + f.windowMs + 1} {
+				if a >= lowest {
+					asOfs = append(asOfs, a)
+				}
+			}
+		}
+
+		for _, key := range keys {
+			st := states[key]
+			if st.LastEventMs != m.lastMs[key] {
+				t.Fatalf("%s: LastEventMs = %d, model %d", key, st.LastEventMs, m.lastMs[key])
+			}
+			enc := top.AppendState(nil, st)
+			st2, err := top.DecodeState(enc)
+			if err != nil {
+				t.Fatalf("%s: DecodeState: %v", key, err)
+			}
+			if enc2 := top.AppendState(nil, st2); string(enc2) != string(enc) {
+				t.Fatalf("%s: re-encoding a decoded state differs", key)
+			}
+			if st2.LastEventMs != st.LastEventMs {
+				t.Fatalf("%s: decoded LastEventMs %d, want %d", key, st2.LastEventMs, st.LastEventMs)
+			}
+			for fi := range fs {
+				tiles, err := top.DecodeFeature(fi, top.AppendFeature(nil, fi, st.Features[fi]))
+				if err != nil {
+					t.Fatalf("%s %s: DecodeFeature: %v", key, fs[fi].name, err)
+				}
+				for _, a := range asOfs {
+					want, absTotal := m.value(key, fi, a)
+					got := top.Evaluate(fi, st.Features[fi], a)
+					if err := checkValue(want, absTotal, got); err != nil {
+						t.Fatalf("%s %s (%s window %s tile %dms where %q) as of t0%+dms: %v",
+							key, fs[fi].name, fs[fi].agg, fs[fi].windowS, fs[fi].tileMs, fs[fi].where, a-t0, err)
+					}
+					for name, decoded := range map[string][]Tile{"DecodeState": st2.Features[fi], "DecodeFeature": tiles} {
+						if got2 := top.Evaluate(fi, decoded, a); !valuesIdentical(got, got2) {
+							t.Fatalf("%s %s as of t0%+dms: after %s %+v, before %+v", key, fs[fi].name, a-t0, name, got2, got)
+						}
+					}
+				}
+			}
+		}
+	})
+}
+
+// checkPruned checks that no tile is kept that no read at or after the
+// watermark needs, beyond the one spare tile prune promises.
+func checkPruned(t *rapid.T, top *Topology, st *EntityState, watermarkMs int64) {
+	for fi := range top.Features {
+		f := &top.Features[fi]
+		if f.Lifetime() {
+			if len(st.Features[fi]) > 1 {
+				t.Fatalf("lifetime feature %s has %d tiles", f.Name, len(st.Features[fi]))
+			}
+			continue
+		}
+		w, tl := f.Window.Milliseconds(), f.Tile.Milliseconds()
+		for _, tile := range st.Features[fi] {
+			if tile.Start < watermarkMs-w-tl {
+				t.Fatalf("feature %s kept tile %d, older than watermark %d - window - tile", f.Name, tile.Start, watermarkMs)
+			}
+		}
+	}
+}
+
+func valuesIdentical(a, b Value) bool {
+	return a.Type == b.Type && a.Present == b.Present && a.Int == b.Int &&
+		math.Float64bits(a.Float) == math.Float64bits(b.Float) && a.Str == b.Str &&
+		slices.Equal(a.List, b.List) && (a.List == nil) == (b.List == nil) &&
+		a.WindowStartMs == b.WindowStartMs && a.WindowEndMs == b.WindowEndMs
+}

@@ -1,0 +1,336 @@
+package topology
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Spec is a feature spec as written in YAML: what to read and what to
+// compute. Load it with LoadSpec or ParseSpec, then Compile it.
+type Spec struct {
+	// App names the application: the consumer group, the changelog and DLQ
+	// topic prefixes and the Redis key prefix all derive from it.
+	App string `yaml:"app"`
+	// Source says where events come from and how to read them.
+	Source Source `yaml:"source"`
+	// Features are computed per entity, in this order.
+	Features []Feature `yaml:"features"`
+
+	// File is the path the spec was read from, for error messages.
+	File string `yaml:"-"`
+}
+
+// Source describes the input topic and its records.
+type Source struct {
+	// Topic is the Kafka topic of events.
+	Topic string `yaml:"topic"`
+	// Format is "json" or "avro".
+	Format string `yaml:"format"`
+	// Schema is the Avro schema file, relative to the spec file.
+	Schema string `yaml:"schema"`
+	// Key is the event field holding the entity id; empty means the record key.
+	Key string `yaml:"key"`
+	// Time is the event field holding the event time (epoch milliseconds or
+	// RFC 3339); empty means the record timestamp.
+	Time string `yaml:"time"`
+	// Grace is how late, behind the newest event of its partition, an event
+	// may arrive and still count. Default 5m.
+	Grace Duration `yaml:"grace"`
+	// MaxFuture is how far ahead of the processor's clock an event time may
+	// be before the event is rejected. Default 1h.
+	MaxFuture Duration `yaml:"max_future"`
+
+	line int
+}
+
+// Feature is one computed value per entity.
+type Feature struct {
+	Name        string `yaml:"name"`
+	Description string `yaml:"description"`
+	// Where is an expression over event fields; the event counts for this
+	// feature only when it is true. Empty means every event.
+	Where string `yaml:"where"`
+	// Agg is the aggregation: see Aggregations.
+	Agg string `yaml:"agg"`
+	// Field is the event field the aggregation reads (dotted for nested
+	// fields). Not used by count.
+	Field string `yaml:"field"`
+	// Window is the size of the sliding window ending at request time;
+	// zero means lifetime (no window).
+	Window Duration `yaml:"window"`
+	// Tile is the time bucket partial aggregates are kept in. Default
+	// window/12 (so the far edge of the window is within 1/12 of its size).
+	Tile Duration `yaml:"tile"`
+	// K bounds first_k and last_k.
+	K int `yaml:"k"`
+
+	// Line is the line of the feature in the spec file.
+	Line int `yaml:"-"`
+}
+
+// Defaults for a Source.
+const (
+	DefaultGrace     = 5 * time.Minute
+	DefaultMaxFuture = time.Hour
+	// DefaultTilesPerWindow is the window/tile ratio when a feature sets no tile.
+	DefaultTilesPerWindow = 12
+	// MaxK bounds first_k/last_k so one entity's state stays small.
+	MaxK = 1000
+)
+
+// ErrSpec is wrapped by every spec validation error.
+var ErrSpec = errors.New("topology: invalid spec")
+
+// SpecError is a problem at a line of a spec file.
+type SpecError struct {
+	File string
+	Line int
+	Msg  string
+}
+
+func (e *SpecError) Error() string {
+	file := e.File
+	if file == "" {
+		file = "spec"
+	}
+	if e.Line > 0 {
+		return fmt.Sprintf("%s:%d: %s", file, e.Line, e.Msg)
+	}
+	return fmt.Sprintf("%s: %s", file, e.Msg)
+}
+
+func (e *SpecError) Unwrap() error { return ErrSpec }
+
+func lineErrorf(n *yaml.Node, format string, args ...any) error {
+	return &SpecError{Line: n.Line, Msg: fmt.Sprintf(format, args...)}
+}
+
+// LoadSpec reads and validates the spec file at path.
+func LoadSpec(path string) (*Spec, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("load spec: %w", err)
+	}
+	return ParseSpec(path, data)
+}
+
+var nameRE = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
+
+// ParseSpec parses and validates a spec. file names it in errors. Every error
+// is a *SpecError wrapping ErrSpec, naming the line and what to do.
+func ParseSpec(file string, data []byte) (*Spec, error) {
+	s, err := parseSpec(data)
+	if err != nil {
+		var se *SpecError
+		if errors.As(err, &se) {
+			se.File = file
+			return nil, se
+		}
+		return nil, &SpecError{File: file, Msg: err.Error()}
+	}
+	s.File = file
+	if err := s.validate(); err != nil {
+		var se *SpecError
+		if errors.As(err, &se) {
+			se.File = file
+		}
+		return nil, err
+	}
+	return s, nil
+}
+
+func parseSpec(data []byte) (*Spec, error) {
+	var doc yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, &SpecError{Msg: "empty spec: want app, source and features"}
+		}
+		return nil, &SpecError{Msg: strings.TrimPrefix(err.Error(), "yaml: ")}
+	}
+	root := &doc
+	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
+		root = root.Content[0]
+	}
+	if err := checkKeys(root, "top level", "app", "source", "features"); err != nil {
+		return nil, err
+	}
+	var s Spec
+	if err := root.Decode(&s); err != nil {
+		return nil, yamlError(err)
+	}
+	return &s, nil
+}
+
+// yamlError turns yaml's "line N: ..." type errors into a SpecError.
+func yamlError(err error) error {
+	var se *SpecError
+	if errors.As(err, &se) {
+		return se
+	}
+	var te *yaml.TypeError
+	if errors.As(err, &te) && len(te.Errors) > 0 {
+		var line int
+		msg := te.Errors[0]
+		if _, scanErr := fmt.Sscanf(msg, "line %d:", &line); scanErr == nil {
+			msg = strings.TrimSpace(msg[strings.Index(msg, ":")+1:])
+		}
+		return &SpecError{Line: line, Msg: msg}
+	}
+	return &SpecError{Msg: err.Error()}
+}
+
+// checkKeys reports the first key of mapping n that is not allowed, with the
+// keys that are.
+func checkKeys(n *yaml.Node, what string, allowed ...string) error {
+	if n.Kind != yaml.MappingNode {
+		return lineErrorf(n, "%s: want a mapping with keys %s", what, strings.Join(allowed, ", "))
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k := n.Content[i]
+		if !slices.Contains(allowed, k.Value) {
+			return lineErrorf(k, "%s: unknown key %q (known keys: %s)", what, k.Value, strings.Join(allowed, ", "))
+		}
+	}
+	return nil
+}
+
+// UnmarshalYAML implements yaml.Unmarshaler, rejecting unknown keys.
+func (s *Source) UnmarshalYAML(n *yaml.Node) error {
+	if err := checkKeys(n, "source", "topic", "format", "schema", "key", "time", "grace", "max_future"); err != nil {
+		return err
+	}
+	type plain Source
+	var p plain
+	if err := n.Decode(&p); err != nil {
+		return yamlError(err)
+	}
+	*s = Source(p)
+	s.line = n.Line
+	return nil
+}
+
+// UnmarshalYAML implements yaml.Unmarshaler, rejecting unknown keys and
+// remembering the feature's line.
+func (f *Feature) UnmarshalYAML(n *yaml.Node) error {
+	if err := checkKeys(n, "feature", "name", "description", "where", "agg", "field", "window", "tile", "k"); err != nil {
+		return err
+	}
+	type plain Feature
+	var p plain
+	if err := n.Decode(&p); err != nil {
+		return yamlError(err)
+	}
+	*f = Feature(p)
+	f.Line = n.Line
+	return nil
+}
+
+// validate checks the whole spec and fills defaults; Compile does the rest
+// (expressions).
+func (s *Spec) validate() error {
+	if !nameRE.MatchString(s.App) {
+		return &SpecError{Line: 1, Msg: fmt.Sprintf("app %q: want a lowercase name such as shop ([a-z][a-z0-9_]*); it prefixes topics and Redis keys", s.App)}
+	}
+	src := &s.Source
+	if src.Topic == "" {
+		return &SpecError{Line: src.line, Msg: "source.topic is required: the Kafka topic of events, such as events"}
+	}
+	switch src.Format {
+	case "":
+		src.Format = "json"
+	case "json":
+	case "avro":
+		if src.Schema == "" {
+			return &SpecError{Line: src.line, Msg: "source.schema is required with format avro: the path of an .avsc file, relative to the spec"}
+		}
+	default:
+		return &SpecError{Line: src.line, Msg: fmt.Sprintf("source.format %q: want json or avro", src.Format)}
+	}
+	if src.Grace == 0 {
+		src.Grace = Duration(DefaultGrace)
+	}
+	if src.MaxFuture == 0 {
+		src.MaxFuture = Duration(DefaultMaxFuture)
+	}
+	if len(s.Features) == 0 {
+		return &SpecError{Line: 1, Msg: "features: at least one feature is required"}
+	}
+	seen := make(map[string]int, len(s.Features))
+	for i := range s.Features {
+		f := &s.Features[i]
+		if !nameRE.MatchString(f.Name) {
+			return &SpecError{Line: f.Line, Msg: fmt.Sprintf("feature name %q: want a lowercase name such as views_1h ([a-z][a-z0-9_]*)", f.Name)}
+		}
+		if prev, dup := seen[f.Name]; dup {
+			return &SpecError{Line: f.Line, Msg: fmt.Sprintf("feature %q is defined twice (first at line %d)", f.Name, prev)}
+		}
+		seen[f.Name] = f.Line
+		if err := f.validate(); err != nil {
+			return &SpecError{Line: f.Line, Msg: fmt.Sprintf("feature %q: %v", f.Name, err)}
+		}
+	}
+	return nil
+}
+
+func (f *Feature) validate() error {
+	kind, ok := aggByName[f.Agg]
+	if !ok {
+		return fmt.Errorf("unknown agg %q (known: %s)", f.Agg, strings.Join(AggregationNames(), ", "))
+	}
+	spec := aggSpecs[kind]
+	switch {
+	case spec.needsField && f.Field == "":
+		return fmt.Errorf("agg %s needs field: the event field to aggregate, such as price", f.Agg)
+	case !spec.needsField && f.Field != "":
+		return fmt.Errorf("agg %s takes no field (it counts events); remove field %q", f.Agg, f.Field)
+	}
+	if spec.needsK {
+		if f.K < 1 || f.K > MaxK {
+			return fmt.Errorf("agg %s needs k between 1 and %d, got %d", f.Agg, MaxK, f.K)
+		}
+	} else if f.K != 0 {
+		return fmt.Errorf("agg %s takes no k; remove k: %d", f.Agg, f.K)
+	}
+	w, t := time.Duration(f.Window), time.Duration(f.Tile)
+	if w == 0 {
+		if t != 0 {
+			return fmt.Errorf("tile %s set without window: a lifetime feature has no tiles", f.Tile)
+		}
+		return nil
+	}
+	if w < time.Second {
+		return fmt.Errorf("window %s is too small: want at least 1s", f.Window)
+	}
+	if t == 0 {
+		t = defaultTile(w)
+		f.Tile = Duration(t)
+	}
+	switch {
+	case t > w:
+		return fmt.Errorf("tile %s is larger than window %s: want tile <= window", f.Tile, f.Window)
+	case t < time.Second || t%time.Second != 0:
+		return fmt.Errorf("tile %s: want a whole number of seconds, at least 1s", f.Tile)
+	case w/t > 10000:
+		return fmt.Errorf("tile %s is too small for window %s: at most 10000 tiles per window", f.Tile, f.Window)
+	}
+	return nil
+}
+
+// defaultTile is window/12 rounded down to a whole second.
+func defaultTile(w time.Duration) time.Duration {
+	t := (w / DefaultTilesPerWindow).Truncate(time.Second)
+	if t < time.Second {
+		t = time.Second
+	}
+	return t
+}

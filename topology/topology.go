@@ -1,0 +1,448 @@
+package topology
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/expr-lang/expr"
+	"github.com/expr-lang/expr/ast"
+	"github.com/expr-lang/expr/parser"
+	"github.com/expr-lang/expr/vm"
+)
+
+// Topology is a compiled spec: filters compiled, defaults filled, ready to
+// apply events and evaluate features. It is immutable and safe for
+// concurrent use, except that Apply mutates the EntityState it is given.
+type Topology struct {
+	Spec     *Spec
+	Features []CompiledFeature
+
+	byName    map[string]int
+	maxWindow int64
+}
+
+// CompiledFeature is a feature ready to run.
+type CompiledFeature struct {
+	Feature
+	Index  int
+	Kind   AggKind
+	Type   ValueType
+	Window time.Duration // 0 for lifetime
+	Tile   time.Duration // 0 for lifetime
+
+	windowMs, tileMs int64
+	k                int
+	numeric          bool
+	filter           *vm.Program
+	fieldPath        []string
+}
+
+// Lifetime reports whether the feature has no window.
+func (f *CompiledFeature) Lifetime() bool { return f.windowMs == 0 }
+
+// Compile checks a parsed spec's expressions and builds its Topology.
+func Compile(s *Spec) (*Topology, error) {
+	t := &Topology{Spec: s, byName: make(map[string]int, len(s.Features))}
+	for i, f := range s.Features {
+		kind := aggByName[f.Agg]
+		as := aggSpecs[kind]
+		cf := CompiledFeature{
+			Feature:  f,
+			Index:    i,
+			Kind:     kind,
+			Type:     as.result,
+			Window:   time.Duration(f.Window),
+			Tile:     time.Duration(f.Tile),
+			windowMs: time.Duration(f.Window).Milliseconds(),
+			tileMs:   time.Duration(f.Tile).Milliseconds(),
+			k:        kOf(kind, f.K),
+			numeric:  as.numeric,
+		}
+		if f.Field != "" {
+			cf.fieldPath = strings.Split(f.Field, ".")
+		}
+		if f.Where != "" {
+			prog, err := compileWhere(f.Where)
+			if err != nil {
+				return nil, &SpecError{File: s.File, Line: f.Line, Msg: fmt.Sprintf("feature %q: where %q: %s", f.Name, f.Where, oneLine(err.Error()))}
+			}
+			cf.filter = prog
+		}
+		if cf.windowMs > t.maxWindow {
+			t.maxWindow = cf.windowMs
+		}
+		t.byName[f.Name] = i
+		t.Features = append(t.Features, cf)
+	}
+	return t, nil
+}
+
+// compileWhere compiles a where expression over event fields. An event
+// field may share its name with an expression builtin (type, count, now):
+// every identifier the expression uses as a value is taken to be a field, so
+// `type == "view"` means the field. Builtins called as functions still work.
+func compileWhere(src string) (*vm.Program, error) {
+	tree, err := parser.Parse(src)
+	if err != nil {
+		return nil, err
+	}
+	idents := identCollector{}
+	ast.Walk(&tree.Node, idents)
+	opts := []expr.Option{expr.AllowUndefinedVariables(), expr.AsBool()}
+	for name := range idents {
+		opts = append(opts, expr.DisableBuiltin(name))
+	}
+	return expr.Compile(src, opts...)
+}
+
+type identCollector map[string]struct{}
+
+func (c identCollector) Visit(n *ast.Node) {
+	if id, ok := (*n).(*ast.IdentifierNode); ok {
+		c[id.Value] = struct{}{}
+	}
+}
+
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+// FeatureIndex returns the index of the named feature.
+func (t *Topology) FeatureIndex(name string) (int, bool) {
+	i, ok := t.byName[name]
+	return i, ok
+}
+
+// MaxWindow is the longest window of any feature.
+func (t *Topology) MaxWindow() time.Duration { return time.Duration(t.maxWindow) * time.Millisecond }
+
+// Event is a decoded input event.
+type Event struct {
+	// Key is the entity id.
+	Key string
+	// TimeMs is the event time in milliseconds since the Unix epoch.
+	TimeMs int64
+	// Fields are the decoded fields; nested records are map[string]any.
+	Fields map[string]any
+}
+
+// Lookup returns the value at a dotted path such as "item.price".
+func (e *Event) Lookup(path []string) (any, bool) {
+	var cur any = e.Fields
+	for _, p := range path {
+		m, ok := cur.(map[string]any)
+		if !ok {
+			return nil, false
+		}
+		if cur, ok = m[p]; !ok {
+			return nil, false
+		}
+	}
+	return cur, cur != nil
+}
+
+// ErrBadEvent is wrapped by Apply's errors: the event cannot be applied as
+// it is and belongs in the dead-letter path.
+var ErrBadEvent = errors.New("topology: bad event")
+
+// EntityState is everything kept for one entity: per feature (indexed like
+// Topology.Features) its tiles in ascending Start order.
+type EntityState struct {
+	// LastEventMs is the newest event time applied.
+	LastEventMs int64
+	Features    [][]Tile
+}
+
+// NewEntityState returns an empty state for t.
+func (t *Topology) NewEntityState() *EntityState {
+	return &EntityState{Features: make([][]Tile, len(t.Features))}
+}
+
+type contribution struct {
+	ok  bool
+	num float64
+	str string
+}
+
+// Apply folds ev into st. It first evaluates every filter and reads every
+// field, and changes nothing when one fails, so an event is applied whole or
+// not at all. watermarkMs is the partition's watermark: tiles that no read
+// at or after it can need are dropped, which keeps state bounded.
+func (t *Topology) Apply(st *EntityState, ev *Event, watermarkMs int64) error {
+	var buf [16]contribution
+	contrib := buf[:0]
+	if len(t.Features) > len(buf) {
+		contrib = make([]contribution, 0, len(t.Features))
+	}
+	for i := range t.Features {
+		f := &t.Features[i]
+		c, err := f.contribution(ev)
+		if err != nil {
+			return fmt.Errorf("%w: feature %s: %w", ErrBadEvent, f.Name, err)
+		}
+		contrib = append(contrib, c)
+	}
+	for i := range t.Features {
+		f := &t.Features[i]
+		if contrib[i].ok {
+			st.Features[i] = f.add(st.Features[i], ev.TimeMs, contrib[i])
+		}
+		st.Features[i] = f.prune(st.Features[i], watermarkMs)
+	}
+	if ev.TimeMs > st.LastEventMs {
+		st.LastEventMs = ev.TimeMs
+	}
+	return nil
+}
+
+func (f *CompiledFeature) contribution(ev *Event) (contribution, error) {
+	if f.filter != nil {
+		out, err := expr.Run(f.filter, ev.Fields)
+		if err != nil {
+			return contribution{}, fmt.Errorf("where: %s", oneLine(err.Error()))
+		}
+		if pass, _ := out.(bool); !pass {
+			return contribution{}, nil
+		}
+	}
+	if f.fieldPath == nil {
+		return contribution{ok: true}, nil
+	}
+	v, found := ev.Lookup(f.fieldPath)
+	if !found {
+		// A missing or null field contributes nothing, as NULL in SQL.
+		return contribution{}, nil
+	}
+	if f.numeric {
+		n, err := toFloat(v)
+		if err != nil {
+			return contribution{}, fmt.Errorf("field %s: %w", f.Field, err)
+		}
+		return contribution{ok: true, num: n}, nil
+	}
+	s, err := toString(v)
+	if err != nil {
+		return contribution{}, fmt.Errorf("field %s: %w", f.Field, err)
+	}
+	return contribution{ok: true, str: s}, nil
+}
+
+func toFloat(v any) (float64, error) {
+	var n float64
+	switch x := v.(type) {
+	case float64:
+		n = x
+	case float32:
+		n = float64(x)
+	case int:
+		n = float64(x)
+	case int32:
+		n = float64(x)
+	case int64:
+		n = float64(x)
+	case json.Number:
+		var err error
+		if n, err = x.Float64(); err != nil {
+			return 0, fmt.Errorf("want a number, got %q", x)
+		}
+	default:
+		return 0, fmt.Errorf("want a number, got %T", v)
+	}
+	if math.IsNaN(n) || math.IsInf(n, 0) {
+		return 0, fmt.Errorf("out of range: %v", n)
+	}
+	return n, nil
+}
+
+func toString(v any) (string, error) {
+	switch x := v.(type) {
+	case string:
+		return x, nil
+	case float64:
+		return strconv.FormatFloat(x, 'f', -1, 64), nil
+	case float32:
+		return strconv.FormatFloat(float64(x), 'f', -1, 32), nil
+	case int:
+		return strconv.Itoa(x), nil
+	case int32:
+		return strconv.FormatInt(int64(x), 10), nil
+	case int64:
+		return strconv.FormatInt(x, 10), nil
+	case json.Number:
+		return x.String(), nil
+	case bool:
+		return strconv.FormatBool(x), nil
+	}
+	return "", fmt.Errorf("want a string or number, got %T", v)
+}
+
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if (a%b != 0) && ((a < 0) != (b < 0)) {
+		q--
+	}
+	return q
+}
+
+// tileStart is the start of the tile holding timeMs.
+func (f *CompiledFeature) tileStart(timeMs int64) int64 {
+	if f.tileMs == 0 {
+		return 0
+	}
+	return floorDiv(timeMs, f.tileMs) * f.tileMs
+}
+
+func (f *CompiledFeature) add(tiles []Tile, timeMs int64, c contribution) []Tile {
+	start := f.tileStart(timeMs)
+	// Tiles are few and events mostly land in the newest: search from the end.
+	i := len(tiles)
+	for i > 0 && tiles[i-1].Start > start {
+		i--
+	}
+	if i == 0 || tiles[i-1].Start != start {
+		tiles = append(tiles, Tile{})
+		copy(tiles[i+1:], tiles[i:])
+		tiles[i] = Tile{Start: start}
+		i++
+	}
+	tiles[i-1].add(f.Kind, f.k, c.num, c.str, timeMs)
+	return tiles
+}
+
+// prune drops the tiles that no read at or after watermarkMs can include.
+// One extra tile is kept so a read a little behind the watermark is still
+// whole.
+func (f *CompiledFeature) prune(tiles []Tile, watermarkMs int64) []Tile {
+	if f.windowMs == 0 || len(tiles) == 0 {
+		return tiles
+	}
+	horizon := watermarkMs - f.windowMs - f.tileMs
+	n := 0
+	for n < len(tiles) && tiles[n].Start < horizon {
+		n++
+	}
+	if n == 0 {
+		return tiles
+	}
+	return append(tiles[:0], tiles[n:]...)
+}
+
+// Value is a feature's value as of some instant.
+type Value struct {
+	Type ValueType
+	// Present is false when the aggregation has no value over the window
+	// (min, max, avg, first, last of no events).
+	Present bool
+	Int     int64
+	Float   float64
+	Str     string
+	List    []string
+	// WindowStartMs and WindowEndMs bound the event times the value covers;
+	// both are 0 for lifetime features.
+	WindowStartMs, WindowEndMs int64
+}
+
+// Window returns the event-time interval a read at asOfMs covers: tiles
+// starting in [start, asOfMs]. start is the first tile boundary at or after
+// asOfMs - window, so the covered span is short of the window by less than
+// one tile.
+func (f *CompiledFeature) CoveredWindow(asOfMs int64) (startMs, endMs int64) {
+	if f.windowMs == 0 {
+		return 0, 0
+	}
+	from := asOfMs - f.windowMs
+	start := floorDiv(from, f.tileMs) * f.tileMs
+	if start < from {
+		start += f.tileMs
+	}
+	return start, asOfMs
+}
+
+// Evaluate merges the tiles of feature fi that fall in its window ending at
+// asOfMs and returns the aggregate. tiles must be in ascending Start order,
+// as Apply and DecodeFeature leave them. The returned List is newly
+// allocated; tiles are not retained.
+func (t *Topology) Evaluate(fi int, tiles []Tile, asOfMs int64) Value {
+	f := &t.Features[fi]
+	v := Value{Type: f.Type}
+	lo, hi := 0, len(tiles)
+	if f.windowMs != 0 {
+		v.WindowStartMs, v.WindowEndMs = f.CoveredWindow(asOfMs)
+		for lo < hi && tiles[lo].Start < v.WindowStartMs {
+			lo++
+		}
+		for hi > lo && tiles[hi-1].Start > asOfMs {
+			hi--
+		}
+	}
+	in := tiles[lo:hi]
+	var count int64
+	for i := range in {
+		count += in[i].Count
+	}
+	switch f.Kind {
+	case AggCount:
+		v.Int, v.Present = count, true
+	case AggSum:
+		for i := range in {
+			v.Float += in[i].Num
+		}
+		v.Present = true
+	case AggAvg:
+		if count > 0 {
+			var sum float64
+			for i := range in {
+				sum += in[i].Num
+			}
+			v.Float, v.Present = sum/float64(count), true
+		}
+	case AggMin, AggMax:
+		for i := range in {
+			if in[i].Count == 0 {
+				continue
+			}
+			if !v.Present || (f.Kind == AggMin && in[i].Num < v.Float) || (f.Kind == AggMax && in[i].Num > v.Float) {
+				v.Float, v.Present = in[i].Num, true
+			}
+		}
+	case AggFirst, AggFirstK:
+		var list []string
+		for i := 0; i < len(in) && len(list) < f.k; i++ {
+			for _, it := range in[i].Items {
+				if len(list) == f.k {
+					break
+				}
+				list = append(list, it.Value)
+			}
+		}
+		v.setItems(f.Kind == AggFirst, list)
+	case AggLast, AggLastK:
+		var list []string
+		for i := len(in) - 1; i >= 0 && len(list) < f.k; i-- {
+			for _, it := range in[i].Items {
+				if len(list) == f.k {
+					break
+				}
+				list = append(list, it.Value)
+			}
+		}
+		v.setItems(f.Kind == AggLast, list)
+	}
+	return v
+}
+
+func (v *Value) setItems(single bool, list []string) {
+	if single {
+		if len(list) > 0 {
+			v.Str, v.Present = list[0], true
+		}
+		return
+	}
+	if list == nil {
+		list = []string{}
+	}
+	v.List, v.Present = list, true
+}
