@@ -129,7 +129,7 @@ func (c *processCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	defer client.Close()
 	return runProcessor(ctx, processorParams{
 		top: top, brokers: c.Brokers, stateDir: c.StateDir, sink: sink, reg: reg, logger: logger,
-		cfg: processor.Config{Group: c.Group, InstanceID: c.InstanceID, CommitInterval: c.CommitInterval},
+		cfg:       processor.Config{Group: c.Group, InstanceID: c.InstanceID, CommitInterval: c.CommitInterval},
 		adminAddr: c.AdminAddr,
 	})
 }

@@ -367,4 +367,3 @@ func TestEndToEnd(t *testing.T) {
 		}
 	}
 }
-
