@@ -29,23 +29,37 @@ type cli struct {
 }
 
 func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:]))
+}
+
+// run parses args, runs the command and returns the exit code.
+func run(ctx context.Context, args []string) int {
 	var c cli
-	kctx := kong.Parse(&c,
+	parser, err := kong.New(&c,
 		kong.Name("featurestream"),
 		kong.Description("Real-time user features: Kafka events in, windowed aggregates out over gRPC.\nEvery flag can also be set by an environment variable, shown in brackets."),
 		kong.DefaultEnvars("FEATURESTREAM"),
 		kong.UsageOnError(),
 	)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "featurestream: %v\n", err)
+		return 2
+	}
+	kctx, err := parser.Parse(args)
+	if err != nil {
+		parser.FatalIfErrorf(err)
+		return 2
+	}
 	logger := newLogger(c.LogFormat, c.LogLevel)
 	slog.SetDefault(logger)
-
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	err := kctx.Run(ctx, logger)
-	if err != nil && !errors.Is(err, context.Canceled) {
+	kctx.BindTo(ctx, (*context.Context)(nil))
+	if err := kctx.Run(logger); err != nil && !errors.Is(err, context.Canceled) {
 		fmt.Fprintf(os.Stderr, "featurestream %s: %v\n", kctx.Command(), err)
-		os.Exit(1)
+		return 1
 	}
+	return 0
 }
 
 func newLogger(format, level string) *slog.Logger {
