@@ -1,0 +1,501 @@
+package topology
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func mustTopology(tb testing.TB, spec string) *Topology {
+	tb.Helper()
+	s, err := ParseSpec("test.yaml", []byte(spec))
+	if err != nil {
+		tb.Fatalf("ParseSpec: %v", err)
+	}
+	top, err := Compile(s)
+	if err != nil {
+		tb.Fatalf("Compile: %v", err)
+	}
+	return top
+}
+
+func mustShop(tb testing.TB) *Topology {
+	tb.Helper()
+	s, err := LoadSpec(shopSpecPath)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	top, err := Compile(s)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return top
+}
+
+func mustApply(tb testing.TB, top *Topology, st *EntityState, ev *Event, watermarkMs int64) {
+	tb.Helper()
+	if err := top.Apply(st, ev, watermarkMs); err != nil {
+		tb.Fatalf("Apply(%+v): %v", ev, err)
+	}
+}
+
+// TestEvaluateWindowEdges pins the covered interval of a sliding window: the
+// tile holding as_of counts whole, the tile straddling as_of - window does
+// not.
+func TestEvaluateWindowEdges(t *testing.T) {
+	top := mustTopology(t, `app: shop
+source:
+  topic: events
+features:
+  - name: n_1h
+    agg: count
+    window: 1h
+  - name: n_90m_7m
+    agg: count
+    window: 90m
+    tile: 7m
+`)
+	const m = msMinute
+	base := t0 // a whole hour, so a 5m tile boundary
+	st := top.NewEntityState()
+	times := []int64{
+		base - 61*m,     // tile [-65m,-60m): outside for as_of base
+		base - 60*m,     // tile [-60m,-55m): the first tile in
+		base - 60*m + 1, // same tile
+		base - 1,        // tile [-5m,0)
+		base,            // tile [0,5m): holds as_of base
+		base + 4*m,      // same tile, after as_of: counts (the tile counts whole)
+		base + 5*m,      // next tile: out
+	}
+	for _, ts := range times {
+		mustApply(t, top, st, &Event{TimeMs: ts}, 0)
+	}
+	tests := []struct {
+		fi          int
+		asOf        int64
+		want        int64
+		start, ends int64
+	}{
+		{0, base, 6, base - 60*m, base},
+		{0, base - 1, 4, base - 60*m, base - 1},     // (base-1)-1h rounds up to base-60m
+		{0, base + 1, 4, base - 55*m, base + 1},     // the tile at -60m now straddles the edge
+		{0, base + 5*m, 5, base - 55*m, base + 5*m}, // picks up the +5m tile
+		{0, base - 2*msHour, 0, base - 3*msHour, base - 2*msHour},
+		{0, base + 3*msHour, 0, base + 2*msHour, base + 3*msHour},
+		// 7m tiles are aligned to the epoch, not to the hour.
+		{1, base, 7, ceilDivModel(base-90*m, 7*m) * 7 * m, base},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%s@%+dms", top.Features[tt.fi].Name, tt.asOf-base), func(t *testing.T) {
+			v := top.Evaluate(tt.fi, st.Features[tt.fi], tt.asOf)
+			if v.Int != tt.want || !v.Present || v.Type != TypeInt64 {
+				t.Errorf("count = %+v, want %d", v, tt.want)
+			}
+			if v.WindowStartMs != tt.start || v.WindowEndMs != tt.ends {
+				t.Errorf("window = [%d, %d], want [%d, %d] (relative: [%+d, %+d], want [%+d, %+d])",
+					v.WindowStartMs, v.WindowEndMs, tt.start, tt.ends,
+					v.WindowStartMs-base, v.WindowEndMs-base, tt.start-base, tt.ends-base)
+			}
+			start, end := top.Features[tt.fi].CoveredWindow(tt.asOf)
+			if start != v.WindowStartMs || end != v.WindowEndMs {
+				t.Errorf("CoveredWindow = [%d, %d], Evaluate says [%d, %d]", start, end, v.WindowStartMs, v.WindowEndMs)
+			}
+		})
+	}
+}
+
+// TestEvaluateEmpty pins what each aggregation reads with no events.
+func TestEvaluateEmpty(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("app: shop\nsource:\n  topic: events\nfeatures:\n")
+	for _, agg := range allAggs {
+		for _, window := range []string{"", "1h"} {
+			fmt.Fprintf(&b, "  - name: %s_%s\n    agg: %s\n", agg, map[string]string{"": "life", "1h": "1h"}[window], agg)
+			if agg != "count" {
+				b.WriteString("    field: x\n")
+			}
+			if strings.HasSuffix(agg, "_k") {
+				b.WriteString("    k: 3\n")
+			}
+			if window != "" {
+				b.WriteString("    window: " + window + "\n")
+			}
+		}
+	}
+	top := mustTopology(t, b.String())
+	want := map[string]Value{
+		"count":   {Type: TypeInt64, Present: true},
+		"sum":     {Type: TypeDouble, Present: true},
+		"min":     {Type: TypeDouble},
+		"max":     {Type: TypeDouble},
+		"avg":     {Type: TypeDouble},
+		"first":   {Type: TypeString},
+		"last":    {Type: TypeString},
+		"first_k": {Type: TypeStringList, Present: true, List: []string{}},
+		"last_k":  {Type: TypeStringList, Present: true, List: []string{}},
+	}
+	st := top.NewEntityState()
+	// An event without x leaves every aggregation but count empty.
+	mustApply(t, top, st, &Event{TimeMs: t0, Fields: map[string]any{"y": 1}}, 0)
+	for fi, f := range top.Features {
+		t.Run(f.Name, func(t *testing.T) {
+			w := want[f.Agg]
+			if f.Agg == "count" {
+				w.Int = 1
+			}
+			if !f.Lifetime() {
+				w.WindowStartMs, w.WindowEndMs = t0-msHour, t0
+			}
+			for _, tiles := range [][]Tile{nil, st.Features[fi]} {
+				got := top.Evaluate(fi, tiles, t0)
+				if f.Agg == "count" && tiles == nil {
+					got.Int = 1 // nil tiles: count is 0; compare the rest
+				}
+				if !valuesIdentical(got, w) {
+					t.Errorf("Evaluate = %+v, want %+v", got, w)
+				}
+			}
+		})
+	}
+}
+
+// TestApplyItemOrder pins the tie rules of first/last: among equal event
+// times, first keeps the earlier arrival first and last the later one.
+func TestApplyItemOrder(t *testing.T) {
+	top := mustTopology(t, `app: shop
+source:
+  topic: events
+features:
+  - name: first
+    agg: first
+    field: v
+  - name: first_3
+    agg: first_k
+    field: v
+    k: 3
+  - name: last
+    agg: last
+    field: v
+  - name: last_3
+    agg: last_k
+    field: v
+    k: 3
+  - name: last_3_1h
+    agg: last_k
+    field: v
+    k: 3
+    window: 1h
+`)
+	st := top.NewEntityState()
+	for _, ev := range []struct {
+		ts int64
+		v  string
+	}{{t0 + 2, "a"}, {t0 + 1, "b"}, {t0 + 2, "c"}, {t0 + 1, "d"}, {t0 + 3, "e"}, {t0 + 3, "f"}, {t0 - 10*msMinute, "g"}} {
+		mustApply(t, top, st, &Event{TimeMs: ev.ts, Fields: map[string]any{"v": ev.v}}, 0)
+	}
+	for fi, want := range []Value{
+		{Type: TypeString, Present: true, Str: "g"},
+		{Type: TypeStringList, Present: true, List: []string{"g", "b", "d"}},
+		{Type: TypeString, Present: true, Str: "f"},
+		{Type: TypeStringList, Present: true, List: []string{"f", "e", "c"}},
+		{Type: TypeStringList, Present: true, List: []string{"f", "e", "c"}, WindowStartMs: t0 + 3 - msHour + 5*msMinute - 3, WindowEndMs: t0 + 3},
+	} {
+		if got := top.Evaluate(fi, st.Features[fi], t0+3); !valuesIdentical(got, want) {
+			t.Errorf("%s = %+v, want %+v", top.Features[fi].Name, got, want)
+		}
+	}
+	// The lifetime features keep at most k items.
+	for fi, f := range top.Features {
+		for _, tl := range st.Features[fi] {
+			if len(tl.Items) > f.k {
+				t.Errorf("%s keeps %d items, k is %d", f.Name, len(tl.Items), f.k)
+			}
+		}
+	}
+}
+
+func TestApplyBadEventLeavesStateUnchanged(t *testing.T) {
+	top := mustTopology(t, `app: shop
+source:
+  topic: events
+features:
+  - name: n
+    agg: count
+    window: 1h
+  - name: items
+    agg: last_k
+    field: item.id
+    k: 5
+  - name: spend
+    agg: sum
+    field: price
+    window: 1h
+  - name: cheapest
+    agg: min
+    field: price
+`)
+	tests := []struct {
+		name    string
+		fields  map[string]any
+		feature string // named in the error
+	}{
+		{"price is a string", map[string]any{"price": "12.50", "item": map[string]any{"id": "i1"}}, "spend"},
+		{"price is a bool", map[string]any{"price": true}, "spend"},
+		{"price is NaN", map[string]any{"price": math.NaN()}, "spend"},
+		{"price is infinite", map[string]any{"price": math.Inf(-1)}, "spend"},
+		{"price is a bad json.Number", map[string]any{"price": json.Number("1e400")}, "spend"},
+		{"price is a record", map[string]any{"price": map[string]any{"amount": 1}}, "spend"},
+		{"item id is a list", map[string]any{"price": 3.0, "item": map[string]any{"id": []any{"i1"}}}, "items"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st := top.NewEntityState()
+			mustApply(t, top, st, &Event{TimeMs: t0, Fields: map[string]any{"price": 5.0, "item": map[string]any{"id": "i0"}}}, 0)
+			before := top.AppendState(nil, st)
+			err := top.Apply(st, &Event{TimeMs: t0 + 2*msHour, Fields: tt.fields}, t0+2*msHour)
+			if !errors.Is(err, ErrBadEvent) {
+				t.Fatalf("Apply = %v, want ErrBadEvent", err)
+			}
+			if !strings.Contains(err.Error(), "feature "+tt.feature+":") {
+				t.Errorf("error %q does not name feature %s", err, tt.feature)
+			}
+			// Not applied, not even pruned by the newer watermark.
+			if after := top.AppendState(nil, st); string(after) != string(before) {
+				t.Errorf("state changed:\nbefore %x\nafter  %x", before, after)
+			}
+		})
+	}
+}
+
+func TestApplyFieldConversions(t *testing.T) {
+	top := mustTopology(t, `app: shop
+source:
+  topic: events
+features:
+  - name: total
+    agg: sum
+    field: x
+  - name: last
+    agg: last
+    field: x
+`)
+	tests := []struct {
+		x   any
+		num float64
+		str string
+	}{
+		{1.25, 1.25, "1.25"},
+		{float32(0.5), 0.5, "0.5"},
+		{7, 7, "7"},
+		{int32(-3), -3, "-3"},
+		{int64(1) << 40, 1 << 40, "1099511627776"},
+		{json.Number("12.50"), 12.5, "12.50"},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%T(%v)", tt.x, tt.x), func(t *testing.T) {
+			st := top.NewEntityState()
+			mustApply(t, top, st, &Event{TimeMs: t0, Fields: map[string]any{"x": tt.x}}, 0)
+			if v := top.Evaluate(0, st.Features[0], t0); v.Float != tt.num {
+				t.Errorf("sum = %v, want %v", v.Float, tt.num)
+			}
+			if v := top.Evaluate(1, st.Features[1], t0); v.Str != tt.str {
+				t.Errorf("last = %q, want %q", v.Str, tt.str)
+			}
+		})
+	}
+	// A missing or null field contributes nothing, and is no error.
+	st := top.NewEntityState()
+	mustApply(t, top, st, &Event{TimeMs: t0, Fields: map[string]any{"x": nil}}, 0)
+	mustApply(t, top, st, &Event{TimeMs: t0}, 0)
+	if v := top.Evaluate(1, st.Features[1], t0); v.Present {
+		t.Errorf("last of null and missing = %+v, want not present", v)
+	}
+	if st.LastEventMs != t0 {
+		t.Errorf("LastEventMs = %d, want %d: events without the field still happened", st.LastEventMs, t0)
+	}
+}
+
+// TestWhereFilter pins how a where expression reads event fields: as fields
+// even when named like an expr builtin (the shop spec filters on "type"), and
+// a missing field makes a comparison false as NULL does in SQL rather than
+// rejecting the event for every feature. A value of the wrong type is still
+// a bad event.
+func TestWhereFilter(t *testing.T) {
+	tests := []struct {
+		where  string
+		fields map[string]any
+		want   string // "match", "skip" or "bad"
+	}{
+		{`type == "view"`, map[string]any{"type": "view"}, "match"},
+		{`type == "view"`, map[string]any{"type": "purchase"}, "skip"},
+		{`type == "view"`, map[string]any{}, "skip"},
+		{`type in ["view", "purchase"]`, map[string]any{"type": "purchase"}, "match"},
+		{`count >= 2`, map[string]any{"count": 3}, "match"},
+		{`date != nil`, map[string]any{"date": "2025-11-26"}, "match"},
+		{`len(tags) > 1`, map[string]any{"tags": []any{"a", "b"}}, "match"},
+		{`upper(type) == "VIEW"`, map[string]any{"type": "view"}, "match"},
+		{`kind == "view"`, map[string]any{"kind": "view"}, "match"},
+		{`price > 10`, map[string]any{"price": 12.5}, "match"},
+		{`price > 10`, map[string]any{"price": 10}, "skip"},
+		{`price > 10`, map[string]any{"price": nil}, "skip"},
+		{`price > 10`, map[string]any{}, "skip"},
+		{`price > 10`, map[string]any{"price": "12.5"}, "bad"},
+		{`item.price >= 10`, map[string]any{"item": map[string]any{"price": 10}}, "match"},
+		{`item.price >= 10`, map[string]any{"item": map[string]any{}}, "skip"},
+		{`kind == "purchase" && price > 10`, map[string]any{"kind": "view"}, "skip"},
+		{`kind == "purchase" && price > 10`, map[string]any{"kind": "purchase"}, "skip"},
+		{`(price ?? 0) > 10`, map[string]any{}, "skip"},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%s/%v", tt.where, tt.fields), func(t *testing.T) {
+			spec := "app: shop\nsource:\n  topic: events\nfeatures:\n" +
+				"  - name: all\n    agg: count\n" +
+				"  - name: matching\n    agg: count\n    where: '" + tt.where + "'\n"
+			s, err := ParseSpec("spec.yaml", []byte(spec))
+			if err != nil {
+				t.Fatal(err)
+			}
+			top, err := Compile(s)
+			if err != nil {
+				t.Fatalf("Compile: %v", err)
+			}
+			st := top.NewEntityState()
+			err = top.Apply(st, &Event{TimeMs: t0, Fields: tt.fields}, 0)
+			got := "bad"
+			if err == nil {
+				got = map[int64]string{0: "skip", 1: "match"}[top.Evaluate(1, st.Features[1], t0).Int]
+			} else if !errors.Is(err, ErrBadEvent) {
+				t.Fatalf("Apply error %v does not wrap ErrBadEvent", err)
+			}
+			if got != tt.want {
+				t.Errorf("event is %s (Apply: %v), want %s", got, err, tt.want)
+			}
+		})
+	}
+}
+
+// TestApplyMinWatermark: math.MinInt64 is the natural watermark of a
+// partition that has seen nothing yet (max event time of none); it must
+// keep every tile, not wrap around and drop them all.
+func TestApplyMinWatermark(t *testing.T) {
+	top := mustShop(t)
+	st := top.NewEntityState()
+	for _, wm := range []int64{math.MinInt64, math.MinInt64 + 1, -1 << 62} {
+		mustApply(t, top, st, &Event{TimeMs: t0, Fields: map[string]any{"type": "view", "item_id": "i1"}}, wm)
+	}
+	fi, _ := top.FeatureIndex("views_1h")
+	if v := top.Evaluate(fi, st.Features[fi], t0); v.Int != 3 {
+		t.Errorf("views_1h = %d after 3 views, want 3 (tiles %+v)", v.Int, st.Features[fi])
+	}
+}
+
+// TestPruneKeepsWhatReadsNeed: after pruning at a watermark, reads at or
+// after it see what they saw before.
+func TestPruneKeepsWhatReadsNeed(t *testing.T) {
+	top := mustShop(t)
+	unpruned, pruned := top.NewEntityState(), top.NewEntityState()
+	rng := rand.New(rand.NewPCG(1, 2))
+	var maxSeen int64
+	for i := range 2000 {
+		// Mostly in order, some up to 20 minutes late.
+		ts := t0 + int64(i)*30_000 - rng.Int64N(20*msMinute)
+		maxSeen = max(maxSeen, ts)
+		ev := shopEvent(rng, ts)
+		mustApply(t, top, unpruned, ev, 0)
+		mustApply(t, top, pruned, ev, maxSeen-5*msMinute)
+	}
+	wm := maxSeen - 5*msMinute
+	for fi, f := range top.Features {
+		if !f.Lifetime() && len(pruned.Features[fi]) >= len(unpruned.Features[fi]) {
+			t.Errorf("%s: %d tiles pruned, %d unpruned: nothing was pruned", f.Name, len(pruned.Features[fi]), len(unpruned.Features[fi]))
+		}
+		for _, asOf := range []int64{wm, wm + 1, maxSeen, wm + 3*msHour, wm + 25*msHour} {
+			got, want := top.Evaluate(fi, pruned.Features[fi], asOf), top.Evaluate(fi, unpruned.Features[fi], asOf)
+			if !valuesIdentical(got, want) {
+				t.Errorf("%s at watermark%+dms: pruned %+v, unpruned %+v", f.Name, asOf-wm, got, want)
+			}
+		}
+	}
+}
+
+var shopTypes = []string{"view", "view", "view", "view", "purchase", "click"}
+
+func shopEvent(rng *rand.Rand, ts int64) *Event {
+	typ := shopTypes[rng.IntN(len(shopTypes))]
+	fields := map[string]any{
+		"user_id":  "u1",
+		"ts":       float64(ts),
+		"type":     typ,
+		"item_id":  fmt.Sprintf("i%d", rng.IntN(100)),
+		"category": "shoes",
+	}
+	if typ != "click" {
+		fields["price"] = float64(rng.IntN(10000)) / 100
+	}
+	return &Event{Key: "u1", TimeMs: ts, Fields: fields}
+}
+
+// TestStateSizeBounded: at a constant event rate the encoded state of an
+// entity stops growing once its longest window is full.
+func TestStateSizeBounded(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("app: shop\nsource:\n  topic: events\nfeatures:\n")
+	for _, agg := range allAggs {
+		for _, window := range []string{"", "1h", "24h", "7d"} {
+			name := agg + "_" + map[string]string{"": "life"}[window] + window
+			fmt.Fprintf(&b, "  - name: %s\n    agg: %s\n", name, agg)
+			if agg != "count" {
+				b.WriteString("    field: price\n")
+			}
+			if strings.HasSuffix(agg, "_k") {
+				b.WriteString("    k: 5\n")
+			}
+			if window != "" {
+				b.WriteString("    window: " + window + "\n")
+			}
+		}
+	}
+	top := mustTopology(t, b.String())
+	const (
+		day     = 24 * msHour
+		every   = 2 * msMinute
+		graceMs = 5 * msMinute
+	)
+	rng := rand.New(rand.NewPCG(3, 4))
+	st := top.NewEntityState()
+	var early, late int // max encoded size over days 2-10 and 11-30
+	var buf []byte
+	for ts := t0; ts < t0+30*day; ts += every {
+		// Up to a minute out of order.
+		evTs := ts - rng.Int64N(msMinute)
+		ev := &Event{TimeMs: evTs, Fields: map[string]any{"price": float64(rng.IntN(10000)) / 100}}
+		mustApply(t, top, st, ev, ts-graceMs)
+		buf = top.AppendState(buf[:0], st)
+		switch d := (ts - t0) / day; {
+		case d >= 1 && d < 10:
+			early = max(early, len(buf))
+		case d >= 10:
+			late = max(late, len(buf))
+		}
+		for fi, f := range top.Features {
+			limit := 1
+			if !f.Lifetime() {
+				// Tiles from watermark-window-tile to the newest event.
+				limit = int((f.Window.Milliseconds()+f.Tile.Milliseconds()+graceMs)/f.Tile.Milliseconds()) + 2
+			}
+			if n := len(st.Features[fi]); n > limit {
+				t.Fatalf("day %d: %s has %d tiles, want at most %d", (ts-t0)/day, f.Name, n, limit)
+			}
+		}
+	}
+	t.Logf("encoded state: max %d bytes over days 2-10, %d over days 11-30", early, late)
+	// Varints of counts and tile starts may grow by a byte or so.
+	if margin := early/50 + 16; late > early+margin {
+		t.Errorf("state grows with time: max %d bytes over days 11-30, %d over days 2-10 (margin %d)", late, early, margin)
+	}
+}
