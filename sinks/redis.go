@@ -49,6 +49,16 @@ type Options struct {
 	// ReadTimeout and WriteTimeout bound one socket read or write; a
 	// context deadline, when earlier, wins. Default 3s each.
 	ReadTimeout, WriteTimeout time.Duration
+	// MaxRetries is how often a command that failed on the network is
+	// retried. Default 1, enough for a pooled connection that a Redis
+	// restart closed; negative means never. Lower than go-redis's 3 so a
+	// GetFeatures fails fast with Unavailable instead of holding its caller
+	// for seconds; a processor retries whole batches itself.
+	MaxRetries int
+	// DialAttempts is how many times one new connection is dialed before
+	// the command fails. Default 1 (go-redis's own default of 5, 100ms
+	// apart, makes every call against a down Redis take seconds).
+	DialAttempts int
 }
 
 // Option defaults.
@@ -56,6 +66,8 @@ const (
 	DefaultDialTimeout  = 5 * time.Second
 	DefaultReadTimeout  = 3 * time.Second
 	DefaultWriteTimeout = 3 * time.Second
+	DefaultMaxRetries   = 1
+	DefaultDialAttempts = 1
 )
 
 // Validate reports every problem with o at once, naming the option, the
@@ -84,6 +96,9 @@ func (o Options) Validate() error {
 	if o.DB < 0 {
 		probs = append(probs, fmt.Sprintf("db %d: must not be negative", o.DB))
 	}
+	if o.DialAttempts < 0 {
+		probs = append(probs, fmt.Sprintf("dial_attempts %d: must not be negative (0 means the default)", o.DialAttempts))
+	}
 	if o.PoolSize < 0 {
 		probs = append(probs, fmt.Sprintf("pool_size %d: must not be negative (0 means the default)", o.PoolSize))
 	}
@@ -111,6 +126,15 @@ func (o Options) withDefaults() Options {
 	if o.WriteTimeout == 0 {
 		o.WriteTimeout = DefaultWriteTimeout
 	}
+	switch {
+	case o.MaxRetries == 0:
+		o.MaxRetries = DefaultMaxRetries
+	case o.MaxRetries < 0:
+		o.MaxRetries = -1 // go-redis: -1 disables, 0 means its default
+	}
+	if o.DialAttempts == 0 {
+		o.DialAttempts = DefaultDialAttempts
+	}
 	return o
 }
 
@@ -124,26 +148,30 @@ func NewClient(o Options) (redis.UniversalClient, error) {
 	o = o.withDefaults()
 	if o.Cluster {
 		return redis.NewClusterClient(&redis.ClusterOptions{
-			Addrs:        o.Addrs,
-			Username:     o.Username,
-			Password:     o.Password,
-			TLSConfig:    o.TLS,
-			PoolSize:     o.PoolSize,
-			DialTimeout:  o.DialTimeout,
-			ReadTimeout:  o.ReadTimeout,
-			WriteTimeout: o.WriteTimeout,
+			Addrs:         o.Addrs,
+			Username:      o.Username,
+			Password:      o.Password,
+			TLSConfig:     o.TLS,
+			PoolSize:      o.PoolSize,
+			DialTimeout:   o.DialTimeout,
+			ReadTimeout:   o.ReadTimeout,
+			WriteTimeout:  o.WriteTimeout,
+			MaxRetries:    o.MaxRetries,
+			DialerRetries: o.DialAttempts,
 		}), nil
 	}
 	return redis.NewClient(&redis.Options{
-		Addr:         o.Addrs[0],
-		Username:     o.Username,
-		Password:     o.Password,
-		DB:           o.DB,
-		TLSConfig:    o.TLS,
-		PoolSize:     o.PoolSize,
-		DialTimeout:  o.DialTimeout,
-		ReadTimeout:  o.ReadTimeout,
-		WriteTimeout: o.WriteTimeout,
+		Addr:          o.Addrs[0],
+		Username:      o.Username,
+		Password:      o.Password,
+		DB:            o.DB,
+		TLSConfig:     o.TLS,
+		PoolSize:      o.PoolSize,
+		DialTimeout:   o.DialTimeout,
+		ReadTimeout:   o.ReadTimeout,
+		WriteTimeout:  o.WriteTimeout,
+		MaxRetries:    o.MaxRetries,
+		DialerRetries: o.DialAttempts,
 	}), nil
 }
 

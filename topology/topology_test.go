@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"slices"
 	"strings"
 	"testing"
 )
@@ -81,10 +80,10 @@ features:
 		want        int64
 		start, ends int64
 	}{
-		{0, base, 6, base - 60*m, base},
-		{0, base - 1, 4, base - 60*m, base - 1},     // (base-1)-1h rounds up to base-60m
-		{0, base + 1, 4, base - 55*m, base + 1},     // the tile at -60m now straddles the edge
-		{0, base + 5*m, 5, base - 55*m, base + 5*m}, // picks up the +5m tile
+		{0, base, 5, base - 60*m, base},
+		{0, base - 1, 3, base - 60*m, base - 1},     // (base-1)-1h rounds up to base-60m
+		{0, base + 1, 3, base - 55*m, base + 1},     // the tile at -60m now straddles the edge
+		{0, base + 5*m, 4, base - 55*m, base + 5*m}, // picks up the +5m tile
 		{0, base - 2*msHour, 0, base - 3*msHour, base - 2*msHour},
 		{0, base + 3*msHour, 0, base + 2*msHour, base + 3*msHour},
 		// 7m tiles are aligned to the epoch, not to the hour.
@@ -383,10 +382,10 @@ func TestWhereFilter(t *testing.T) {
 // partition that has seen nothing yet (max event time of none); it must
 // keep every tile, not wrap around and drop them all.
 func TestApplyMinWatermark(t *testing.T) {
-	top := mustShop(t)
+	top := mustTopology(t, pruneSpec)
 	st := top.NewEntityState()
 	for _, wm := range []int64{math.MinInt64, math.MinInt64 + 1, -1 << 62} {
-		mustApply(t, top, st, &Event{TimeMs: t0, Fields: map[string]any{"type": "view", "item_id": "i1"}}, wm)
+		mustApply(t, top, st, &Event{TimeMs: t0, Fields: map[string]any{"kind": "view", "item_id": "i1"}}, wm)
 	}
 	fi, _ := top.FeatureIndex("views_1h")
 	if v := top.Evaluate(fi, st.Features[fi], t0); v.Int != 3 {
@@ -394,18 +393,53 @@ func TestApplyMinWatermark(t *testing.T) {
 	}
 }
 
+// pruneSpec is the shop spec with the event type in field "kind" (see
+// TestWhereFilter for "type"), and a window whose tiles do not divide it.
+const pruneSpec = `app: shop
+source:
+  topic: events
+features:
+  - name: views_1h
+    where: kind == "view"
+    agg: count
+    window: 1h
+  - name: purchases_24h
+    where: kind == "purchase"
+    agg: count
+    window: 24h
+  - name: spend_24h
+    where: kind == "purchase"
+    agg: sum
+    field: price
+    window: 24h
+  - name: cheapest_90m
+    agg: min
+    field: price
+    window: 90m
+    tile: 7m
+  - name: first_items_1h
+    agg: first_k
+    field: item_id
+    k: 3
+    window: 1h
+  - name: last_items
+    agg: last_k
+    field: item_id
+    k: 10
+`
+
 // TestPruneKeepsWhatReadsNeed: after pruning at a watermark, reads at or
 // after it see what they saw before.
 func TestPruneKeepsWhatReadsNeed(t *testing.T) {
-	top := mustShop(t)
+	top := mustTopology(t, pruneSpec)
 	unpruned, pruned := top.NewEntityState(), top.NewEntityState()
 	rng := rand.New(rand.NewPCG(1, 2))
 	var maxSeen int64
 	for i := range 2000 {
 		// Mostly in order, some up to 20 minutes late.
-		ts := t0 + int64(i)*30_000 - rng.Int64N(20*msMinute)
+		ts := t0 + int64(i)*90_000 - rng.Int64N(20*msMinute)
 		maxSeen = max(maxSeen, ts)
-		ev := shopEvent(rng, ts)
+		ev := shopEvent(rng, ts, "kind")
 		mustApply(t, top, unpruned, ev, 0)
 		mustApply(t, top, pruned, ev, maxSeen-5*msMinute)
 	}
@@ -425,12 +459,14 @@ func TestPruneKeepsWhatReadsNeed(t *testing.T) {
 
 var shopTypes = []string{"view", "view", "view", "view", "purchase", "click"}
 
-func shopEvent(rng *rand.Rand, ts int64) *Event {
+// shopEvent returns an event of the shop example with the event type in
+// field typeField.
+func shopEvent(rng *rand.Rand, ts int64, typeField string) *Event {
 	typ := shopTypes[rng.IntN(len(shopTypes))]
 	fields := map[string]any{
 		"user_id":  "u1",
 		"ts":       float64(ts),
-		"type":     typ,
+		typeField:  typ,
 		"item_id":  fmt.Sprintf("i%d", rng.IntN(100)),
 		"category": "shoes",
 	}

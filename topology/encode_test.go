@@ -1,0 +1,211 @@
+package topology
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"math/rand/v2"
+	"testing"
+)
+
+// filledState applies n shop-like events, one a minute, to a new state.
+func filledState(tb testing.TB, top *Topology, n int, typeField string) *EntityState {
+	tb.Helper()
+	rng := rand.New(rand.NewPCG(5, 6))
+	st := top.NewEntityState()
+	for i := range n {
+		ts := t0 + int64(i)*msMinute
+		mustApply(tb, top, st, shopEvent(rng, ts, typeField), ts-5*msMinute)
+	}
+	return st
+}
+
+func TestDecodeStateUnderChangedSpec(t *testing.T) {
+	oldTop := mustTopology(t, `app: shop
+source:
+  topic: events
+features:
+  - name: views_1h
+    where: kind == "view"
+    agg: count
+    window: 1h
+  - name: spend_24h
+    agg: sum
+    field: price
+    window: 24h
+  - name: last_items
+    agg: last_k
+    field: item_id
+    k: 10
+  - name: first_item
+    agg: first
+    field: item_id
+`)
+	// spend_24h removed, max_price_1h added, the others reordered.
+	newTop := mustTopology(t, `app: shop
+source:
+  topic: events
+features:
+  - name: last_items
+    agg: last_k
+    field: item_id
+    k: 10
+  - name: max_price_1h
+    agg: max
+    field: price
+    window: 1h
+  - name: views_1h
+    where: kind == "view"
+    agg: count
+    window: 1h
+  - name: first_item
+    agg: first
+    field: item_id
+`)
+	st := filledState(t, oldTop, 300, "kind")
+	enc := oldTop.AppendState(nil, st)
+	got, err := newTop.DecodeState(enc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.LastEventMs != st.LastEventMs {
+		t.Errorf("LastEventMs = %d, want %d", got.LastEventMs, st.LastEventMs)
+	}
+	if len(got.Features) != len(newTop.Features) {
+		t.Fatalf("%d features decoded, the new spec has %d", len(got.Features), len(newTop.Features))
+	}
+	asOf := st.LastEventMs
+	for ni, f := range newTop.Features {
+		oi, kept := oldTop.FeatureIndex(f.Name)
+		gotV := newTop.Evaluate(ni, got.Features[ni], asOf)
+		if !kept {
+			if len(got.Features[ni]) != 0 || gotV.Present {
+				t.Errorf("new feature %s: %d tiles, value %+v; want empty", f.Name, len(got.Features[ni]), gotV)
+			}
+			continue
+		}
+		if wantV := oldTop.Evaluate(oi, st.Features[oi], asOf); !valuesIdentical(gotV, wantV) {
+			t.Errorf("%s = %+v after decoding under the new spec, %+v before", f.Name, gotV, wantV)
+		}
+	}
+	// The new state applies and re-encodes under the new spec.
+	mustApply(t, newTop, got, &Event{TimeMs: asOf, Fields: map[string]any{"price": 3.0}}, asOf)
+	if v := newTop.Evaluate(1, got.Features[1], asOf); !v.Present || v.Float != 3 {
+		t.Errorf("max_price_1h after one event = %+v, want 3", v)
+	}
+	if _, err := newTop.DecodeState(newTop.AppendState(nil, got)); err != nil {
+		t.Errorf("re-decode under the new spec: %v", err)
+	}
+}
+
+func TestDecodeCorrupt(t *testing.T) {
+	top := mustTopology(t, pruneSpec)
+	st := filledState(t, top, 200, "kind")
+	state := top.AppendState(nil, st)
+	lastItems, _ := top.FeatureIndex("last_items")
+	spend, _ := top.FeatureIndex("spend_24h")
+	feature := top.AppendFeature(nil, spend, st.Features[spend])
+
+	t.Run("every truncated state", func(t *testing.T) {
+		for n := range len(state) {
+			if _, err := top.DecodeState(state[:n]); !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("DecodeState(first %d of %d bytes) = %v, want ErrCorrupt", n, len(state), err)
+			}
+		}
+	})
+	t.Run("every truncated feature", func(t *testing.T) {
+		for n := range len(feature) {
+			if _, err := top.DecodeFeature(spend, feature[:n]); !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("DecodeFeature(first %d of %d bytes) = %v, want ErrCorrupt", n, len(feature), err)
+			}
+		}
+	})
+
+	outOfOrder := top.AppendFeature(nil, spend, []Tile{{Start: 2000, Count: 1}, {Start: 1000, Count: 1}})
+	duplicate := top.AppendFeature(nil, spend, []Tile{{Start: 1000, Count: 1}, {Start: 1000, Count: 1}})
+	tooMany := top.AppendFeature(nil, lastItems, []Tile{{Count: 11, Items: make([]Item, 11)}})
+	hugeCount := []byte{featureVersion}
+	hugeCount = binary.AppendUvarint(hugeCount, 1<<40)
+
+	tests := []struct {
+		name string
+		fi   int // -1: a state
+		data []byte
+	}{
+		{"empty state", -1, nil},
+		{"state version 0", -1, append([]byte{0}, state[1:]...)},
+		{"state version 2", -1, append([]byte{2}, state[1:]...)},
+		{"state trailing byte", -1, append(bytes.Clone(state), 0)},
+		{"empty feature", spend, nil},
+		{"feature version 2", spend, append([]byte{2}, feature[1:]...)},
+		{"feature trailing byte", spend, append(bytes.Clone(feature), 0)},
+		{"tiles out of order", spend, outOfOrder},
+		{"duplicate tile", spend, duplicate},
+		{"more items than k", lastItems, tooMany},
+		{"tile count beyond data", spend, hugeCount},
+		{"bad varint", spend, []byte{featureVersion, 1, 0x80, 0x80, 0x80}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var err error
+			if tt.fi < 0 {
+				_, err = top.DecodeState(tt.data)
+			} else {
+				_, err = top.DecodeFeature(tt.fi, tt.data)
+			}
+			if !errors.Is(err, ErrCorrupt) {
+				t.Errorf("decode = %v, want ErrCorrupt", err)
+			}
+		})
+	}
+
+	t.Run("corrupt feature in a state", func(t *testing.T) {
+		// A state whose spend_24h payload has its tiles out of order.
+		bad := []byte{stateVersion}
+		bad = binary.AppendVarint(bad, 0)
+		bad = binary.AppendUvarint(bad, 1)
+		bad = binary.AppendUvarint(bad, uint64(len("spend_24h")))
+		bad = append(bad, "spend_24h"...)
+		bad = binary.AppendUvarint(bad, uint64(len(outOfOrder)))
+		bad = append(bad, outOfOrder...)
+		if _, err := top.DecodeState(bad); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("DecodeState = %v, want ErrCorrupt", err)
+		}
+	})
+}
+
+func TestDecodeDoesNotAlias(t *testing.T) {
+	top := mustTopology(t, pruneSpec)
+	st := filledState(t, top, 50, "kind")
+	enc := top.AppendState(nil, st)
+	got, err := top.DecodeState(enc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range enc {
+		enc[i] = 0xff
+	}
+	if again := top.AppendState(nil, got); !bytes.Equal(again, top.AppendState(nil, st)) {
+		t.Error("overwriting the encoding changed the decoded state")
+	}
+}
+
+func TestAppendStateAppends(t *testing.T) {
+	top := mustTopology(t, pruneSpec)
+	st := filledState(t, top, 20, "kind")
+	enc := top.AppendState(nil, st)
+	prefixed := top.AppendState([]byte("prefix"), st)
+	if !bytes.Equal(prefixed, append([]byte("prefix"), enc...)) {
+		t.Error("AppendState does not append to dst")
+	}
+	empty := top.NewEntityState()
+	got, err := top.DecodeState(top.AppendState(nil, empty))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for fi := range top.Features {
+		if len(got.Features[fi]) != 0 {
+			t.Errorf("feature %d of an empty state has %d tiles", fi, len(got.Features[fi]))
+		}
+	}
+}
