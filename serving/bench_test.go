@@ -1,0 +1,48 @@
+package serving
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	pb "github.com/featurestream/featurestream/proto/featurestream/v1"
+	"github.com/featurestream/featurestream/sinks"
+)
+
+// BenchmarkGetFeatures measures a whole call over a loopback gRPC connection
+// against a real redis-server: entities with a day of shop events each, all
+// features, evaluated as of the last event.
+func BenchmarkGetFeatures(b *testing.B) {
+	e := start(b, Config{})
+	const n = 100
+	ids := make([]string, n)
+	recs := make([]sinks.Record, n)
+	for i := range n {
+		ids[i] = fmt.Sprintf("user-%05d", i)
+		evs := make([]testEvent, 60)
+		for j := range evs {
+			evs[j] = testEvent{int64(j), "view", fmt.Sprintf("i%d", j%17), 0}
+			if j%3 == 2 {
+				evs[j] = testEvent{int64(j), "purchase", fmt.Sprintf("i%d", j%17), float64(j) + 0.5}
+			}
+		}
+		recs[i] = sinks.Record{Entity: ids[i], Version: 1, State: state(b, e.top, evs...)}
+	}
+	e.write(b, recs...)
+	ctx := context.Background()
+	for _, k := range []int{1, n} {
+		b.Run(fmt.Sprintf("entities=%d", k), func(b *testing.B) {
+			req := &pb.GetFeaturesRequest{EntityIds: ids[:k], AsOf: ts(t0 + 60*minute)}
+			b.ReportAllocs()
+			for b.Loop() {
+				resp, err := e.client.GetFeatures(ctx, req)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if len(resp.GetResults()) != k {
+					b.Fatalf("%d results", len(resp.GetResults()))
+				}
+			}
+		})
+	}
+}

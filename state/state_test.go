@@ -1,0 +1,216 @@
+package state
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/featurestream/featurestream/topology"
+)
+
+func shop(t testing.TB) *topology.Topology {
+	t.Helper()
+	spec, err := topology.LoadSpec("../examples/shop/spec.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	top, err := topology.Compile(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return top
+}
+
+func openMem(t testing.TB, top *topology.Topology) *Store {
+	t.Helper()
+	s, err := Open(Options{FS: vfs.NewMem(), Dir: "db", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, top)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func stateOf(t testing.TB, top *topology.Topology, user string, events int) *topology.EntityState {
+	st := top.NewEntityState()
+	for i := range events {
+		ev := &topology.Event{Key: user, TimeMs: int64(1_000_000 + i*1000), Fields: map[string]any{
+			"type": "view", "item_id": fmt.Sprintf("i%d", i), "price": 2.5,
+		}}
+		if err := top.Apply(st, ev, math.MinInt64); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return st
+}
+
+func TestStoreBatchAndMeta(t *testing.T) {
+	top := shop(t)
+	s := openMem(t, top)
+	st := stateOf(t, top, "u1", 3)
+	b := s.NewBatch()
+	if err := b.Set(2, "u1", top.AppendState(nil, st)); err != nil {
+		t.Fatal(err)
+	}
+	want := Meta{ChangelogNext: 7, InputNext: 42, SinkNext: 5, MaxEventMs: 1_003_000, Generation: "gen-a"}
+	if err := b.SetMeta(2, want); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Get(2, "u1")
+	if err != nil || got == nil {
+		t.Fatalf("Get = %v, %v", got, err)
+	}
+	if !bytes.Equal(top.AppendState(nil, got), top.AppendState(nil, st)) {
+		t.Fatal("state changed through the store")
+	}
+	if other, _ := s.Get(3, "u1"); other != nil {
+		t.Fatal("partition 3 sees partition 2's entity")
+	}
+	m, ok, err := s.Meta(2)
+	if err != nil || !ok || m != want {
+		t.Fatalf("Meta = %+v, %v, %v; want %+v", m, ok, err, want)
+	}
+	if err := s.DropPartition(2); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.Get(2, "u1"); got != nil {
+		t.Fatal("state survived DropPartition")
+	}
+	if _, ok, _ := s.Meta(2); ok {
+		t.Fatal("meta survived DropPartition")
+	}
+}
+
+// TestRestore writes changelog records as the processor does and checks a
+// restore into an empty store, a restore of only the tail into a store
+// that has the head, and that a store of another generation is wiped.
+func TestRestore(t *testing.T) {
+	top := shop(t)
+	c, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	topic := ChangelogTopic("shop")
+	gen, err := EnsureTopic(ctx, adm, topic, 2, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, err := EnsureTopic(ctx, adm, topic, 2, true); err != nil || again != gen {
+		t.Fatalf("EnsureTopic again = %q, %v; want %q", again, err, gen)
+	}
+	if _, err := EnsureTopic(ctx, adm, topic, 3, true); err == nil {
+		t.Fatal("EnsureTopic accepted a partition count mismatch")
+	}
+
+	// Two commits of partition 1: u1..u5 then u1..u3 again, each with the
+	// input-offset header on its last record.
+	var want = map[string]*topology.EntityState{}
+	produce := func(users []string, events, inputNext int) {
+		var recs []*kgo.Record
+		for i, u := range users {
+			st := stateOf(t, top, u, events+i)
+			want[u] = st
+			rec := &kgo.Record{Topic: topic, Partition: 1, Key: []byte(u), Value: top.AppendState(nil, st)}
+			if i == len(users)-1 {
+				rec.Headers = []kgo.RecordHeader{InputNextHeader(int64(inputNext))}
+			}
+			recs = append(recs, rec)
+		}
+		if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	produce([]string{"u1", "u2", "u3", "u4", "u5"}, 2, 100)
+
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	base := []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}
+	check := func(s *Store, wantMeta Meta) {
+		t.Helper()
+		for u, st := range want {
+			got, err := s.Get(1, u)
+			if err != nil || got == nil {
+				t.Fatalf("%s: Get = %v, %v", u, got, err)
+			}
+			if !bytes.Equal(top.AppendState(nil, got), top.AppendState(nil, st)) {
+				t.Fatalf("%s: restored state differs", u)
+			}
+		}
+		m, ok, err := s.Meta(1)
+		if err != nil || !ok || m != wantMeta {
+			t.Fatalf("meta = %+v, %v, %v; want %+v", m, ok, err, wantMeta)
+		}
+	}
+
+	s := openMem(t, top)
+	r := NewRestorer(s, adm, base, topic, logger, nil)
+	meta, repush, err := r.Restore(ctx, 1, gen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(repush) != 5 || repush["u5"] != 4 {
+		t.Fatalf("repush = %v, want all 5 entities, u5 at offset 4", repush)
+	}
+	wantMeta := Meta{ChangelogNext: 5, InputNext: 100, SinkNext: 0, MaxEventMs: 1_000_000 + 5*1000, Generation: gen}
+	if meta != wantMeta {
+		t.Fatalf("meta = %+v, want %+v", meta, wantMeta)
+	}
+	check(s, wantMeta)
+
+	// The online store caught up to offset 5; then a second commit.
+	b := s.NewBatch()
+	wantMeta.SinkNext = 5
+	b.SetMeta(1, wantMeta)
+	b.Commit()
+	produce([]string{"u1", "u2", "u3"}, 7, 180)
+	meta, repush, err = r.Restore(ctx, 1, gen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(repush) != 3 || repush["u1"] != 5 || repush["u3"] != 7 {
+		t.Fatalf("tail repush = %v, want u1..u3 at 5..7", repush)
+	}
+	wantMeta = Meta{ChangelogNext: 8, InputNext: 180, SinkNext: 5, MaxEventMs: 1_000_000 + 8*1000, Generation: gen}
+	check(s, wantMeta)
+
+	// An empty store rebuilt from the whole changelog equals the one
+	// restored from its checkpoint plus the tail.
+	s2 := openMem(t, top)
+	meta2, _, err := NewRestorer(s2, adm, base, topic, logger, nil).Restore(ctx, 1, gen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantMeta.SinkNext = 0
+	if meta2 != wantMeta {
+		t.Fatalf("full restore meta = %+v, want %+v", meta2, wantMeta)
+	}
+	check(s2, wantMeta)
+
+	// State of another generation is not trusted.
+	meta3, _, err := r.Restore(ctx, 1, "another-generation")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if meta3.ChangelogNext != 8 || meta3.Generation != "another-generation" {
+		t.Fatalf("meta after generation change = %+v", meta3)
+	}
+}
