@@ -22,13 +22,17 @@ type Options struct {
 	// CacheSize is Pebble's block cache in bytes. Default 128 MiB.
 	CacheSize int64
 	// MemTableSize is Pebble's memtable in bytes. Default 64 MiB: Pebble's
-	// 4 MiB default flushes constantly under write bursts and measured
-	// about 3× slower here.
+	// 4 MiB default flushes constantly under write bursts (see
+	// BenchmarkStore and docs/performance.md).
 	MemTableSize uint64
 	// FS overrides the filesystem, for crash tests on vfs.NewCrashableMem.
 	FS vfs.FS
 	// Logger receives Pebble's own logs. Default slog.Default().
 	Logger *slog.Logger
+
+	// pebbleDefaults leaves Pebble untuned, for the benchmark that shows
+	// what the tuning buys.
+	pebbleDefaults bool
 }
 
 func (o *Options) applyDefaults() {
@@ -84,6 +88,9 @@ func Open(opts Options, top *topology.Topology) (*Store, error) {
 	}
 	for i := range po.Levels {
 		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
+	}
+	if opts.pebbleDefaults {
+		po = &pebble.Options{FS: opts.FS, Logger: po.Logger}
 	}
 	db, err := pebble.Open(opts.Dir, po)
 	if err != nil {
