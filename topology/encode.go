@@ -59,7 +59,12 @@ func (t *Topology) DecodeFeature(fi int, data []byte) ([]Tile, error) {
 	}
 	tiles := make([]Tile, 0, n)
 	for i := uint64(0); i < n && d.err == nil; i++ {
-		tl := Tile{Start: d.varint(), Count: int64(d.uvarint())}
+		tl := Tile{Start: d.varint()}
+		if c := d.uvarint(); c > math.MaxInt64 {
+			return nil, corrupt(fmt.Sprintf("feature %s: count %d", f.Name, c))
+		} else {
+			tl.Count = int64(c)
+		}
 		switch f.Kind {
 		case AggSum, AggAvg, AggMin, AggMax:
 			tl.Num = math.Float64frombits(d.uint64())

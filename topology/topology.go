@@ -63,6 +63,12 @@ func Compile(s *Spec) (*Topology, error) {
 			k:        kOf(kind, f.K),
 			numeric:  as.numeric,
 		}
+		if cf.windowMs > 0 && cf.tileMs <= 0 {
+			// A spec built in code rather than parsed may leave the tile
+			// unset.
+			cf.Tile = defaultTile(cf.Window)
+			cf.tileMs = cf.Tile.Milliseconds()
+		}
 		if f.Field != "" {
 			cf.fieldPath = strings.Split(f.Field, ".")
 		}
@@ -345,7 +351,7 @@ type Value struct {
 	WindowStartMs, WindowEndMs int64
 }
 
-// Window returns the event-time interval a read at asOfMs covers: tiles
+// CoveredWindow returns the event-time interval a read at asOfMs covers: tiles
 // starting in [start, asOfMs]. start is the first tile boundary at or after
 // asOfMs - window, so the covered span is short of the window by less than
 // one tile.
