@@ -72,6 +72,9 @@ type Feature struct {
 	Tile Duration `yaml:"tile"`
 	// K bounds first_k and last_k.
 	K int `yaml:"k"`
+	// MaxStaleness marks a served value STALE when the entity's state was
+	// last updated longer ago than this. Zero: never stale by age.
+	MaxStaleness Duration `yaml:"max_staleness"`
 
 	// Line is the line of the feature in the spec file.
 	Line int `yaml:"-"`
@@ -222,7 +225,7 @@ func (s *Source) UnmarshalYAML(n *yaml.Node) error {
 // UnmarshalYAML implements yaml.Unmarshaler, rejecting unknown keys and
 // remembering the feature's line.
 func (f *Feature) UnmarshalYAML(n *yaml.Node) error {
-	if err := checkKeys(n, "feature", "name", "description", "where", "agg", "field", "window", "tile", "k"); err != nil {
+	if err := checkKeys(n, "feature", "name", "description", "where", "agg", "field", "window", "tile", "k", "max_staleness"); err != nil {
 		return err
 	}
 	type plain Feature

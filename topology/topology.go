@@ -34,6 +34,8 @@ type CompiledFeature struct {
 	Type   ValueType
 	Window time.Duration // 0 for lifetime
 	Tile   time.Duration // 0 for lifetime
+	// MaxStaleness is the age past which a served value is STALE; 0 never.
+	MaxStaleness time.Duration
 
 	windowMs, tileMs int64
 	k                int
@@ -52,16 +54,17 @@ func Compile(s *Spec) (*Topology, error) {
 		kind := aggByName[f.Agg]
 		as := aggSpecs[kind]
 		cf := CompiledFeature{
-			Feature:  f,
-			Index:    i,
-			Kind:     kind,
-			Type:     as.result,
-			Window:   time.Duration(f.Window),
-			Tile:     time.Duration(f.Tile),
-			windowMs: time.Duration(f.Window).Milliseconds(),
-			tileMs:   time.Duration(f.Tile).Milliseconds(),
-			k:        kOf(kind, f.K),
-			numeric:  as.numeric,
+			Feature:      f,
+			Index:        i,
+			Kind:         kind,
+			Type:         as.result,
+			Window:       time.Duration(f.Window),
+			Tile:         time.Duration(f.Tile),
+			MaxStaleness: time.Duration(f.MaxStaleness),
+			windowMs:     time.Duration(f.Window).Milliseconds(),
+			tileMs:       time.Duration(f.Tile).Milliseconds(),
+			k:            kOf(kind, f.K),
+			numeric:      as.numeric,
 		}
 		if cf.windowMs > 0 && cf.tileMs <= 0 {
 			// A spec built in code rather than parsed may leave the tile
