@@ -29,6 +29,9 @@ const (
 	ReasonFuture   = "future"    // further ahead of the clock than max_future
 )
 
+// MaxKeyBytes bounds an entity id.
+const MaxKeyBytes = 1024
+
 // RejectError says why a record cannot be applied.
 type RejectError struct {
 	Reason string
@@ -129,6 +132,9 @@ func (d *Decoder) Decode(rec *kgo.Record, ev *topology.Event) error {
 		if ev.Key == "" {
 			return reject(ReasonNoKey, "field %s is empty", strings.Join(d.keyPath, "."))
 		}
+	}
+	if len(ev.Key) > MaxKeyBytes {
+		return reject(ReasonNoKey, "entity id of %d bytes, at most %d", len(ev.Key), MaxKeyBytes)
 	}
 	if d.timePath == nil {
 		ev.TimeMs = rec.Timestamp.UnixMilli()

@@ -16,6 +16,9 @@ type metrics struct {
 	assigned      prometheus.Gauge
 	rebalances    *prometheus.CounterVec
 	watermark     *prometheus.GaugeVec
+	txns          *prometheus.CounterVec
+	txnDuration   prometheus.Histogram
+	dlq           *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -66,10 +69,23 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "featurestream_watermark_seconds",
 			Help: "Event-time watermark of each assigned partition, as Unix seconds.",
 		}, []string{"partition"}),
+		txns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "featurestream_transactions_total",
+			Help: "Kafka transactions ended, by result (committed, aborted).",
+		}, []string{"result"}),
+		txnDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "featurestream_transaction_commit_duration_seconds",
+			Help:    "Time to commit offsets and end a transaction.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}),
+		dlq: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "featurestream_dlq_records_total",
+			Help: "Records committed to the dead-letter topic, by reason.",
+		}, []string{"reason"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.consumed, m.rejected, m.decodeErrors, m.late, m.flushDuration, m.changelog,
-			m.sinkErrors, m.freshness, m.assigned, m.rebalances, m.watermark)
+			m.sinkErrors, m.freshness, m.assigned, m.rebalances, m.watermark, m.txns, m.txnDuration, m.dlq)
 	}
 	return m
 }

@@ -1,11 +1,13 @@
 package processor
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math"
+	"math/rand/v2"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -29,6 +31,21 @@ type Sink interface {
 	Write(ctx context.Context, recs []sinks.Record) error
 }
 
+// Guarantee is how exactly state reflects input across failures.
+type Guarantee string
+
+// The guarantees.
+const (
+	// ExactlyOnce commits changelog records, dead letters and input
+	// offsets in one Kafka transaction per commit interval: every valid
+	// event counts once after any crash, rebalance or zombie.
+	ExactlyOnce Guarantee = "exactly-once"
+	// AtLeastOnce commits without transactions: faster, and exact across
+	// most crashes (see docs/decisions/0002-commit-order.md), but a crash
+	// mid-commit or a zombie can count events twice.
+	AtLeastOnce Guarantee = "at-least-once"
+)
+
 // Config configures a Processor.
 type Config struct {
 	// Brokers are the Kafka seed brokers. Required.
@@ -48,6 +65,17 @@ type Config struct {
 	MaxPollRecords int
 	// SessionTimeout is the group session timeout. Default 10s.
 	SessionTimeout time.Duration
+	// Guarantee is ExactlyOnce (default) or AtLeastOnce.
+	Guarantee Guarantee
+	// TransactionalID is the Kafka transactional id with ExactlyOnce.
+	// Default "<group>-<instance id>", or a random suffix without an
+	// instance id: a stable id lets a restarted instance fence its
+	// predecessor's open transaction at once instead of after the
+	// transaction timeout.
+	TransactionalID string
+	// TransactionTimeout bounds how long a crashed instance's open
+	// transaction blocks read_committed readers. Default 10s.
+	TransactionTimeout time.Duration
 	// Now is the clock, for tests. Default time.Now.
 	Now func() time.Time
 }
@@ -68,6 +96,19 @@ func (c *Config) applyDefaults(spec *topology.Spec) {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.Guarantee == "" {
+		c.Guarantee = ExactlyOnce
+	}
+	if c.TransactionTimeout == 0 {
+		c.TransactionTimeout = 10 * time.Second
+	}
+	if c.TransactionalID == "" {
+		suffix := c.InstanceID
+		if suffix == "" {
+			suffix = strconv.FormatUint(rand.Uint64(), 36)
+		}
+		c.TransactionalID = c.Group + "-" + suffix
+	}
 }
 
 // Validate reports every problem with c at once.
@@ -79,6 +120,9 @@ func (c *Config) Validate() error {
 	if c.CommitInterval < 0 || c.CommitInterval > time.Minute {
 		errs = append(errs, fmt.Errorf("processor: commit interval %s: want between 1ms and 1m", c.CommitInterval))
 	}
+	if c.Guarantee != ExactlyOnce && c.Guarantee != AtLeastOnce {
+		errs = append(errs, fmt.Errorf("processor: guarantee %q: want %s or %s", c.Guarantee, ExactlyOnce, AtLeastOnce))
+	}
 	if c.MaxPollRecords < 0 {
 		errs = append(errs, fmt.Errorf("processor: max poll records %d: must be positive", c.MaxPollRecords))
 	}
@@ -88,23 +132,26 @@ func (c *Config) Validate() error {
 // Processor consumes the input topic as a member of a consumer group and
 // keeps the features of the entities in its partitions.
 type Processor struct {
-	cfg     Config
-	top     *topology.Topology
-	dec     *Decoder
-	store   *state.Store
-	sink    Sink
-	logger  *slog.Logger
-	m       *metrics
-	reg     prometheus.Registerer
-	grace   int64
-	future  int64
-	inTopic string
-	clTopic string
+	cfg      Config
+	top      *topology.Topology
+	dec      *Decoder
+	store    *state.Store
+	sink     Sink
+	logger   *slog.Logger
+	m        *metrics
+	reg      prometheus.Registerer
+	grace    int64
+	future   int64
+	inTopic  string
+	clTopic  string
+	dlqTopic string
 
 	ready atomic.Bool
 
-	// Set by Run before the group is joined.
+	// Set by Run before the group is joined. With ExactlyOnce sess wraps
+	// cl; with AtLeastOnce sess is nil.
 	cl         *kgo.Client
+	sess       *kgo.GroupTransactSession
 	restorer   *state.Restorer
 	generation string
 
@@ -128,11 +175,12 @@ func New(cfg Config, top *topology.Topology, store *state.Store, sink Sink, logg
 	}
 	p := &Processor{
 		cfg: cfg, top: top, dec: dec, store: store, sink: sink, logger: logger, reg: reg,
-		m:       newMetrics(reg),
-		grace:   time.Duration(top.Spec.Source.Grace).Milliseconds(),
-		future:  time.Duration(top.Spec.Source.MaxFuture).Milliseconds(),
-		inTopic: top.Spec.Source.Topic,
-		clTopic: state.ChangelogTopic(top.Spec.App),
+		m:        newMetrics(reg),
+		grace:    time.Duration(top.Spec.Source.Grace).Milliseconds(),
+		future:   time.Duration(top.Spec.Source.MaxFuture).Milliseconds(),
+		inTopic:  top.Spec.Source.Topic,
+		clTopic:  state.ChangelogTopic(top.Spec.App),
+		dlqTopic: DLQTopic(top.Spec.App),
 	}
 	p.mu.tasks = make(map[int32]*task)
 	return p, nil
@@ -160,6 +208,9 @@ func (p *Processor) Run(ctx context.Context) error {
 	if p.generation, err = state.EnsureTopic(ctx, adm, p.clTopic, partitions, true); err != nil {
 		return fmt.Errorf("processor: changelog: %w", err)
 	}
+	if _, err := state.EnsureTopic(ctx, adm, p.dlqTopic, partitions, false); err != nil {
+		return fmt.Errorf("processor: dead-letter topic: %w", err)
+	}
 	p.restorer = state.NewRestorer(p.store, adm, base, p.clTopic, p.logger, p.reg)
 
 	opts := append(base[:len(base):len(base)],
@@ -180,12 +231,23 @@ func (p *Processor) Run(ctx context.Context) error {
 	if p.cfg.InstanceID != "" {
 		opts = append(opts, kgo.InstanceID(p.cfg.InstanceID))
 	}
-	cl, err := kgo.NewClient(opts...)
-	if err != nil {
-		return fmt.Errorf("processor: %w", err)
+	if p.cfg.Guarantee == ExactlyOnce {
+		opts = append(opts, kgo.TransactionalID(p.cfg.TransactionalID), kgo.TransactionTimeout(p.cfg.TransactionTimeout))
+		sess, err := kgo.NewGroupTransactSession(opts...)
+		if err != nil {
+			return fmt.Errorf("processor: %w", err)
+		}
+		p.sess, p.cl = sess, sess.Client()
+	} else {
+		cl, err := kgo.NewClient(opts...)
+		if err != nil {
+			return fmt.Errorf("processor: %w", err)
+		}
+		p.cl = cl
 	}
-	p.cl = cl
-	p.logger.Info("processor started", "group", p.cfg.Group, "topic", p.inTopic, "partitions", partitions, "changelog", p.clTopic)
+	cl := p.cl
+	p.logger.Info("processor started", "group", p.cfg.Group, "topic", p.inTopic, "partitions", partitions,
+		"changelog", p.clTopic, "dlq", p.dlqTopic, "guarantee", p.cfg.Guarantee)
 
 	runErr := p.loop(ctx)
 
@@ -239,15 +301,21 @@ func (p *Processor) loop(ctx context.Context) error {
 		p.mu.Lock()
 		p.processLocked(fetches)
 		var err error
+		flushed := false
 		if time.Since(lastFlush) >= p.cfg.CommitInterval {
 			err = p.flushLocked(ctx, p.allTasksLocked())
-			lastFlush = time.Now()
+			lastFlush, flushed = time.Now(), true
 		}
 		p.mu.Unlock()
 		if err != nil {
 			return err
 		}
-		p.cl.AllowRebalance()
+		// Rebalances wait for commit boundaries, so a revocation never
+		// finds uncommitted work (and a transaction is never aborted by
+		// one).
+		if flushed {
+			p.cl.AllowRebalance()
+		}
 	}
 }
 
@@ -273,9 +341,11 @@ func (p *Processor) processLocked(fetches kgo.Fetches) {
 	wg.Wait()
 }
 
-// flushLocked commits the given tasks: changelog records (acknowledged),
-// then one Pebble batch with the changelog and input offsets they reflect,
-// then the input offsets to the group, then the online store.
+// flushLocked commits the given tasks: changelog records and dead letters
+// (acknowledged; with ExactlyOnce in one transaction with the input
+// offsets), then one Pebble batch with the changelog and input offsets they
+// reflect, then (AtLeastOnce) the input offsets to the group, then the
+// online store.
 func (p *Processor) flushLocked(ctx context.Context, tasks []*task) error {
 	if len(tasks) == 0 || p.cl == nil {
 		return nil
@@ -287,8 +357,12 @@ func (p *Processor) flushLocked(ctx context.Context, tasks []*task) error {
 		rec    *kgo.Record
 		st     *topology.EntityState
 	}
-	var out []pending
-	var recs []*kgo.Record
+	var (
+		out     []pending
+		recs    []*kgo.Record
+		letters []*kgo.Record
+		moved   bool
+	)
 	for _, t := range tasks {
 		n := 0
 		for entity, st := range t.dirty {
@@ -308,12 +382,37 @@ func (p *Processor) flushLocked(ctx context.Context, tasks []*task) error {
 			out = append(out, pending{t: t, entity: entity, rec: rec, st: st})
 			recs = append(recs, rec)
 		}
+		letters = append(letters, t.dlq...)
+		moved = moved || t.inputNext > t.committedNext
 	}
-	if len(recs) > 0 {
-		if err := p.cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
-			return fmt.Errorf("commit: write changelog: %w", err)
+	if len(recs) == 0 && len(letters) == 0 && !moved {
+		p.pushLocked(ctx, tasks)
+		return nil
+	}
+	all := append(recs, letters...)
+	if p.sess != nil {
+		committed, err := p.commitTxn(ctx, all)
+		if err != nil {
+			return fmt.Errorf("commit: %w", err)
 		}
-		p.m.changelog.Add(float64(len(recs)))
+		if !committed {
+			// A rebalance or fencing aborted the transaction: nothing of
+			// it is visible, and the session rewound consumption to the
+			// committed offsets, so the work is redone from there.
+			p.m.txns.WithLabelValues("aborted").Inc()
+			p.logger.Info("transaction aborted; reprocessing from the committed offsets", "partitions", len(tasks))
+			for _, t := range tasks {
+				t.rollback()
+			}
+			return nil
+		}
+		p.m.txns.WithLabelValues("committed").Inc()
+	} else if err := p.cl.ProduceSync(ctx, all...).FirstErr(); err != nil {
+		return fmt.Errorf("commit: write changelog and dead letters: %w", err)
+	}
+	p.m.changelog.Add(float64(len(recs)))
+	for _, l := range letters {
+		p.m.dlq.WithLabelValues(headerValue(l, HeaderReason)).Inc()
 	}
 
 	batch := p.store.NewBatch()
@@ -348,38 +447,25 @@ func (p *Processor) flushLocked(ctx context.Context, tasks []*task) error {
 		return fmt.Errorf("commit: %w", err)
 	}
 
-	if len(offsets) > 0 {
-		var commitErr error
-		p.cl.CommitOffsetsSync(ctx, map[string]map[int32]kgo.EpochOffset{p.inTopic: offsets},
-			func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
-				if err != nil {
-					commitErr = err
-					return
-				}
-				for _, t := range resp.Topics {
-					for _, pt := range t.Partitions {
-						if kerrErr := kerr.ErrorForCode(pt.ErrorCode); kerrErr != nil && commitErr == nil {
-							commitErr = fmt.Errorf("partition %d: %w", pt.Partition, kerrErr)
-						}
-					}
-				}
-			})
-		if commitErr != nil {
+	if p.sess == nil && len(offsets) > 0 {
+		if err := p.commitOffsets(ctx, offsets); err != nil {
 			// The state is committed locally and in the changelog; the
 			// input offset is in Pebble too, so a restart resumes exactly.
-			p.logger.Warn("commit input offsets failed", "err", commitErr)
-		} else {
-			for part, eo := range offsets {
-				if t := p.mu.tasks[part]; t != nil {
-					t.committedNext = eo.Offset
-				}
+			p.logger.Warn("commit input offsets failed", "err", err)
+			for part := range offsets {
+				delete(offsets, part)
 			}
 		}
 	}
+	for _, t := range tasks {
+		if _, ok := offsets[t.partition]; ok {
+			t.committedNext = t.inputNext
+		}
+		t.committedMaxEventMs = t.maxEventMs
+		t.dlq = t.dlq[:0]
+	}
 
 	// The online store last: it may lag but never lead the changelog.
-	var sinkRecs []sinks.Record
-	now := p.cfg.Now()
 	for _, o := range out {
 		o.t.pendingSink[o.entity] = sinks.Record{
 			Entity: o.entity, Partition: o.t.partition,
@@ -388,30 +474,8 @@ func (p *Processor) flushLocked(ctx context.Context, tasks []*task) error {
 	}
 	for _, t := range tasks {
 		clear(t.dirty)
-		for _, r := range t.pendingSink {
-			sinkRecs = append(sinkRecs, r)
-		}
 	}
-	if len(sinkRecs) == 0 {
-		for _, t := range tasks {
-			t.sinkNext = t.changelogNext
-		}
-	} else {
-		if err := p.sink.Write(ctx, sinkRecs); err != nil {
-			p.m.sinkErrors.Inc()
-			p.logger.Warn("write online store failed; retrying at the next commit", "records", len(sinkRecs), "err", err)
-		} else {
-			for _, r := range sinkRecs {
-				if r.State != nil {
-					p.m.freshness.Observe(now.Sub(time.UnixMilli(r.State.LastEventMs)).Seconds())
-				}
-			}
-			for _, t := range tasks {
-				clear(t.pendingSink)
-				t.sinkNext = t.changelogNext
-			}
-		}
-	}
+	p.pushLocked(ctx, tasks)
 	for _, t := range tasks {
 		if t.maxEventMs != math.MinInt64 {
 			p.m.watermark.WithLabelValues(strconv.Itoa(int(t.partition))).Set(float64(t.maxEventMs-p.grace) / 1000)
@@ -419,4 +483,88 @@ func (p *Processor) flushLocked(ctx context.Context, tasks []*task) error {
 	}
 	p.m.flushDuration.Observe(time.Since(start).Seconds())
 	return nil
+}
+
+// commitTxn writes recs and commits them with the consumed offsets in one
+// transaction. It returns false if the transaction was aborted.
+func (p *Processor) commitTxn(ctx context.Context, recs []*kgo.Record) (bool, error) {
+	if err := p.sess.Begin(); err != nil {
+		return false, fmt.Errorf("begin transaction: %w", err)
+	}
+	var (
+		mu         sync.Mutex
+		produceErr error
+	)
+	for _, r := range recs {
+		p.sess.Produce(ctx, r, func(_ *kgo.Record, err error) {
+			if err != nil {
+				mu.Lock()
+				produceErr = cmp.Or(produceErr, err)
+				mu.Unlock()
+			}
+		})
+	}
+	if err := p.cl.Flush(ctx); err != nil {
+		return false, fmt.Errorf("write changelog and dead letters: %w", err)
+	}
+	if produceErr != nil {
+		if _, err := p.sess.End(ctx, kgo.TryAbort); err != nil {
+			p.logger.Warn("abort transaction", "err", err)
+		}
+		return false, fmt.Errorf("write changelog and dead letters: %w", produceErr)
+	}
+	start := time.Now()
+	committed, err := p.sess.End(ctx, kgo.TryCommit)
+	p.m.txnDuration.Observe(time.Since(start).Seconds())
+	if err != nil {
+		return false, fmt.Errorf("end transaction: %w", err)
+	}
+	return committed, nil
+}
+
+func (p *Processor) commitOffsets(ctx context.Context, offsets map[int32]kgo.EpochOffset) error {
+	var commitErr error
+	p.cl.CommitOffsetsSync(ctx, map[string]map[int32]kgo.EpochOffset{p.inTopic: offsets},
+		func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
+			if err != nil {
+				commitErr = err
+				return
+			}
+			for _, t := range resp.Topics {
+				for _, pt := range t.Partitions {
+					if err := kerr.ErrorForCode(pt.ErrorCode); err != nil && commitErr == nil {
+						commitErr = fmt.Errorf("partition %d: %w", pt.Partition, err)
+					}
+				}
+			}
+		})
+	return commitErr
+}
+
+// pushLocked writes the tasks' committed states to the online store. On
+// failure they stay pending and are retried at the next commit.
+func (p *Processor) pushLocked(ctx context.Context, tasks []*task) {
+	var recs []sinks.Record
+	for _, t := range tasks {
+		for _, r := range t.pendingSink {
+			recs = append(recs, r)
+		}
+	}
+	if len(recs) > 0 {
+		if err := p.sink.Write(ctx, recs); err != nil {
+			p.m.sinkErrors.Inc()
+			p.logger.Warn("write online store failed; retrying at the next commit", "records", len(recs), "err", err)
+			return
+		}
+		now := p.cfg.Now()
+		for _, r := range recs {
+			if r.State != nil {
+				p.m.freshness.Observe(now.Sub(time.UnixMilli(r.State.LastEventMs)).Seconds())
+			}
+		}
+	}
+	for _, t := range tasks {
+		clear(t.pendingSink)
+		t.sinkNext = t.changelogNext
+	}
 }

@@ -22,8 +22,9 @@ type task struct {
 	partition int32
 
 	// maxEventMs is the newest event time applied; the watermark is it
-	// minus the spec's grace.
-	maxEventMs int64
+	// minus the spec's grace. committedMaxEventMs is its value at the last
+	// commit, restored when a transaction aborts.
+	maxEventMs, committedMaxEventMs int64
 	// inputNext is the next input offset to apply; committedNext the one
 	// the group has; inputEpoch the leader epoch of the last record.
 	inputNext, committedNext int64
@@ -37,21 +38,33 @@ type task struct {
 	dirty map[string]*topology.EntityState
 	// pendingSink holds committed states not yet in the online store.
 	pendingSink map[string]sinks.Record
+	// dlq holds the dead letters of records since the last commit.
+	dlq []*kgo.Record
+}
+
+// rollback forgets everything since the last commit, after an aborted
+// transaction: consumption restarts at the committed offset.
+func (t *task) rollback() {
+	clear(t.dirty)
+	t.dlq = t.dlq[:0]
+	t.inputNext = t.committedNext
+	t.maxEventMs = t.committedMaxEventMs
 }
 
 func (p *Processor) newTask(partition int32, meta state.Meta) *task {
 	return &task{
-		p:             p,
-		partition:     partition,
-		maxEventMs:    meta.MaxEventMs,
-		inputNext:     meta.InputNext,
-		committedNext: meta.InputNext,
-		inputEpoch:    -1,
-		changelogNext: meta.ChangelogNext,
-		sinkNext:      meta.SinkNext,
-		savedSinkNext: meta.SinkNext,
-		dirty:         make(map[string]*topology.EntityState),
-		pendingSink:   make(map[string]sinks.Record),
+		p:                   p,
+		partition:           partition,
+		maxEventMs:          meta.MaxEventMs,
+		committedMaxEventMs: meta.MaxEventMs,
+		inputNext:           meta.InputNext,
+		committedNext:       meta.InputNext,
+		inputEpoch:          -1,
+		changelogNext:       meta.ChangelogNext,
+		sinkNext:            meta.SinkNext,
+		savedSinkNext:       meta.SinkNext,
+		dirty:               make(map[string]*topology.EntityState),
+		pendingSink:         make(map[string]sinks.Record),
 	}
 }
 
@@ -125,6 +138,7 @@ func (t *task) reject(rec *kgo.Record, err error) {
 	if errors.As(err, &re) {
 		reason = re.Reason
 	}
+	t.dlq = append(t.dlq, p.deadLetter(rec, reason, err))
 	p.m.rejected.WithLabelValues(reason).Inc()
 	if reason == ReasonDecode {
 		p.m.decodeErrors.Inc()
@@ -193,8 +207,13 @@ func (p *Processor) revoked(ctx context.Context, _ *kgo.Client, revoked map[stri
 			ts = append(ts, t)
 		}
 	}
-	if err := p.flushLocked(ctx, ts); err != nil {
-		p.logger.Warn("commit of revoked partitions failed; the next owner replays them", "err", err)
+	// Rebalances are let through only at commit boundaries, so with
+	// transactions there is nothing to commit here (and End must not be
+	// called from this callback). Without them, commit what is pending.
+	if p.sess == nil {
+		if err := p.flushLocked(ctx, ts); err != nil {
+			p.logger.Warn("commit of revoked partitions failed; the next owner replays them", "err", err)
+		}
 	}
 	for _, t := range ts {
 		delete(p.mu.tasks, t.partition)

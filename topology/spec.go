@@ -88,6 +88,8 @@ const (
 	DefaultTilesPerWindow = 12
 	// MaxK bounds first_k/last_k so one entity's state stays small.
 	MaxK = 1000
+	// MaxItemBytes bounds a value kept by first/last aggregations.
+	MaxItemBytes = 1024
 )
 
 // ErrSpec is wrapped by every spec validation error.

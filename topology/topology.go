@@ -236,6 +236,9 @@ func (f *CompiledFeature) contribution(ev *Event) (contribution, error) {
 	if err != nil {
 		return contribution{}, fmt.Errorf("field %s: %w", f.Field, err)
 	}
+	if len(s) > MaxItemBytes {
+		return contribution{}, fmt.Errorf("field %s: value of %d bytes, at most %d are kept", f.Field, len(s), MaxItemBytes)
+	}
 	return contribution{ok: true, str: s}, nil
 }
 

@@ -46,6 +46,7 @@ type devCmd struct {
 	StateDir   string `help:"Directory for local state; empty uses a new temporary directory, printed at start and removed on exit."`
 	Partitions int    `help:"Partitions of the input topic the embedded broker creates." default:"4"`
 	Demo       bool   `help:"Also produce synthetic shop traffic, so features move on their own."`
+	Guarantee  string `help:"exactly-once or at-least-once; see featurestream process --help." enum:"exactly-once,at-least-once" default:"exactly-once"`
 	DemoRate   int    `help:"Events per second produced by --demo." default:"200"`
 }
 
@@ -58,6 +59,7 @@ type processCmd struct {
 	Group          string        `help:"Consumer group; default the spec's app."`
 	InstanceID     string        `help:"Static group membership id (for example the pod name), so a restart keeps its partitions."`
 	CommitInterval time.Duration `help:"How often state is committed and pushed to Redis." default:"100ms"`
+	Guarantee      string        `help:"exactly-once (Kafka transactions: every event counts once after any crash, rebalance or zombie) or at-least-once (no transactions: faster; a crash mid-commit or a zombie may count events twice)." enum:"exactly-once,at-least-once" default:"exactly-once"`
 }
 
 type serveCmd struct {
@@ -129,7 +131,8 @@ func (c *processCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	defer client.Close()
 	return runProcessor(ctx, processorParams{
 		top: top, brokers: c.Brokers, stateDir: c.StateDir, sink: sink, reg: reg, logger: logger,
-		cfg:       processor.Config{Group: c.Group, InstanceID: c.InstanceID, CommitInterval: c.CommitInterval},
+		cfg: processor.Config{Group: c.Group, InstanceID: c.InstanceID, CommitInterval: c.CommitInterval,
+			Guarantee: processor.Guarantee(c.Guarantee)},
 		adminAddr: c.AdminAddr,
 	})
 }
@@ -284,6 +287,7 @@ func (c *devCmd) run(ctx context.Context, logger *slog.Logger, started func(devA
 	return runProcessor(ctx, processorParams{
 		top: top, brokers: brokers, stateDir: stateDir, sink: store, reg: reg, logger: logger,
 		adminAddr: c.AdminAddr, extra: extra,
+		cfg:    processor.Config{Guarantee: processor.Guarantee(c.Guarantee)},
 		checks: []readiness{{name: "redis", check: store.Ping}},
 		started: func(adminAddr string) {
 			addrs := devAddrs{Kafka: brokers[0], GRPC: ln.Addr().String(), Admin: adminAddr, Redis: redisAddr, StateDir: stateDir}

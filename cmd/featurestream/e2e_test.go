@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"slices"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -174,14 +176,14 @@ func (w testWriter) Write(p []byte) (int, error) {
 
 // startProcessor runs a processor on stateDir until the returned stop is
 // called.
-func (e *e2eEnv) startProcessor(stateDir string) (stop func()) {
+func (e *e2eEnv) startProcessor(stateDir string, g processor.Guarantee) (stop func()) {
 	e.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
 		done <- runProcessor(ctx, processorParams{
 			top: e.top, brokers: e.brokers, stateDir: stateDir, sink: e.store, reg: newRegistry(), logger: e.logger,
-			cfg:       processor.Config{CommitInterval: 50 * time.Millisecond, SessionTimeout: 6 * time.Second},
+			cfg:       processor.Config{CommitInterval: 50 * time.Millisecond, SessionTimeout: 6 * time.Second, Guarantee: g},
 			adminAddr: "127.0.0.1:0",
 		})
 	}()
@@ -216,6 +218,82 @@ func (e *e2eEnv) produce(events []bench.ShopEvent) {
 	if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
 		e.t.Fatal(err)
 	}
+}
+
+// producePoison sends records that must all be dead-lettered, and returns
+// how many of each reason.
+func (e *e2eEnv) producePoison(t0 int64) map[string]int {
+	e.t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(e.brokers...), kgo.ProducerBatchMaxBytes(4<<20))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer cl.Close()
+	ok := t0 + 5*3600_000
+	huge := strings.Repeat("x", 2<<20)
+	poison := []struct{ key, value, reason string }{
+		{"u1", `{not json`, "decode"},
+		{"u1", `{"user_id":"u1","ts":1,"price":1e400}`, "decode"},
+		{"", `{"ts":1764133200000,"type":"view"}`, "no_key"},
+		{"u2", `{"user_id":null,"ts":1764133200000,"type":"view"}`, "no_key"},
+		{"u2", `{"user_id":"u2","type":"view"}`, "no_time"},
+		{"u2", `{"user_id":"u2","ts":"yesterday","type":"view"}`, "no_time"},
+		{"u3", fmt.Sprintf(`{"user_id":"u3","ts":%d,"type":"purchase","item_id":"i1","price":"abc"}`, ok), "bad_value"},
+		{"u5", fmt.Sprintf(`{"user_id":"u5","ts":%d,"type":"view","item_id":"%s"}`, ok, huge), "bad_value"},
+		{"u4", fmt.Sprintf(`{"user_id":"u4","ts":%d,"type":"view","item_id":"i1"}`, t0-24*3600_000), "late"},
+		{"u6", fmt.Sprintf(`{"user_id":"u6","ts":%d,"type":"view","item_id":"i1"}`, time.Now().Add(48*time.Hour).UnixMilli()), "future"},
+	}
+	want := map[string]int{}
+	for _, p := range poison {
+		rec := &kgo.Record{Topic: e.top.Spec.Source.Topic, Key: []byte(p.key), Value: []byte(p.value)}
+		if p.key == "" {
+			rec.Key = nil
+		}
+		if err := cl.ProduceSync(context.Background(), rec).FirstErr(); err != nil {
+			e.t.Fatalf("produce poison %s: %v", p.reason, err)
+		}
+		want[p.reason]++
+	}
+	return want
+}
+
+// deadLetters reads the committed dead-letter topic and counts by reason,
+// checking each letter's headers name where it came from.
+func (e *e2eEnv) deadLetters() map[string]int {
+	e.t.Helper()
+	topic := processor.DLQTopic(e.top.Spec.App)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(e.brokers...), kgo.ConsumeTopics(topic),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer cl.Close()
+	got := map[string]int{}
+	seen := map[string]bool{}
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		fetches := cl.PollFetches(ctx)
+		cancel()
+		fetches.EachRecord(func(r *kgo.Record) {
+			h := map[string]string{}
+			for _, kv := range r.Headers {
+				h[kv.Key] = string(kv.Value)
+			}
+			where := h[processor.HeaderTopic] + "/" + h[processor.HeaderPartition] + "/" + h[processor.HeaderOffset]
+			if h[processor.HeaderTopic] != e.top.Spec.Source.Topic || h[processor.HeaderError] == "" || seen[where] {
+				e.t.Errorf("dead letter with headers %v (seen before: %v)", h, seen[where])
+			}
+			seen[where] = true
+			got[h[processor.HeaderReason]]++
+		})
+		// The letters were committed before this runs: a quiet second
+		// after some arrived means all have.
+		if fetches.NumRecords() == 0 && len(got) > 0 {
+			break
+		}
+	}
+	return got
 }
 
 func (e *e2eEnv) get(users []string, asOf int64) *featurestreamv1.GetFeaturesResponse {
@@ -283,6 +361,12 @@ func diff(model *shopModel, users []string, asOf int64, resp *featurestreamv1.Ge
 // and checks every feature of every user over gRPC against the model at
 // several as_of times.
 func TestEndToEnd(t *testing.T) {
+	for _, g := range []processor.Guarantee{processor.ExactlyOnce, processor.AtLeastOnce} {
+		t.Run(string(g), func(t *testing.T) { testEndToEnd(t, g) })
+	}
+}
+
+func testEndToEnd(t *testing.T, g processor.Guarantee) {
 	env := newE2EEnv(t, 3)
 	rng := rand.New(rand.NewPCG(7, 11))
 	t0 := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
@@ -336,20 +420,26 @@ func TestEndToEnd(t *testing.T) {
 	}
 
 	dir := t.TempDir()
-	stop := env.startProcessor(dir)
+	stop := env.startProcessor(dir, g)
 	produce(0, 1800)
 	check("first run", 1800)
 	stop()
 
-	stop = env.startProcessor(dir)
+	stop = env.startProcessor(dir, g)
 	produce(1800, 2400)
+	// Poison after valid events, so every partition has a watermark and
+	// the late one is late; none of it may change any value.
+	wantDLQ := env.producePoison(t0)
 	check("restart on the same state dir", 2400)
 	stop()
+	if got := env.deadLetters(); !maps.Equal(got, wantDLQ) {
+		t.Errorf("dead letters by reason = %v, want %v", got, wantDLQ)
+	}
 
 	if err := env.rdb.FlushAll(context.Background()).Err(); err != nil {
 		t.Fatal(err)
 	}
-	stop = env.startProcessor(t.TempDir())
+	stop = env.startProcessor(t.TempDir(), g)
 	produce(2400, n)
 	check("restart on an empty state dir and an empty Redis", n)
 	stop()
