@@ -27,6 +27,10 @@ type Config struct {
 	// HealthInterval is how often Redis is pinged to set the health status.
 	// Default 1s.
 	HealthInterval time.Duration
+	// RestoringInterval is how often the partitions being restored are
+	// read from Redis (one command, in the background); values of their
+	// entities are STALE. Default 1s.
+	RestoringInterval time.Duration
 	// ShutdownTimeout bounds how long in-flight calls may take to finish
 	// when the server stops; after it they are cancelled. Default 10s.
 	ShutdownTimeout time.Duration
@@ -34,11 +38,12 @@ type Config struct {
 
 // Config defaults.
 const (
-	DefaultAddr            = "127.0.0.1:9090"
-	DefaultMaxEntities     = 1000
-	DefaultMaxFeatures     = 1000
-	DefaultHealthInterval  = time.Second
-	DefaultShutdownTimeout = 10 * time.Second
+	DefaultAddr              = "127.0.0.1:9090"
+	DefaultMaxEntities       = 1000
+	DefaultMaxFeatures       = 1000
+	DefaultHealthInterval    = time.Second
+	DefaultRestoringInterval = time.Second
+	DefaultShutdownTimeout   = 10 * time.Second
 )
 
 // Validate reports every problem with c at once. Zero fields are valid:
@@ -64,7 +69,7 @@ func (c Config) Validate() error {
 	for _, f := range []struct {
 		name string
 		v    time.Duration
-	}{{"health_interval", c.HealthInterval}, {"shutdown_timeout", c.ShutdownTimeout}} {
+	}{{"health_interval", c.HealthInterval}, {"restoring_interval", c.RestoringInterval}, {"shutdown_timeout", c.ShutdownTimeout}} {
 		if f.v < 0 {
 			probs = append(probs, fmt.Sprintf("%s %s: must not be negative (0 means the default)", f.name, f.v))
 		}
@@ -87,6 +92,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.HealthInterval == 0 {
 		c.HealthInterval = DefaultHealthInterval
+	}
+	if c.RestoringInterval == 0 {
+		c.RestoringInterval = DefaultRestoringInterval
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = DefaultShutdownTimeout

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -54,7 +55,25 @@ type Server struct {
 
 	entities *prometheus.CounterVec
 	started  atomic.Bool
+
+	// restoring holds the partitions being restored, ascending, as last
+	// read by watchRestoring; requests only load it.
+	restoring atomic.Pointer[[]int32]
+	// staleMs is each feature's max_staleness in ms; 0 never stale by age.
+	staleMs []int64
+	// horizonMs is how far before now an as_of may lie: the longest window
+	// plus a day, past which the processor has pruned the tiles.
+	horizonMs int64
 }
+
+// AsOfFuture is how far after the server's clock an as_of may lie: tiles
+// of the future do not exist yet, so such a read is almost surely a unit
+// mistake.
+const AsOfFuture = time.Hour
+
+// AsOfRetention is added to the longest window to give the oldest as_of
+// served: older reads would merge tiles the processor has dropped.
+const AsOfRetention = 24 * time.Hour
 
 // New returns a Server for top's features, read from store, registering its
 // metrics (gRPC server metrics with a handling-time histogram, and
@@ -86,11 +105,14 @@ func New(cfg Config, top *topology.Topology, store *sinks.Store, logger *slog.Lo
 	}
 	names := make([]string, len(top.Features))
 	s.allFeatures = make([]int, len(top.Features))
+	s.staleMs = make([]int64, len(top.Features))
+	s.horizonMs = (top.MaxWindow() + AsOfRetention).Milliseconds()
 	s.list = &pb.ListFeaturesResponse{App: top.Spec.App}
 	for i := range top.Features {
 		f := &top.Features[i]
 		names[i] = f.Name
 		s.allFeatures[i] = i
+		s.staleMs[i] = f.MaxStaleness.Milliseconds()
 		info := &pb.FeatureInfo{
 			Name:        f.Name,
 			Aggregation: f.Agg,
@@ -162,6 +184,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 
 	var wg sync.WaitGroup
 	wg.Go(func() { s.watchHealth(ctx) })
+	wg.Go(func() { s.watchRestoring(ctx) })
 	served := make(chan error, 1)
 	go func() { served <- s.grpc.Serve(ln) }()
 	s.logger.Info("grpc serving", "addr", ln.Addr().String(), "app", s.top.Spec.App, "features", len(s.top.Features))
@@ -232,6 +255,39 @@ func (s *Server) watchHealth(ctx context.Context) {
 	}
 }
 
+// watchRestoring reads the partitions being restored every
+// RestoringInterval, so requests know them without asking Redis. On error
+// the last known set stays: a restore that ended meanwhile keeps saying
+// STALE a little longer, which is the safe mistake.
+func (s *Server) watchRestoring(ctx context.Context) {
+	t := time.NewTicker(s.cfg.RestoringInterval)
+	defer t.Stop()
+	var failing bool
+	for {
+		rctx, cancel := context.WithTimeout(ctx, s.cfg.RestoringInterval)
+		parts, err := s.store.RestoringPartitions(rctx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		switch {
+		case err != nil && !failing:
+			s.logger.Warn("read restoring partitions", "err", err)
+		case err == nil:
+			if old := s.restoring.Load(); old == nil || !slices.Equal(*old, parts) {
+				s.logger.Info("partitions restoring", "partitions", parts)
+			}
+			s.restoring.Store(&parts)
+		}
+		failing = err != nil
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
 func (s *Server) setHealth(st healthpb.HealthCheckResponse_ServingStatus) {
 	s.health.SetServingStatus("", st)
 	s.health.SetServingStatus(ServiceName, st)
@@ -247,15 +303,15 @@ func (s *Server) GetFeatures(ctx context.Context, req *pb.GetFeaturesRequest) (*
 	if err != nil {
 		return nil, err
 	}
-	asOf := s.now()
-	if req.GetAsOf() != nil {
-		if err := req.GetAsOf().CheckValid(); err != nil {
-			return nil, status.Errorf(codes.InvalidArgument, "as_of: %v", err)
-		}
-		asOf = req.GetAsOf().AsTime()
-	}
+	now := s.now()
+	nowMs := now.UnixMilli()
 	// Windows are evaluated to the millisecond; the response says so.
-	asOfMs := asOf.UnixMilli()
+	asOfMs := nowMs
+	if req.GetAsOf() != nil {
+		if asOfMs, err = s.checkAsOf(req.GetAsOf(), now); err != nil {
+			return nil, err
+		}
+	}
 
 	entries, err := s.store.Read(ctx, ids, features, nil)
 	if err != nil {
@@ -269,7 +325,25 @@ func (s *Server) GetFeatures(ctx context.Context, req *pb.GetFeaturesRequest) (*
 		s.logger.Warn("read features", "err", err, "entities", len(ids))
 		return nil, status.Errorf(codes.Unavailable, "read features: %v", err)
 	}
-	return s.respond(entries, ids, features, asOfMs), nil
+	return s.respond(entries, ids, features, asOfMs, nowMs), nil
+}
+
+// checkAsOf returns as_of in epoch ms if it lies within the retained
+// horizon around now.
+func (s *Server) checkAsOf(ts *timestamppb.Timestamp, now time.Time) (int64, error) {
+	if err := ts.CheckValid(); err != nil {
+		return 0, status.Errorf(codes.InvalidArgument, "as_of: %v", err)
+	}
+	asOf := ts.AsTime()
+	if oldest := now.Add(-time.Duration(s.horizonMs) * time.Millisecond); asOf.Before(oldest) {
+		return 0, status.Errorf(codes.InvalidArgument, "as_of %s: before the retained horizon %s (the longest window, %s, plus %s before now)",
+			asOf.Format(time.RFC3339Nano), oldest.Format(time.RFC3339), s.top.MaxWindow(), AsOfRetention)
+	}
+	if latest := now.Add(AsOfFuture); asOf.After(latest) {
+		return 0, status.Errorf(codes.InvalidArgument, "as_of %s: more than %s after the server's clock (%s)",
+			asOf.Format(time.RFC3339Nano), AsOfFuture, now.Format(time.RFC3339Nano))
+	}
+	return asOf.UnixMilli(), nil
 }
 
 func (s *Server) checkEntities(ids []string) error {
@@ -312,7 +386,11 @@ func (s *Server) resolveFeatures(names []string) ([]int, error) {
 	return out, nil
 }
 
-func (s *Server) respond(entries []sinks.Entry, ids []string, features []int, asOfMs int64) *pb.GetFeaturesResponse {
+func (s *Server) respond(entries []sinks.Entry, ids []string, features []int, asOfMs, nowMs int64) *pb.GetFeaturesResponse {
+	var restoring []int32
+	if r := s.restoring.Load(); r != nil {
+		restoring = *r
+	}
 	// A feature's covered window depends only on as_of, so one timestamp per
 	// feature is shared by every entity's value: fewer allocations, and
 	// marshaling does not mind the sharing.
@@ -336,9 +414,13 @@ func (s *Server) respond(entries []sinks.Entry, ids []string, features []int, as
 		e, ent := &entries[i], &ents[i]
 		ent.EntityId = ids[i]
 		ent.Values = make([]*pb.FeatureValue, len(features))
+		var partRestoring bool
 		if e.Found {
 			found++
 			ent.LastEventTime = msTimestamp(e.LastEventMs)
+			if len(restoring) > 0 {
+				_, partRestoring = slices.BinarySearch(restoring, e.Partition)
+			}
 		}
 		for j, fi := range features {
 			fv := &vals[i*len(features)+j]
@@ -356,6 +438,11 @@ func (s *Server) respond(entries []sinks.Entry, ids []string, features []int, as
 				continue
 			}
 			fv.Status = pb.FeatureValue_PRESENT
+			// A record without a write time (an older writer's) cannot be
+			// shown fresh, so it is stale wherever freshness is asked for.
+			if maxMs := s.staleMs[fi]; partRestoring || (maxMs > 0 && (e.WrittenMs == 0 || nowMs-e.WrittenMs > maxMs)) {
+				fv.Status = pb.FeatureValue_STALE
+			}
 			switch v.Type {
 			case topology.TypeInt64:
 				fv.Value = &pb.FeatureValue_Int64Value{Int64Value: v.Int}

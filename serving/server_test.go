@@ -43,6 +43,10 @@ var t0 = time.Date(2025, 11, 26, 4, 0, 0, 0, time.UTC).UnixMilli()
 
 const minute = int64(60_000)
 
+// testNow is the server's clock in tests, unless a test sets another: a day
+// after t0, so every as_of the tests ask for is inside the horizon.
+var testNow = time.UnixMilli(t0 + 24*60*minute)
+
 func shopTopology(t testing.TB) *topology.Topology {
 	t.Helper()
 	spec, err := topology.LoadSpec("../examples/shop/spec.yaml")
@@ -95,7 +99,12 @@ type env struct {
 // returns a connected client; everything stops when t ends.
 func start(t testing.TB, cfg Config) *env {
 	t.Helper()
-	top := shopTopology(t)
+	return startTop(t, cfg, shopTopology(t))
+}
+
+// startTop is start for another topology.
+func startTop(t testing.TB, cfg Config, top *topology.Topology) *env {
+	t.Helper()
 	rs := redisserver.StartForTest(t)
 	rdb, err := sinks.NewClient(sinks.Options{Addrs: []string{rs.Addr()}})
 	if err != nil {
@@ -111,10 +120,14 @@ func start(t testing.TB, cfg Config) *env {
 	if cfg.HealthInterval == 0 {
 		cfg.HealthInterval = 20 * time.Millisecond
 	}
+	if cfg.RestoringInterval == 0 {
+		cfg.RestoringInterval = 20 * time.Millisecond
+	}
 	srv, err := New(cfg, top, store, logger, reg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	srv.now = func() time.Time { return testNow }
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -359,6 +372,11 @@ func TestGetFeaturesInvalidArgument(t *testing.T) {
 		{"duplicate feature", &pb.GetFeaturesRequest{EntityIds: []string{"a"}, Features: []string{"views_1h", "spend_24h", "views_1h"}},
 			`features[2]: duplicate feature "views_1h" (also features[0])`},
 		{"bad as_of", &pb.GetFeaturesRequest{EntityIds: []string{"a"}, AsOf: &timestamppb.Timestamp{Nanos: -1}}, "as_of: "},
+		// The longest shop window is 24h; a day more is retained.
+		{"as_of past the horizon", &pb.GetFeaturesRequest{EntityIds: []string{"a"}, AsOf: timestamppb.New(testNow.Add(-48*time.Hour - time.Millisecond))},
+			"as_of 2025-11-25T03:59:59.999Z: before the retained horizon 2025-11-25T04:00:00Z (the longest window, 24h0m0s, plus 24h0m0s before now)"},
+		{"as_of far in the future", &pb.GetFeaturesRequest{EntityIds: []string{"a"}, AsOf: timestamppb.New(testNow.Add(time.Hour + time.Millisecond))},
+			"as_of 2025-11-27T05:00:00.001Z: more than 1h0m0s after the server's clock"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -192,7 +192,22 @@ const (
 	FieldLastEvent = "_t"
 	// FieldPartition is the input partition that owns the entity, decimal.
 	FieldPartition = "_p"
+	// FieldWritten is when the writer stored this version, epoch ms by the
+	// writer's clock, decimal. Serving compares it with a feature's
+	// max_staleness. A write skipped as stale leaves it unchanged.
+	FieldWritten = "_w"
 )
+
+// RestoringKey is the Redis hash that lists the partitions being restored
+// in app: field the partition (decimal), value the epoch ms (writer's
+// clock) after which the entry no longer counts. See
+// Store.SetPartitionRestoring.
+func RestoringKey(app string) string { return "fs:" + app + ":restoring" }
+
+// RestoringTTL is how long a SetPartitionRestoring(true) counts unless
+// renewed: a processor that crashes mid-restore cannot mark its partition
+// restoring forever.
+const RestoringTTL = 10 * time.Minute
 
 // EntityKey is the Redis key of entity id in app. In Redis Cluster an id
 // containing {...} hashes on that part only, as any key would.
@@ -242,6 +257,9 @@ type Entry struct {
 	Partition  int32
 	// LastEventMs is the entity's newest event time, epoch ms.
 	LastEventMs int64
+	// WrittenMs is when the stored version was written, epoch ms by the
+	// writer's clock; 0 when the record predates the field.
+	WrittenMs int64
 	// Tiles holds the tiles of each requested feature, indexed like Read's
 	// features argument. Tiles[j] is nil when the stored hash lacks feature
 	// j (it was written under a spec without it); a stored feature with no
@@ -258,6 +276,8 @@ type Store struct {
 	logger *slog.Logger
 	prefix string
 	names  []string // feature field names by feature index
+	// now stamps FieldWritten; tests replace it.
+	now func() time.Time
 
 	writeDur, readDur prometheus.Histogram
 	errors            *prometheus.CounterVec
@@ -281,6 +301,7 @@ func NewStore(client redis.UniversalClient, top *topology.Topology, logger *slog
 		top:    top,
 		logger: logger,
 		prefix: EntityKey(top.Spec.App, ""),
+		now:    time.Now,
 		names:  make([]string, len(top.Features)),
 		writeDur: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "featurestream_redis_write_duration_seconds",
@@ -294,7 +315,7 @@ func NewStore(client redis.UniversalClient, top *topology.Topology, logger *slog
 		}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "featurestream_redis_errors_total",
-			Help: "Failed Redis operations by op (write, read, ping, script_load).",
+			Help: "Failed Redis operations by op (write, read, ping, script_load, restoring).",
 		}, []string{"op"}),
 		written: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "featurestream_redis_records_written_total",
@@ -308,7 +329,7 @@ func NewStore(client redis.UniversalClient, top *topology.Topology, logger *slog
 	for i := range top.Features {
 		s.names[i] = top.Features[i].Name
 	}
-	for _, op := range []string{"write", "read", "ping", "script_load"} {
+	for _, op := range []string{"write", "read", "ping", "script_load", "restoring"} {
 		s.errors.WithLabelValues(op)
 	}
 	if reg != nil {
@@ -355,6 +376,7 @@ func (s *Store) write(ctx context.Context, recs []Record) error {
 	// it, and a reallocation leaves earlier slices pointing at intact data.
 	var buf []byte
 	args := make([][]any, len(recs))
+	writtenMs := s.now().UnixMilli()
 	for i := range recs {
 		r := &recs[i]
 		switch {
@@ -365,8 +387,8 @@ func (s *Store) write(ctx context.Context, recs []Record) error {
 		case len(r.State.Features) != nf:
 			return fmt.Errorf("record %d (entity %q): state has %d features, spec has %d", i, r.Entity, len(r.State.Features), nf)
 		}
-		a := make([]any, 0, 6+2*nf)
-		a = append(a, r.Version, r.Generation, FieldLastEvent, r.State.LastEventMs, FieldPartition, r.Partition)
+		a := make([]any, 0, 8+2*nf)
+		a = append(a, r.Version, r.Generation, FieldLastEvent, r.State.LastEventMs, FieldPartition, r.Partition, FieldWritten, writtenMs)
 		for fi := range nf {
 			from := len(buf)
 			buf = s.top.AppendFeature(buf, fi, r.State.Features[fi])
@@ -442,7 +464,7 @@ func (s *Store) evalBatch(ctx context.Context, recs []Record, args [][]any, idx 
 }
 
 // header fields read before the features by Read.
-var headerFields = []string{FieldVersion, FieldGeneration, FieldLastEvent, FieldPartition}
+var headerFields = []string{FieldVersion, FieldGeneration, FieldLastEvent, FieldPartition, FieldWritten}
 
 // Read returns the stored state of each entity, in one pipelined round trip
 // (per cluster node), decoding only the features listed (indexes into the
@@ -548,6 +570,13 @@ func (s *Store) decodeEntry(e *Entry, entity string, features []int, vals []any)
 		return corrupt(FieldPartition, p, err)
 	}
 	e.Partition = int32(part)
+	// Records written before FieldWritten existed lack it: unknown, not
+	// corrupt.
+	if w, ok := vals[4].(string); ok {
+		if e.WrittenMs, err = strconv.ParseInt(w, 10, 64); err != nil {
+			return corrupt(FieldWritten, w, err)
+		}
+	}
 
 	for j, fi := range features {
 		raw, ok := vals[len(headerFields)+j].(string)

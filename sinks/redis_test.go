@@ -92,6 +92,8 @@ func TestWriteReadRoundtrip(t *testing.T) {
 	for id, st := range states {
 		recs = append(recs, sinks.Record{Entity: id, Partition: 5, Version: 42, Generation: "topic-id-1", State: st})
 	}
+	writtenAt := time.UnixMilli(t0 + 90*time.Minute.Milliseconds())
+	sinks.SetClock(s, func() time.Time { return writtenAt })
 	if err := s.Write(ctx, recs); err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +106,7 @@ func TestWriteReadRoundtrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]string{"_v": "42", "_g": "topic-id-1", "_t": strconv.FormatInt(states["u1"].LastEventMs, 10), "_p": "5"}
+	want := map[string]string{"_v": "42", "_g": "topic-id-1", "_t": strconv.FormatInt(states["u1"].LastEventMs, 10), "_p": "5", "_w": strconv.FormatInt(writtenAt.UnixMilli(), 10)}
 	for fi, f := range top.Features {
 		want[f.Name] = string(top.AppendFeature(nil, fi, states["u1"].Features[fi]))
 	}
@@ -134,7 +136,7 @@ func TestWriteReadRoundtrip(t *testing.T) {
 				e := got[i]
 				st, ok := states[id]
 				if !ok {
-					if e.Found || len(e.Tiles) != len(tt.features) || e.Version != 0 || e.LastEventMs != 0 {
+					if e.Found || len(e.Tiles) != len(tt.features) || e.Version != 0 || e.LastEventMs != 0 || e.WrittenMs != 0 {
 						t.Errorf("%s: %+v, want not found with %d nil tiles", id, e, len(tt.features))
 					}
 					for j := range e.Tiles {
@@ -144,7 +146,7 @@ func TestWriteReadRoundtrip(t *testing.T) {
 					}
 					continue
 				}
-				if !e.Found || e.Version != 42 || e.Generation != "topic-id-1" || e.Partition != 5 || e.LastEventMs != st.LastEventMs {
+				if !e.Found || e.Version != 42 || e.Generation != "topic-id-1" || e.Partition != 5 || e.LastEventMs != st.LastEventMs || e.WrittenMs != writtenAt.UnixMilli() {
 					t.Errorf("%s: header %+v", id, e)
 				}
 				if len(e.Tiles) != len(tt.features) {
@@ -392,6 +394,7 @@ func TestReadCorrupt(t *testing.T) {
 		{"feature unknown version", "views_1h", "\x09", `entity "u1": feature views_1h`},
 		{"version not a number", "_v", "x1", `entity "u1": field _v "x1"`},
 		{"last event not a number", "_t", "", `entity "u1": field _t ""`},
+		{"write time not a number", "_w", "soon", `entity "u1": field _w "soon"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -424,7 +427,9 @@ func TestReadFeatureNotStored(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := got[0]
-	if !e.Found || e.Version != 7 || e.LastEventMs != 123 || e.Partition != 3 {
+	// No _w either: written before write times were kept, which is
+	// unknown, not corrupt.
+	if !e.Found || e.Version != 7 || e.LastEventMs != 123 || e.Partition != 3 || e.WrittenMs != 0 {
 		t.Fatalf("header %+v", e)
 	}
 	if e.Tiles[0] == nil || len(e.Tiles[0]) != 0 || e.Tiles[1] != nil {
@@ -499,5 +504,95 @@ func TestMetricsNamesAndDoubleRegister(t *testing.T) {
 	}
 	if _, err := sinks.NewStore(client, top, nil, reg); err == nil {
 		t.Error("second NewStore on the same registry succeeded")
+	}
+}
+
+// TestWriteTimeOnlyMovesWithVersion: _w is when the stored version was
+// written; a write skipped as stale does not refresh it.
+func TestWriteTimeOnlyMovesWithVersion(t *testing.T) {
+	top := shopTopology(t)
+	s, _, _, _ := startStore(t, top)
+	ctx := context.Background()
+	at := func(ms int64) { sinks.SetClock(s, func() time.Time { return time.UnixMilli(ms) }) }
+	read := func() int64 {
+		t.Helper()
+		got, err := s.Read(ctx, []string{"u"}, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got[0].WrittenMs
+	}
+	st := shopState(t, top, "u", t0, 2)
+	for _, step := range []struct {
+		clock   int64
+		version uint64
+		want    int64
+	}{
+		{1000, 5, 1000},
+		{2000, 5, 1000}, // same version: skipped
+		{3000, 4, 1000}, // older: skipped
+		{4000, 6, 4000},
+	} {
+		at(step.clock)
+		if err := s.Write(ctx, []sinks.Record{{Entity: "u", Version: step.version, Generation: "g", State: st}}); err != nil {
+			t.Fatal(err)
+		}
+		if got := read(); got != step.want {
+			t.Fatalf("after version %d at %d: written %d, want %d", step.version, step.clock, got, step.want)
+		}
+	}
+}
+
+func TestPartitionRestoring(t *testing.T) {
+	top := shopTopology(t)
+	s, client, reg, _ := startStore(t, top)
+	ctx := context.Background()
+	now := time.UnixMilli(t0)
+	sinks.SetClock(s, func() time.Time { return now })
+	half := sinks.RestoringTTL / 2
+	check := func(want ...int32) {
+		t.Helper()
+		got, err := s.RestoringPartitions(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != len(want) || (len(want) > 0 && !reflect.DeepEqual(got, want)) {
+			t.Fatalf("restoring %v, want %v", got, want)
+		}
+	}
+	check()
+	for _, p := range []int32{7, 0, 12} {
+		if err := s.SetPartitionRestoring(ctx, p, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check(0, 7, 12)
+	if ttl, err := client.PTTL(ctx, sinks.RestoringKey("shop")).Result(); err != nil || ttl <= 0 || ttl > sinks.RestoringTTL {
+		t.Fatalf("ttl of %s = %v (%v), want in (0, %v]", sinks.RestoringKey("shop"), ttl, err, sinks.RestoringTTL)
+	}
+	if err := s.SetPartitionRestoring(ctx, 7, false); err != nil {
+		t.Fatal(err)
+	}
+	check(0, 12)
+
+	// A mark nobody renewed (its processor crashed) stops counting after
+	// RestoringTTL; a renewed one goes on.
+	now = now.Add(half)
+	if err := s.SetPartitionRestoring(ctx, 12, true); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(half + time.Millisecond)
+	check(12)
+
+	// Foreign fields neither fail the read nor hide the others.
+	if err := client.HSet(ctx, sinks.RestoringKey("shop"), "not-a-partition", "1", "3", "garbage").Err(); err != nil {
+		t.Fatal(err)
+	}
+	check(3, 12)
+	if err := s.SetPartitionRestoring(ctx, -1, true); err == nil {
+		t.Error("negative partition accepted")
+	}
+	if got := metric(t, reg, "featurestream_redis_errors_total", "op", "restoring"); got != 0 {
+		t.Errorf("errors_total{op=restoring} = %v, want 0", got)
 	}
 }
