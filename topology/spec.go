@@ -27,6 +27,8 @@ type Spec struct {
 
 	// File is the path the spec was read from, for error messages.
 	File string `yaml:"-"`
+
+	appLine int
 }
 
 // Source describes the input topic and its records.
@@ -49,7 +51,7 @@ type Source struct {
 	// be before the event is rejected. Default 1h.
 	MaxFuture Duration `yaml:"max_future"`
 
-	line int
+	line, formatLine int
 }
 
 // Feature is one computed value per entity.
@@ -158,9 +160,10 @@ func parseSpec(data []byte) (*Spec, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&doc); err != nil {
 		if errors.Is(err, io.EOF) {
-			return nil, &SpecError{Msg: "empty spec: want app, source and features"}
+			return nil, &SpecError{Line: 1, Msg: "empty spec: want app, source and features"}
 		}
-		return nil, &SpecError{Msg: strings.TrimPrefix(err.Error(), "yaml: ")}
+		line, msg := splitLine(strings.TrimPrefix(err.Error(), "yaml: "))
+		return nil, &SpecError{Line: line, Msg: msg}
 	}
 	root := &doc
 	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
@@ -173,7 +176,27 @@ func parseSpec(data []byte) (*Spec, error) {
 	if err := root.Decode(&s); err != nil {
 		return nil, yamlError(err)
 	}
+	s.appLine = keyLine(root, "app")
 	return &s, nil
+}
+
+// splitLine splits yaml's "line N: msg" into N and msg.
+func splitLine(msg string) (int, string) {
+	var line int
+	if _, err := fmt.Sscanf(msg, "line %d:", &line); err == nil {
+		return line, strings.TrimSpace(msg[strings.Index(msg, ":")+1:])
+	}
+	return 0, msg
+}
+
+// keyLine is the line of key in mapping n, or 1 when n has no such key.
+func keyLine(n *yaml.Node, key string) int {
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == key {
+			return n.Content[i].Line
+		}
+	}
+	return 1
 }
 
 // yamlError turns yaml's "line N: ..." type errors into a SpecError.
@@ -184,11 +207,7 @@ func yamlError(err error) error {
 	}
 	var te *yaml.TypeError
 	if errors.As(err, &te) && len(te.Errors) > 0 {
-		var line int
-		msg := te.Errors[0]
-		if _, scanErr := fmt.Sscanf(msg, "line %d:", &line); scanErr == nil {
-			msg = strings.TrimSpace(msg[strings.Index(msg, ":")+1:])
-		}
+		line, msg := splitLine(te.Errors[0])
 		return &SpecError{Line: line, Msg: msg}
 	}
 	return &SpecError{Msg: err.Error()}
@@ -221,6 +240,7 @@ func (s *Source) UnmarshalYAML(n *yaml.Node) error {
 	}
 	*s = Source(p)
 	s.line = n.Line
+	s.formatLine = keyLine(n, "format")
 	return nil
 }
 
@@ -244,9 +264,12 @@ func (f *Feature) UnmarshalYAML(n *yaml.Node) error {
 // (expressions).
 func (s *Spec) validate() error {
 	if !nameRE.MatchString(s.App) {
-		return &SpecError{Line: 1, Msg: fmt.Sprintf("app %q: want a lowercase name such as shop ([a-z][a-z0-9_]*); it prefixes topics and Redis keys", s.App)}
+		return &SpecError{Line: s.appLine, Msg: fmt.Sprintf("app %q: want a lowercase name such as shop ([a-z][a-z0-9_]*); it prefixes topics and Redis keys", s.App)}
 	}
 	src := &s.Source
+	if src.line == 0 {
+		src.line = 1 // no source at all
+	}
 	if src.Topic == "" {
 		return &SpecError{Line: src.line, Msg: "source.topic is required: the Kafka topic of events, such as events"}
 	}
@@ -256,10 +279,10 @@ func (s *Spec) validate() error {
 	case "json":
 	case "avro":
 		if src.Schema == "" {
-			return &SpecError{Line: src.line, Msg: "source.schema is required with format avro: the path of an .avsc file, relative to the spec"}
+			return &SpecError{Line: src.formatLine, Msg: "source.schema is required with format avro: the path of an .avsc file, relative to the spec"}
 		}
 	default:
-		return &SpecError{Line: src.line, Msg: fmt.Sprintf("source.format %q: want json or avro", src.Format)}
+		return &SpecError{Line: src.formatLine, Msg: fmt.Sprintf("source.format %q: want json or avro", src.Format)}
 	}
 	if src.Grace == 0 {
 		src.Grace = Duration(DefaultGrace)

@@ -401,6 +401,7 @@ features:
     agg: first_k
     field: item.id
     k: 1000
+    max_staleness: 10m
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -415,6 +416,9 @@ features:
 	top, err := Compile(s)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if f := top.Features[0]; f.MaxStaleness != 10*time.Minute {
+		t.Errorf("max_staleness = %v, want 10m", f.MaxStaleness)
 	}
 	if f := top.Features[0]; f.Kind != AggFirstK || f.Type != TypeStringList || f.k != 1000 || !slicesEqual(f.fieldPath, []string{"item", "id"}) {
 		t.Errorf("compiled feature = %+v", f)

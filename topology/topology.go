@@ -100,21 +100,58 @@ func compileWhere(src string) (*vm.Program, error) {
 	if err != nil {
 		return nil, err
 	}
-	idents := identCollector{}
-	ast.Walk(&tree.Node, idents)
-	opts := []expr.Option{expr.AllowUndefinedVariables(), expr.AsBool()}
-	for name := range idents {
+	idents := identCollector{names: map[string]struct{}{}}
+	ast.Walk(&tree.Node, &idents)
+	if idents.unknownCall != "" {
+		// It would compile, then fail on every event.
+		return nil, fmt.Errorf("unknown function %s", idents.unknownCall)
+	}
+	opts := []expr.Option{expr.AllowUndefinedVariables(), expr.AsBool(), expr.Patch(nilSafeCompare{})}
+	for name := range idents.names {
 		opts = append(opts, expr.DisableBuiltin(name))
 	}
 	return expr.Compile(src, opts...)
 }
 
-type identCollector map[string]struct{}
+type identCollector struct {
+	names       map[string]struct{}
+	unknownCall string
+}
 
-func (c identCollector) Visit(n *ast.Node) {
-	if id, ok := (*n).(*ast.IdentifierNode); ok {
-		c[id.Value] = struct{}{}
+func (c *identCollector) Visit(n *ast.Node) {
+	switch x := (*n).(type) {
+	case *ast.IdentifierNode:
+		c.names[x.Value] = struct{}{}
+	case *ast.CallNode:
+		// Builtins parse as BuiltinNode and no functions are defined, so a
+		// call by name is a call of an unknown function.
+		if id, ok := x.Callee.(*ast.IdentifierNode); ok && c.unknownCall == "" {
+			c.unknownCall = id.Value
+		}
 	}
+}
+
+// nilSafeCompare makes an ordering comparison with a nil operand (a missing
+// or null field) false, as NULL compares in SQL, rather than a runtime error
+// that would reject the event for every feature.
+type nilSafeCompare struct{}
+
+func (nilSafeCompare) Visit(n *ast.Node) {
+	b, ok := (*n).(*ast.BinaryNode)
+	if !ok {
+		return
+	}
+	switch b.Operator {
+	case "<", ">", "<=", ">=":
+	default:
+		return
+	}
+	notNil := func(x ast.Node) ast.Node { return &ast.BinaryNode{Operator: "!=", Left: x, Right: &ast.NilNode{}} }
+	ast.Patch(n, &ast.BinaryNode{
+		Operator: "&&",
+		Left:     &ast.BinaryNode{Operator: "&&", Left: notNil(b.Left), Right: notNil(b.Right)},
+		Right:    b,
+	})
 }
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
@@ -330,6 +367,9 @@ func (f *CompiledFeature) add(tiles []Tile, timeMs int64, c contribution) []Tile
 func (f *CompiledFeature) prune(tiles []Tile, watermarkMs int64) []Tile {
 	if f.windowMs == 0 || len(tiles) == 0 {
 		return tiles
+	}
+	if watermarkMs < math.MinInt64+f.windowMs+f.tileMs {
+		return tiles // no watermark yet; and the horizon would wrap around
 	}
 	horizon := watermarkMs - f.windowMs - f.tileMs
 	n := 0

@@ -247,6 +247,7 @@ features:
 		{"price is a bad json.Number", map[string]any{"price": json.Number("1e400")}, "spend"},
 		{"price is a record", map[string]any{"price": map[string]any{"amount": 1}}, "spend"},
 		{"item id is a list", map[string]any{"price": 3.0, "item": map[string]any{"id": []any{"i1"}}}, "items"},
+		{"item id too long to keep", map[string]any{"price": 3.0, "item": map[string]any{"id": strings.Repeat("x", MaxItemBytes+1)}}, "items"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -313,6 +314,20 @@ features:
 	}
 	if st.LastEventMs != t0 {
 		t.Errorf("LastEventMs = %d, want %d: events without the field still happened", st.LastEventMs, t0)
+	}
+}
+
+func TestApplyItemBytes(t *testing.T) {
+	top := mustTopology(t, specWith("name: last", "agg: last", "field: v"))
+	st := top.NewEntityState()
+	long := strings.Repeat("x", MaxItemBytes)
+	mustApply(t, top, st, &Event{TimeMs: t0, Fields: map[string]any{"v": long}}, 0)
+	if v := top.Evaluate(0, st.Features[0], t0); v.Str != long {
+		t.Errorf("last = %d bytes, want the %d-byte value", len(v.Str), MaxItemBytes)
+	}
+	err := top.Apply(st, &Event{TimeMs: t0 + 1, Fields: map[string]any{"v": long + "x"}}, 0)
+	if !errors.Is(err, ErrBadEvent) {
+		t.Errorf("Apply of a %d-byte value = %v, want ErrBadEvent", MaxItemBytes+1, err)
 	}
 }
 
