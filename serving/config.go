@@ -1,6 +1,7 @@
 package serving
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -24,6 +25,18 @@ type Config struct {
 	// MaxFeatures bounds the feature names of one GetFeatures call, so a
 	// huge list is refused before it is looked at. Default 1000.
 	MaxFeatures int
+	// MaxRequestBytes bounds the size of one request message; a bigger one
+	// fails ResourceExhausted before it is decoded. Default 4 MiB.
+	MaxRequestBytes int
+	// TLS, when set, serves gRPC over TLS with this config (see LoadTLS);
+	// with ClientAuth RequireAndVerifyClientCert it is mutual TLS. Nil
+	// serves plaintext, fit only for loopback or a trusted network.
+	TLS *tls.Config
+	// AuthTokens, when not empty, are the accepted bearer tokens: every
+	// call but health and reflection must carry metadata
+	// "authorization: Bearer <token>" with one of them, or fails
+	// Unauthenticated. Send tokens over TLS only.
+	AuthTokens []string
 	// HealthInterval is how often Redis is pinged to set the health status.
 	// Default 1s.
 	HealthInterval time.Duration
@@ -41,6 +54,7 @@ const (
 	DefaultAddr              = "127.0.0.1:9090"
 	DefaultMaxEntities       = 1000
 	DefaultMaxFeatures       = 1000
+	DefaultMaxRequestBytes   = 4 << 20
 	DefaultHealthInterval    = time.Second
 	DefaultRestoringInterval = time.Second
 	DefaultShutdownTimeout   = 10 * time.Second
@@ -61,7 +75,7 @@ func (c Config) Validate() error {
 	for _, f := range []struct {
 		name string
 		v    int
-	}{{"max_entities", c.MaxEntities}, {"max_features", c.MaxFeatures}} {
+	}{{"max_entities", c.MaxEntities}, {"max_features", c.MaxFeatures}, {"max_request_bytes", c.MaxRequestBytes}} {
 		if f.v < 0 {
 			probs = append(probs, fmt.Sprintf("%s %d: must not be negative (0 means the default)", f.name, f.v))
 		}
@@ -73,6 +87,12 @@ func (c Config) Validate() error {
 		if f.v < 0 {
 			probs = append(probs, fmt.Sprintf("%s %s: must not be negative (0 means the default)", f.name, f.v))
 		}
+	}
+	if c.TLS != nil && len(c.TLS.Certificates) == 0 && c.TLS.GetCertificate == nil && c.TLS.GetConfigForClient == nil {
+		probs = append(probs, errTLSConfig.Error())
+	}
+	if _, err := newTokenAuth(c.AuthTokens); err != nil {
+		probs = append(probs, err.Error())
 	}
 	if len(probs) > 0 {
 		return fmt.Errorf("%w: %s", ErrInvalidConfig, strings.Join(probs, "; "))
@@ -89,6 +109,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxFeatures == 0 {
 		c.MaxFeatures = DefaultMaxFeatures
+	}
+	if c.MaxRequestBytes == 0 {
+		c.MaxRequestBytes = DefaultMaxRequestBytes
 	}
 	if c.HealthInterval == 0 {
 		c.HealthInterval = DefaultHealthInterval

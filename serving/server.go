@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
@@ -146,10 +147,25 @@ func New(cfg Config, top *topology.Topology, store *sinks.Store, logger *slog.Lo
 		s.logger.Error("panic in grpc handler", "panic", p, "stack", string(debug.Stack()))
 		return status.Error(codes.Internal, "internal error")
 	})
-	s.grpc = grpc.NewServer(
-		grpc.ChainUnaryInterceptor(metrics.UnaryServerInterceptor(), recovery.UnaryServerInterceptor(onPanic)),
-		grpc.ChainStreamInterceptor(metrics.StreamServerInterceptor(), recovery.StreamServerInterceptor(onPanic)),
-	)
+	unary := []grpc.UnaryServerInterceptor{metrics.UnaryServerInterceptor(), recovery.UnaryServerInterceptor(onPanic)}
+	stream := []grpc.StreamServerInterceptor{metrics.StreamServerInterceptor(), recovery.StreamServerInterceptor(onPanic)}
+	if len(s.cfg.AuthTokens) > 0 {
+		// After metrics, so refused calls are counted with their code.
+		auth, err := newTokenAuth(s.cfg.AuthTokens)
+		if err != nil {
+			return nil, fmt.Errorf("serving: new server: %w", err)
+		}
+		unary, stream = append(unary, auth.unary), append(stream, auth.stream)
+	}
+	opts := []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(unary...),
+		grpc.ChainStreamInterceptor(stream...),
+		grpc.MaxRecvMsgSize(s.cfg.MaxRequestBytes),
+	}
+	if s.cfg.TLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(s.cfg.TLS)))
+	}
+	s.grpc = grpc.NewServer(opts...)
 	pb.RegisterFeatureServiceServer(s.grpc, s)
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)

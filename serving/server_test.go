@@ -93,6 +93,7 @@ type env struct {
 	rdb    redis.UniversalClient
 	reg    *prometheus.Registry
 	top    *topology.Topology
+	addr   string
 }
 
 // start runs a Server on a loopback port against a fresh redis-server and
@@ -146,7 +147,7 @@ func startTop(t testing.TB, cfg Config, top *topology.Topology) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = conn.Close() })
-	return &env{srv: srv, client: pb.NewFeatureServiceClient(conn), conn: conn, store: store, redis: rs, rdb: rdb, reg: reg, top: top}
+	return &env{srv: srv, client: pb.NewFeatureServiceClient(conn), conn: conn, store: store, redis: rs, rdb: rdb, reg: reg, top: top, addr: ln.Addr().String()}
 }
 
 func (e *env) write(t testing.TB, recs ...sinks.Record) {

@@ -25,6 +25,11 @@ var ErrInvalidOptions = errors.New("sinks: invalid redis options")
 // decoded. Retrying will not help; the entity's next write repairs it.
 var ErrCorrupt = errors.New("sinks: corrupt redis record")
 
+// ErrAuth is wrapped by Ping's error when Redis refuses the credentials
+// (NOAUTH, WRONGPASS, NOPERM): retrying will not help, the options must
+// change.
+var ErrAuth = errors.New("sinks: redis refused authentication")
+
 // Options says how to reach Redis. The zero value is not valid: Addrs is
 // required.
 type Options struct {
@@ -613,7 +618,19 @@ func (s *Store) Ping(ctx context.Context) error {
 	}
 	if err != nil {
 		s.errors.WithLabelValues("ping").Inc()
+		if isAuthError(err) {
+			return fmt.Errorf("redis ping: %w (check the username and password): %w", ErrAuth, err)
+		}
 		return fmt.Errorf("redis ping: %w", err)
 	}
 	return nil
+}
+
+func isAuthError(err error) bool {
+	for _, p := range []string{"NOAUTH", "WRONGPASS", "NOPERM"} {
+		if redis.HasErrorPrefix(err, p) {
+			return true
+		}
+	}
+	return false
 }

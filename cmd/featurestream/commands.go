@@ -35,10 +35,13 @@ type specFlag struct {
 type redisFlags struct {
 	RedisAddr    string `help:"Redis address host:port; with --redis-cluster, comma-separated seed nodes." default:"127.0.0.1:6379"`
 	RedisCluster bool   `help:"Talk to a Redis Cluster."`
+	redisAuthFlags
 }
 
 type devCmd struct {
 	specFlag
+	redisAuthFlags
+	grpcServerFlags
 	KafkaAddr  string `help:"Address the embedded Kafka broker listens on; any Kafka client (kcat, a Java producer) can use it." default:"127.0.0.1:9092"`
 	GrpcAddr   string `help:"Address of the gRPC feature server." default:"127.0.0.1:9090"`
 	AdminAddr  string `help:"Address of the admin HTTP server (/metrics, /healthz, /readyz, /debug/pprof/)." default:"127.0.0.1:9091"`
@@ -66,6 +69,7 @@ type processCmd struct {
 type serveCmd struct {
 	specFlag
 	redisFlags
+	grpcServerFlags
 	GrpcAddr    string `help:"Address of the gRPC feature server." default:"127.0.0.1:9090"`
 	AdminAddr   string `help:"Address of the admin HTTP server (/metrics, /healthz, /readyz, /debug/pprof/)." default:"127.0.0.1:9091"`
 	MaxEntities int    `help:"Most entity ids one GetFeatures call may ask for." default:"1000"`
@@ -101,21 +105,7 @@ func (c *validateCmd) Run(_ context.Context, _ *slog.Logger) error {
 }
 
 func openStore(ctx context.Context, addrs string, cluster bool, top *topology.Topology, logger *slog.Logger, reg prometheus.Registerer) (*sinks.Store, redis.UniversalClient, error) {
-	client, err := sinks.NewClient(sinks.Options{Addrs: strings.Split(addrs, ","), Cluster: cluster})
-	if err != nil {
-		return nil, nil, err
-	}
-	store, err := sinks.NewStore(client, top, logger, reg)
-	if err != nil {
-		client.Close()
-		return nil, nil, err
-	}
-	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if err := store.Ping(pctx); err != nil {
-		logger.Warn("redis not reachable yet; will keep trying", "addr", addrs, "err", err)
-	}
-	return store, client, nil
+	return openStoreWith(ctx, sinks.Options{Addrs: strings.Split(addrs, ","), Cluster: cluster}, top, logger, reg)
 }
 
 // Run runs a processor until ctx is done.
@@ -125,7 +115,7 @@ func (c *processCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	sink, client, err := openStore(ctx, c.RedisAddr, c.RedisCluster, top, logger, reg)
+	sink, client, err := c.redisFlags.open(ctx, top, logger, reg)
 	if err != nil {
 		return err
 	}
@@ -191,12 +181,16 @@ func (c *serveCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	store, client, err := openStore(ctx, c.RedisAddr, c.RedisCluster, top, logger, reg)
+	cfg, err := c.grpcServerFlags.config(c.GrpcAddr, c.MaxEntities)
+	if err != nil {
+		return err
+	}
+	store, client, err := c.redisFlags.open(ctx, top, logger, reg)
 	if err != nil {
 		return err
 	}
 	defer client.Close()
-	srv, ln, err := newServer(c.GrpcAddr, c.MaxEntities, top, store, logger, reg)
+	srv, ln, err := newServerWith(cfg, top, store, logger, reg)
 	if err != nil {
 		return err
 	}
@@ -210,15 +204,7 @@ func (c *serveCmd) Run(ctx context.Context, logger *slog.Logger) error {
 }
 
 func newServer(addr string, maxEntities int, top *topology.Topology, store *sinks.Store, logger *slog.Logger, reg prometheus.Registerer) (*serving.Server, net.Listener, error) {
-	srv, err := serving.New(serving.Config{Addr: addr, MaxEntities: maxEntities}, top, store, logger, reg)
-	if err != nil {
-		return nil, nil, err
-	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, nil, fmt.Errorf("grpc server: listen on %s (--grpc-addr): %w", addr, err)
-	}
-	return srv, ln, nil
+	return newServerWith(serving.Config{Addr: addr, MaxEntities: maxEntities}, top, store, logger, reg)
 }
 
 // Run runs the whole product in one process.
@@ -244,9 +230,20 @@ func (c *devCmd) run(ctx context.Context, logger *slog.Logger, started func(devA
 		defer os.RemoveAll(stateDir)
 	}
 
+	grpcCfg, err := c.grpcServerFlags.config(c.GrpcAddr, 1000)
+	if err != nil {
+		return err
+	}
 	redisAddr := c.RedisAddr
 	if redisAddr == "" {
-		rs, err := redisserver.Start(ctx, redisserver.Options{Logger: logger})
+		var args []string
+		switch {
+		case c.RedisUsername != "" || c.RedisTLS || c.RedisTLSCA != "":
+			return errors.New("--redis-username, --redis-tls and --redis-tls-ca need --redis-addr: the redis-server dev starts has no ACL users or TLS")
+		case c.RedisPassword != "":
+			args = []string{"--requirepass", c.RedisPassword}
+		}
+		rs, err := redisserver.Start(ctx, redisserver.Options{Logger: logger, Args: args})
 		if err != nil {
 			if errors.Is(err, redisserver.ErrNotInstalled) {
 				return fmt.Errorf("dev needs a redis-server: %w; or pass --redis-addr host:port of a running Redis", err)
@@ -265,12 +262,16 @@ func (c *devCmd) run(ctx context.Context, logger *slog.Logger, started func(devA
 	brokers := cluster.ListenAddrs()
 
 	reg := newRegistry()
-	store, client, err := openStore(ctx, redisAddr, false, top, logger, reg)
+	redisOpts, err := c.redisAuthFlags.options(redisAddr, false)
+	if err != nil {
+		return err
+	}
+	store, client, err := openStoreWith(ctx, redisOpts, top, logger, reg)
 	if err != nil {
 		return err
 	}
 	defer client.Close()
-	srv, ln, err := newServer(c.GrpcAddr, 1000, top, store, logger, reg)
+	srv, ln, err := newServerWith(grpcCfg, top, store, logger, reg)
 	if err != nil {
 		return err
 	}
