@@ -161,6 +161,8 @@ type Processor struct {
 		tasks map[int32]*task
 	}
 	rejectLogs sync.Map // reason -> *atomic.Int64, for logging one in N
+	// failedCommits counts commits in a row that failed on broker errors.
+	failedCommits int
 }
 
 // New returns a processor for the compiled spec.
@@ -393,7 +395,18 @@ func (p *Processor) flushLocked(ctx context.Context, tasks []*task) error {
 	if p.sess != nil {
 		committed, err := p.commitTxn(ctx, all)
 		if err != nil {
-			return fmt.Errorf("commit: %w", err)
+			var te *transientError
+			if !errors.As(err, &te) || p.failedCommits >= maxFailedCommits {
+				return fmt.Errorf("commit: %w", err)
+			}
+			// The transaction was aborted cleanly: redo the work.
+			p.failedCommits++
+			p.m.txns.WithLabelValues("aborted").Inc()
+			p.logger.Warn("commit failed; transaction aborted, reprocessing", "err", err, "failures", p.failedCommits)
+			for _, t := range tasks {
+				t.rollback()
+			}
+			return nil
 		}
 		if !committed {
 			// A rebalance or fencing aborted the transaction: nothing of
@@ -407,9 +420,18 @@ func (p *Processor) flushLocked(ctx context.Context, tasks []*task) error {
 			return nil
 		}
 		p.m.txns.WithLabelValues("committed").Inc()
+		p.failedCommits = 0
 	} else if err := p.cl.ProduceSync(ctx, all...).FirstErr(); err != nil {
-		return fmt.Errorf("commit: write changelog and dead letters: %w", err)
+		if p.failedCommits >= maxFailedCommits || ctx.Err() != nil {
+			return fmt.Errorf("commit: write changelog and dead letters: %w", err)
+		}
+		// Keep the dirty states and try again next interval: a state
+		// record written twice is harmless, it is the entity's latest.
+		p.failedCommits++
+		p.logger.Warn("commit failed; retrying at the next interval", "err", err, "failures", p.failedCommits)
+		return nil
 	}
+	p.failedCommits = 0
 	p.m.changelog.Add(float64(len(recs)))
 	for _, l := range letters {
 		p.m.dlq.WithLabelValues(headerValue(l, HeaderReason)).Inc()
@@ -485,6 +507,17 @@ func (p *Processor) flushLocked(ctx context.Context, tasks []*task) error {
 	return nil
 }
 
+// maxFailedCommits is how many commits in a row may fail on broker errors
+// before the processor gives up (and a restart takes over).
+const maxFailedCommits = 50
+
+// transientError is a failed commit that left nothing behind: retrying is
+// safe.
+type transientError struct{ err error }
+
+func (e *transientError) Error() string { return e.err.Error() }
+func (e *transientError) Unwrap() error { return e.err }
+
 // commitTxn writes recs and commits them with the consumed offsets in one
 // transaction. It returns false if the transaction was aborted.
 func (p *Processor) commitTxn(ctx context.Context, recs []*kgo.Record) (bool, error) {
@@ -509,9 +542,9 @@ func (p *Processor) commitTxn(ctx context.Context, recs []*kgo.Record) (bool, er
 	}
 	if produceErr != nil {
 		if _, err := p.sess.End(ctx, kgo.TryAbort); err != nil {
-			p.logger.Warn("abort transaction", "err", err)
+			return false, fmt.Errorf("write changelog and dead letters: %w; then abort: %w", produceErr, err)
 		}
-		return false, fmt.Errorf("write changelog and dead letters: %w", produceErr)
+		return false, &transientError{fmt.Errorf("write changelog and dead letters: %w", produceErr)}
 	}
 	start := time.Now()
 	committed, err := p.sess.End(ctx, kgo.TryCommit)

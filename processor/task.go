@@ -155,6 +155,7 @@ func (p *Processor) assigned(ctx context.Context, _ *kgo.Client, assigned map[st
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.m.rebalances.WithLabelValues("assigned").Inc()
+	p.logger.Info("partitions assigned", "partitions", assigned[p.inTopic])
 	for _, part := range assigned[p.inTopic] {
 		meta, repush, err := p.restorer.Restore(ctx, part, p.generation)
 		if err != nil {
@@ -201,6 +202,7 @@ func (p *Processor) revoked(ctx context.Context, _ *kgo.Client, revoked map[stri
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.m.rebalances.WithLabelValues("revoked").Inc()
+	p.logger.Info("partitions revoked", "partitions", revoked[p.inTopic])
 	var ts []*task
 	for _, part := range revoked[p.inTopic] {
 		if t := p.mu.tasks[part]; t != nil {
@@ -227,6 +229,7 @@ func (p *Processor) lost(_ context.Context, _ *kgo.Client, lost map[string][]int
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.m.rebalances.WithLabelValues("lost").Inc()
+	p.logger.Warn("partitions lost; their uncommitted work is dropped", "partitions", lost[p.inTopic])
 	for _, part := range lost[p.inTopic] {
 		delete(p.mu.tasks, part)
 	}

@@ -564,3 +564,74 @@ func (c *cluster) checkDeadLetters(want map[string]int) {
 		c.t.Errorf("dead letters by reason %v, want %v", got, want)
 	}
 }
+
+// TestZombie pauses a processor (SIGSTOP) for longer than its session
+// timeout while events flow, so the group moves its partitions to the
+// others, then resumes it (SIGCONT): whatever it was doing must not become
+// visible, and every value must still equal the model.
+func TestZombie(t *testing.T) {
+	if testing.Short() {
+		t.Skip("zombie soak: skipped with -short")
+	}
+	const users = 1000
+	c := newCluster(t, 6)
+	topic := c.top.Spec.Source.Topic
+	recs, model, poison := chaosEvents(topic, 40_000, users, 100)
+	var keys []string
+	for i := 0; i < users; i += 5 {
+		keys = append(keys, sinks.EntityKey(c.top.Spec.App, "u"+strconv.Itoa(i)))
+	}
+	wctx, wcancel := context.WithCancel(context.Background())
+	watcher := watchVersions(wctx, c.redis.Addr(), keys)
+	for range 3 {
+		c.addWorker()
+	}
+	prod, err := kgo.NewClient(kgo.SeedBrokers(c.kafka.ListenAddrs()...), kgo.ProducerBatchMaxBytes(4<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close()
+	produced := make(chan error, 1)
+	go func() {
+		const slices = 30
+		for i := range slices {
+			lo, hi := i*len(recs)/slices, (i+1)*len(recs)/slices
+			if err := prod.ProduceSync(context.Background(), recs[lo:hi]...).FirstErr(); err != nil {
+				produced <- err
+				return
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+		produced <- nil
+	}()
+
+	time.Sleep(3 * time.Second)
+	zombie := c.workers[0]
+	zombie.cmd.Process.Signal(syscall.SIGSTOP)
+	t.Logf("SIGSTOP %s for 9s (session timeout 6s)", zombie.id)
+	time.Sleep(9 * time.Second)
+	zombie.cmd.Process.Signal(syscall.SIGCONT)
+	t.Logf("SIGCONT %s", zombie.id)
+	if err := <-produced; err != nil {
+		t.Fatal(err)
+	}
+	c.waitCaughtUp(2 * time.Minute)
+	time.Sleep(time.Second)
+	c.stopAll()
+	wcancel()
+	c.checkNoOpenTransactions()
+	c.checkChangelogOrder()
+	watcher.mu.Lock()
+	if len(watcher.backward) > 0 {
+		t.Errorf("Redis versions went backwards %d times: %v", len(watcher.backward), watcher.backward[:min(5, len(watcher.backward))])
+	}
+	watcher.mu.Unlock()
+	c.checkValues(model, users)
+	c.checkDeadLetters(poison)
+	log, _ := os.ReadFile(zombie.log)
+	for _, line := range strings.Split(string(log), "\n") {
+		if strings.Contains(line, "aborted") || strings.Contains(line, "lost") || strings.Contains(line, "restor") || strings.Contains(line, "partitions") {
+			t.Logf("%s: %s", zombie.id, line)
+		}
+	}
+}

@@ -166,6 +166,8 @@ func newE2EEnv(t *testing.T, partitions int32) *e2eEnv {
 	return env
 }
 
+func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
 type testWriter struct{ t *testing.T }
 
 func (w testWriter) Write(p []byte) (int, error) {
