@@ -26,6 +26,7 @@ type cli struct {
 	Process  processCmd  `cmd:"" help:"Run a processor: consume events from Kafka, keep features in local state and the changelog, push them to Redis."`
 	Serve    serveCmd    `cmd:"" help:"Run a gRPC feature server reading Redis."`
 	Validate validateCmd `cmd:"" help:"Check a feature spec and print its features."`
+	Demo     demoCmd     `cmd:"" help:"Produce synthetic shop traffic (JSON events of examples/shop/spec.yaml) to a Kafka topic until stopped."`
 }
 
 func main() {
