@@ -1,9 +1,9 @@
 package processor
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
+	json "github.com/goccy/go-json"
 	"math"
 	"os"
 	"path/filepath"

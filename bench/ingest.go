@@ -1,0 +1,349 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/featurestream/featurestream/processor"
+	"github.com/featurestream/featurestream/sinks"
+	"github.com/featurestream/featurestream/state"
+	"github.com/featurestream/featurestream/topology"
+)
+
+// IngestConfig configures RunIngest.
+type IngestConfig struct {
+	// Brokers and RedisAddr are the Kafka and Redis to use. The broker
+	// should run in its own process, so this process's CPU time is the
+	// processor's alone.
+	Brokers   []string
+	RedisAddr string
+	// Top is the compiled spec; each run uses it under its own app name.
+	Top *topology.Topology
+	// Events, Users and Partitions size the input. Defaults 200000, 10000, 8.
+	Events, Users, Partitions int
+	// OutOfOrder is the fraction of events up to a minute late. Default 0.05.
+	OutOfOrder float64
+	// Guarantees to measure. Default both.
+	Guarantees []processor.Guarantee
+	// Dir holds the runs' state; default a temporary directory.
+	Dir    string
+	Logger *slog.Logger
+}
+
+// IngestResult is what RunIngest measured.
+type IngestResult struct {
+	Events int
+	// RawConsume is a plain franz-go consume of the input, events/s.
+	RawConsume float64
+	Runs       []IngestRun
+	// RestoreRate is records/s rebuilding all partitions' state from the
+	// exactly-once run's changelog into an empty store; RawChangelog is a
+	// plain read_committed consume of the same topic.
+	RestoreRecords   int64
+	ChangelogRecords int64
+	RestoreRate      float64
+	RawChangelog   float64
+}
+
+// IngestRun is one processor run over the whole input.
+type IngestRun struct {
+	Guarantee processor.Guarantee
+	// Rate is events/s from start to every offset committed.
+	Rate float64
+	// CPUPerMillion is this process's CPU seconds per million events.
+	CPUPerMillion float64
+	Elapsed       time.Duration
+}
+
+func (c *IngestConfig) defaults() {
+	if c.Events == 0 {
+		c.Events = 200_000
+	}
+	if c.Users == 0 {
+		c.Users = 10_000
+	}
+	if c.Partitions == 0 {
+		c.Partitions = 8
+	}
+	if c.OutOfOrder == 0 {
+		c.OutOfOrder = 0.05
+	}
+	if len(c.Guarantees) == 0 {
+		c.Guarantees = []processor.Guarantee{processor.AtLeastOnce, processor.ExactlyOnce}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+}
+
+// RunIngest produces the input once, then measures in one run: a raw
+// consume of it, the processor over it once per guarantee, and a restore of
+// the exactly-once changelog beside a raw consume of that topic. progress
+// receives a line per step.
+func RunIngest(ctx context.Context, cfg IngestConfig, progress io.Writer) (*IngestResult, error) {
+	cfg.defaults()
+	if len(cfg.Brokers) == 0 || cfg.RedisAddr == "" || cfg.Top == nil {
+		return nil, errors.New("bench ingest: brokers, redis address and spec are required")
+	}
+	dir := cfg.Dir
+	if dir == "" {
+		var err error
+		if dir, err = os.MkdirTemp("", "featurestream-bench-"); err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(dir)
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...), kgo.ProducerLinger(5*time.Millisecond), kgo.MaxBufferedRecords(100_000))
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	topic := fmt.Sprintf("bench-events-%d", time.Now().UnixNano())
+	if _, err := state.EnsureTopic(ctx, adm, topic, int32(cfg.Partitions), false); err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(progress, "producing %d events for %d users to %s (%d partitions)...\n", cfg.Events, cfg.Users, topic, cfg.Partitions)
+	if err := produceShop(ctx, cl, topic, cfg); err != nil {
+		return nil, err
+	}
+	res := &IngestResult{Events: cfg.Events}
+
+	start := time.Now()
+	n, err := consumeAll(ctx, cfg.Brokers, topic, false)
+	if err != nil {
+		return nil, err
+	}
+	res.RawConsume = float64(n) / time.Since(start).Seconds()
+	fmt.Fprintf(progress, "raw consume: %.0f events/s\n", res.RawConsume)
+
+	var eosApp string
+	for _, g := range cfg.Guarantees {
+		app := fmt.Sprintf("bench_%d_%s", time.Now().UnixNano(), map[processor.Guarantee]string{processor.ExactlyOnce: "eos", processor.AtLeastOnce: "alo"}[g])
+		run, err := runProcessor(ctx, cfg, topic, app, g, filepath.Join(dir, app))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", g, err)
+		}
+		res.Runs = append(res.Runs, run)
+		fmt.Fprintf(progress, "processor %s: %.0f events/s (%.2f× raw), %.1f CPU s per million events\n", g, run.Rate, run.Rate/res.RawConsume, run.CPUPerMillion)
+		if g == processor.ExactlyOnce {
+			eosApp = app
+		}
+	}
+	if eosApp == "" {
+		return res, nil
+	}
+
+	changelog := state.ChangelogTopic(eosApp)
+	start = time.Now()
+	nc, err := consumeAll(ctx, cfg.Brokers, changelog, true)
+	if err != nil {
+		return nil, err
+	}
+	res.RawChangelog = float64(nc) / time.Since(start).Seconds()
+	res.ChangelogRecords = nc
+	restored, elapsed, err := restoreAll(ctx, cfg, adm, changelog, filepath.Join(dir, eosApp+"-restore"))
+	if err != nil {
+		return nil, err
+	}
+	res.RestoreRecords = restored
+	res.RestoreRate = float64(restored) / elapsed.Seconds()
+	fmt.Fprintf(progress, "restore: %d records at %.0f records/s; raw read_committed consume of the changelog %.0f records/s (%.2f×)\n",
+		restored, res.RestoreRate, res.RawChangelog, res.RestoreRate/res.RawChangelog)
+	return res, nil
+}
+
+// produceShop writes cfg.Events shop events, a fraction of them out of
+// order, with times ending now.
+func produceShop(ctx context.Context, cl *kgo.Client, topic string, cfg IngestConfig) error {
+	gen := NewShopGenerator(1, uint64(cfg.Users), 50_000)
+	rng := rand.New(rand.NewPCG(2, 3))
+	end := time.Now().Add(-time.Minute)
+	step := 10 * time.Millisecond
+	t0 := end.Add(-time.Duration(cfg.Events) * step)
+	var firstErr error
+	for i := range cfg.Events {
+		ts := t0.Add(time.Duration(i) * step)
+		if rng.Float64() < cfg.OutOfOrder {
+			ts = ts.Add(-time.Duration(rng.IntN(60_000)) * time.Millisecond)
+		}
+		rec, err := gen.Next(ts).Record(topic)
+		if err != nil {
+			return err
+		}
+		cl.Produce(ctx, rec, func(_ *kgo.Record, err error) {
+			if err != nil && firstErr == nil {
+				firstErr = err
+			}
+		})
+	}
+	if err := cl.Flush(ctx); err != nil {
+		return err
+	}
+	return firstErr
+}
+
+// consumeAll reads topic from the start to its end and returns the count of
+// data records.
+func consumeAll(ctx context.Context, brokers []string, topic string, committed bool) (int64, error) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())
+	if err != nil {
+		return 0, err
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	var ends kadm.ListedOffsets
+	if committed {
+		ends, err = adm.ListCommittedOffsets(ctx, topic)
+	} else {
+		ends, err = adm.ListEndOffsets(ctx, topic)
+	}
+	if err != nil {
+		return 0, err
+	}
+	remaining := map[int32]int64{}
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Offset > 0 {
+			remaining[o.Partition] = o.Offset
+		}
+	})
+	var n int64
+	for len(remaining) > 0 {
+		fetches := cl.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			return n, err
+		}
+		fetches.EachRecord(func(r *kgo.Record) {
+			if !r.Attrs.IsControl() {
+				n++
+			}
+			if end, ok := remaining[r.Partition]; ok && r.Offset+1 >= end {
+				delete(remaining, r.Partition)
+			}
+		})
+	}
+	return n, nil
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func runProcessor(ctx context.Context, cfg IngestConfig, topic, app string, g processor.Guarantee, dir string) (IngestRun, error) {
+	spec := *cfg.Top.Spec
+	spec.App, spec.Source.Topic = app, topic
+	top, err := topology.Compile(&spec)
+	if err != nil {
+		return IngestRun{}, err
+	}
+	store, err := state.Open(state.Options{Dir: dir, Logger: cfg.Logger}, top)
+	if err != nil {
+		return IngestRun{}, err
+	}
+	defer store.Close()
+	rdb := redis.NewClient(&redis.Options{Addr: cfg.RedisAddr})
+	defer rdb.Close()
+	sink, err := sinks.NewStore(rdb, top, cfg.Logger, prometheus.NewRegistry())
+	if err != nil {
+		return IngestRun{}, err
+	}
+	proc, err := processor.New(processor.Config{Brokers: cfg.Brokers, Guarantee: g}, top, store, sink, cfg.Logger, prometheus.NewRegistry())
+	if err != nil {
+		return IngestRun{}, err
+	}
+	watch, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...))
+	if err != nil {
+		return IngestRun{}, err
+	}
+	defer watch.Close()
+	adm := kadm.NewClient(watch)
+	ends, err := adm.ListEndOffsets(ctx, topic)
+	if err != nil {
+		return IngestRun{}, err
+	}
+
+	pctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	cpu0, start := cpuTime(), time.Now()
+	go func() { done <- proc.Run(pctx) }()
+	for {
+		select {
+		case err := <-done:
+			cancel()
+			return IngestRun{}, fmt.Errorf("processor stopped: %v", err)
+		case <-time.After(20 * time.Millisecond):
+		}
+		committed, err := adm.FetchOffsets(ctx, app)
+		if err != nil {
+			continue
+		}
+		caughtUp := true
+		ends.Each(func(o kadm.ListedOffset) {
+			if c, ok := committed.Lookup(topic, o.Partition); !ok || c.At < o.Offset {
+				caughtUp = false
+			}
+		})
+		if caughtUp {
+			break
+		}
+	}
+	run := IngestRun{Guarantee: g, Elapsed: time.Since(start)}
+	cpu := cpuTime() - cpu0
+	cancel()
+	if err := <-done; err != nil {
+		return IngestRun{}, err
+	}
+	run.Rate = float64(cfg.Events) / run.Elapsed.Seconds()
+	run.CPUPerMillion = cpu.Seconds() / float64(cfg.Events) * 1e6
+	return run, nil
+}
+
+func restoreAll(ctx context.Context, cfg IngestConfig, adm *kadm.Client, changelog, dir string) (int64, time.Duration, error) {
+	store, err := state.Open(state.Options{Dir: dir, Logger: cfg.Logger}, cfg.Top)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer store.Close()
+	gen, err := state.EnsureTopic(ctx, adm, changelog, int32(cfg.Partitions), true)
+	if err != nil {
+		return 0, 0, err
+	}
+	reg := prometheus.NewRegistry()
+	r := state.NewRestorer(store, adm, []kgo.Opt{kgo.SeedBrokers(cfg.Brokers...)}, changelog, cfg.Logger, reg)
+	start := time.Now()
+	for p := range int32(cfg.Partitions) {
+		if _, _, err := r.Restore(ctx, p, gen); err != nil {
+			return 0, 0, err
+		}
+	}
+	elapsed := time.Since(start)
+	mfs, err := reg.Gather()
+	if err != nil {
+		return 0, 0, err
+	}
+	var n int64
+	for _, mf := range mfs {
+		if mf.GetName() == "featurestream_restore_records_total" {
+			n = int64(mf.GetMetric()[0].GetCounter().GetValue())
+		}
+	}
+	return n, elapsed, nil
+}
