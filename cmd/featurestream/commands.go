@@ -301,8 +301,8 @@ func (c *devCmd) run(ctx context.Context, logger *slog.Logger, started func(devA
 	})
 }
 
-// startKafka starts the embedded broker on addr with the input topic.
-func startKafka(addr string, partitions int32, topic string) (*kfake.Cluster, error) {
+// startKafka starts the embedded broker on addr with the given topics.
+func startKafka(addr string, partitions int32, topics ...string) (*kfake.Cluster, error) {
 	host, portStr, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("--kafka-addr %q: want host:port such as 127.0.0.1:9092", addr)
@@ -321,7 +321,7 @@ func startKafka(addr string, partitions int32, topic string) (*kfake.Cluster, er
 			_, p, _ := net.SplitHostPort(a)
 			return net.Listen(network, net.JoinHostPort(host, p))
 		}),
-		kfake.SeedTopics(partitions, topic),
+		kfake.SeedTopics(partitions, topics...),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("start embedded kafka on %s (--kafka-addr): %w", addr, err)

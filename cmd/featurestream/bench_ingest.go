@@ -1,0 +1,139 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/featurestream/featurestream/bench"
+	"github.com/featurestream/featurestream/processor"
+	"github.com/featurestream/featurestream/sinks/redisserver"
+)
+
+type benchIngestCmd struct {
+	specFlag
+	Brokers    []string `help:"Kafka to use, comma-separated; empty starts the embedded broker in its own process." sep:","`
+	RedisAddr  string   `help:"Redis to use; empty starts a redis-server."`
+	Events     int      `help:"Events to produce." default:"200000"`
+	Users      int      `help:"Distinct users (Zipf-distributed)." default:"10000"`
+	Partitions int      `help:"Partitions of the input topic." default:"8"`
+	OutOfOrder float64  `help:"Fraction of events up to a minute out of order." default:"0.05"`
+	JSON       string   `name:"json" help:"Also write the result as JSON to this file." type:"path"`
+}
+
+// Run measures ingest and restore against a raw consume on the same broker.
+func (c *benchIngestCmd) Run(ctx context.Context, logger *slog.Logger) error {
+	top, err := loadTopology(c.Spec)
+	if err != nil {
+		return err
+	}
+	brokers := c.Brokers
+	if len(brokers) == 0 {
+		addr, stop, err := startKafkaProcess(ctx, c.Partitions)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		brokers = []string{addr}
+	}
+	redisAddr := c.RedisAddr
+	if redisAddr == "" {
+		rs, err := redisserver.Start(ctx, redisserver.Options{Logger: logger})
+		if err != nil {
+			return fmt.Errorf("start redis-server: %w", err)
+		}
+		defer rs.Stop()
+		redisAddr = rs.Addr()
+	}
+	quiet := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	res, err := bench.RunIngest(ctx, bench.IngestConfig{
+		Brokers: brokers, RedisAddr: redisAddr, Top: top,
+		Events: c.Events, Users: c.Users, Partitions: c.Partitions, OutOfOrder: c.OutOfOrder, Logger: quiet,
+	}, os.Stderr)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("\n%-34s %14s %10s %16s\n", "ingest ("+fmt.Sprint(res.Events)+" events)", "events/s", "× raw", "CPU s / M events")
+	fmt.Printf("%-34s %14.0f %10s %16s\n", "raw franz-go consume", res.RawConsume, "1.00", "")
+	for _, r := range res.Runs {
+		fmt.Printf("%-34s %14.0f %10.2f %16.1f\n", "processor "+string(r.Guarantee), r.Rate, r.Rate/res.RawConsume, r.CPUPerMillion)
+	}
+	if len(res.Runs) == 2 && res.Runs[0].Guarantee == processor.AtLeastOnce {
+		fmt.Printf("%-34s %14s %10.2f\n", "exactly-once / at-least-once", "", res.Runs[1].Rate/res.Runs[0].Rate)
+	}
+	if res.RestoreRate > 0 {
+		fmt.Printf("%-34s %14.0f %10.2f   (%d records)\n", "restore from changelog", res.RestoreRate, res.RestoreRate/res.RawChangelog, res.RestoreRecords)
+		fmt.Printf("%-34s %14.0f %10s\n", "raw read_committed changelog read", res.RawChangelog, "1.00")
+	}
+	fmt.Printf("\nmachine: %d CPUs, %s, %s\n", runtime.NumCPU(), cpuModel(), runtime.Version())
+	if c.JSON != "" {
+		b, err := json.MarshalIndent(res, "", "  ")
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(c.JSON, b, 0o644); err != nil {
+			return fmt.Errorf("--json: %w", err)
+		}
+	}
+	return nil
+}
+
+// startKafkaProcess runs `featurestream kafka` on a free port in a child
+// process and returns its address.
+func startKafkaProcess(ctx context.Context, partitions int) (string, func(), error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return "", nil, err
+	}
+	cmd := exec.CommandContext(ctx, exe, "kafka", "--kafka-addr", "127.0.0.1:0", "--topics", "events", "--partitions", fmt.Sprint(partitions), "--log-level", "warn")
+	cmd.Env = os.Environ()
+	cmd.Stderr = os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return "", nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return "", nil, fmt.Errorf("start embedded kafka process: %w", err)
+	}
+	stop := func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	addr, ok := strings.CutPrefix(strings.TrimSpace(line), "kafka listening on ")
+	if err != nil || !ok {
+		stop()
+		return "", nil, errors.Join(errors.New("embedded kafka process did not start"), err)
+	}
+	return addr, stop, nil
+}
+
+func cpuModel() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return runtime.GOARCH
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if name, ok := strings.CutPrefix(line, "model name"); ok {
+			return strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(name), ":"))
+		}
+	}
+	return runtime.GOARCH
+}
