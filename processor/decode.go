@@ -95,9 +95,11 @@ func NewDecoder(spec *topology.Spec) (*Decoder, error) {
 	return d, nil
 }
 
-// Decode fills ev from rec. ev.Fields is replaced by a new map.
+// Decode fills ev from rec. A JSON decode reuses ev.Fields (cleared) when it
+// is not nil, so a caller decoding many records can keep one map; values
+// from an earlier record must not be retained through the map.
 func (d *Decoder) Decode(rec *kgo.Record, ev *topology.Event) error {
-	fields, err := d.decodeValue(rec.Value)
+	fields, err := d.decodeValue(rec.Value, ev.Fields)
 	if err != nil {
 		return &RejectError{Reason: ReasonDecode, Err: err}
 	}
@@ -183,12 +185,12 @@ func eventTimeMs(v any) (int64, error) {
 
 var errEmpty = errors.New("empty value")
 
-func (d *Decoder) decodeValue(b []byte) (map[string]any, error) {
+func (d *Decoder) decodeValue(b []byte, m map[string]any) (map[string]any, error) {
 	if len(b) == 0 {
 		return nil, errEmpty
 	}
-	var m map[string]any
 	if d.format != "avro" {
+		clear(m)
 		if err := json.Unmarshal(b, &m); err != nil {
 			return nil, fmt.Errorf("json: %w", err)
 		}

@@ -78,6 +78,9 @@ func (t *task) watermark() int64 {
 func (t *task) process(recs []*kgo.Record) {
 	p := t.p
 	nowMs := p.cfg.Now().UnixMilli()
+	// One event and field map for the whole batch: Apply keeps no
+	// reference to the map.
+	ev := topology.Event{Fields: make(map[string]any, 8)}
 	for _, rec := range recs {
 		if rec.Offset < t.inputNext {
 			continue // already in state: restored from the changelog
@@ -85,7 +88,6 @@ func (t *task) process(recs []*kgo.Record) {
 		t.inputNext = rec.Offset + 1
 		t.inputEpoch = rec.LeaderEpoch
 		p.m.consumed.Inc()
-		var ev topology.Event
 		if err := p.dec.Decode(rec, &ev); err != nil {
 			t.reject(rec, err)
 			continue

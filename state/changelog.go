@@ -13,6 +13,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/featurestream/featurestream/topology"
 )
 
 // ChangelogTopic is the changelog topic of app's feature store.
@@ -240,13 +242,13 @@ func (r *Restorer) apply(batch *Batch, partition int32, rec *kgo.Record, meta *M
 	if rec.Value == nil {
 		return batch.Delete(partition, entity)
 	}
-	st, err := r.store.top.DecodeState(rec.Value)
+	// Only the event time is read here: the state is decoded when the
+	// entity is next used, and a full decode would halve the restore rate.
+	last, err := topology.PeekLastEventMs(rec.Value)
 	if err != nil {
 		return fmt.Errorf("changelog offset %d, entity %q: %w", rec.Offset, entity, err)
 	}
-	if st.LastEventMs > meta.MaxEventMs {
-		meta.MaxEventMs = st.LastEventMs
-	}
+	meta.MaxEventMs = max(meta.MaxEventMs, last)
 	return batch.Set(partition, entity, rec.Value)
 }
 

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -28,6 +29,7 @@ type benchIngestCmd struct {
 	Partitions int      `help:"Partitions of the input topic." default:"8"`
 	OutOfOrder float64  `help:"Fraction of events up to a minute out of order." default:"0.05"`
 	JSON       string   `name:"json" help:"Also write the result as JSON to this file." type:"path"`
+	CPUProfile string   `name:"cpuprofile" help:"Write a CPU profile of the run to this file." type:"path"`
 }
 
 // Run measures ingest and restore against a raw consume on the same broker.
@@ -53,6 +55,17 @@ func (c *benchIngestCmd) Run(ctx context.Context, logger *slog.Logger) error {
 		}
 		defer rs.Stop()
 		redisAddr = rs.Addr()
+	}
+	if c.CPUProfile != "" {
+		f, err := os.Create(c.CPUProfile)
+		if err != nil {
+			return fmt.Errorf("--cpuprofile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("--cpuprofile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
 	}
 	quiet := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	res, err := bench.RunIngest(ctx, bench.IngestConfig{
