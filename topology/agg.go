@@ -1,10 +1,18 @@
 package topology
 
 import (
+	"cmp"
+	"math"
 	"slices"
+	"unsafe"
+
+	"github.com/DataDog/sketches-go/ddsketch"
+	"github.com/DataDog/sketches-go/ddsketch/store"
+	"github.com/axiomhq/hyperloglog"
 )
 
-// AggKind is an aggregation.
+// AggKind is an aggregation. Its numeric value is part of the version 2
+// feature encoding: never renumber.
 type AggKind uint8
 
 // The aggregations. Each keeps a mergeable partial aggregate per tile.
@@ -18,6 +26,12 @@ const (
 	AggLast
 	AggFirstK
 	AggLastK
+	AggVariance
+	AggStddev
+	AggTopK
+	AggCountDistinct
+	AggApproxDistinct
+	AggApproxQuantile
 )
 
 // ValueType is the type of a feature's value, as served.
@@ -29,6 +43,12 @@ const (
 	TypeDouble
 	TypeString
 	TypeStringList
+	// TypeDoubleList is a list of doubles: approx_quantile with quantiles,
+	// one value per quantile in spec order.
+	TypeDoubleList
+	// TypeItemCounts is a list of (value, count) pairs, most frequent
+	// first: top_k.
+	TypeItemCounts
 )
 
 func (t ValueType) String() string {
@@ -41,6 +61,10 @@ func (t ValueType) String() string {
 		return "string"
 	case TypeStringList:
 		return "string_list"
+	case TypeDoubleList:
+		return "double_list"
+	case TypeItemCounts:
+		return "item_counts"
 	}
 	return "unknown"
 }
@@ -56,15 +80,22 @@ type aggSpec struct {
 }
 
 var aggSpecs = map[AggKind]aggSpec{
-	AggCount:  {name: "count", result: TypeInt64},
-	AggSum:    {name: "sum", needsField: true, numeric: true, result: TypeDouble},
-	AggMin:    {name: "min", needsField: true, numeric: true, result: TypeDouble},
-	AggMax:    {name: "max", needsField: true, numeric: true, result: TypeDouble},
-	AggAvg:    {name: "avg", needsField: true, numeric: true, result: TypeDouble},
-	AggFirst:  {name: "first", needsField: true, result: TypeString},
-	AggLast:   {name: "last", needsField: true, result: TypeString},
-	AggFirstK: {name: "first_k", needsField: true, needsK: true, result: TypeStringList},
-	AggLastK:  {name: "last_k", needsField: true, needsK: true, result: TypeStringList},
+	AggCount:          {name: "count", result: TypeInt64},
+	AggSum:            {name: "sum", needsField: true, numeric: true, result: TypeDouble},
+	AggMin:            {name: "min", needsField: true, numeric: true, result: TypeDouble},
+	AggMax:            {name: "max", needsField: true, numeric: true, result: TypeDouble},
+	AggAvg:            {name: "avg", needsField: true, numeric: true, result: TypeDouble},
+	AggFirst:          {name: "first", needsField: true, result: TypeString},
+	AggLast:           {name: "last", needsField: true, result: TypeString},
+	AggFirstK:         {name: "first_k", needsField: true, needsK: true, result: TypeStringList},
+	AggLastK:          {name: "last_k", needsField: true, needsK: true, result: TypeStringList},
+	AggVariance:       {name: "variance", needsField: true, numeric: true, result: TypeDouble},
+	AggStddev:         {name: "stddev", needsField: true, numeric: true, result: TypeDouble},
+	AggTopK:           {name: "top_k", needsField: true, needsK: true, result: TypeItemCounts},
+	AggCountDistinct:  {name: "count_distinct", needsField: true, result: TypeInt64},
+	AggApproxDistinct: {name: "approx_distinct", needsField: true, result: TypeInt64},
+	// A single q gives a double; quantiles a double list (see Compile).
+	AggApproxQuantile: {name: "approx_quantile", needsField: true, numeric: true, result: TypeDouble},
 }
 
 var aggByName = func() map[string]AggKind {
@@ -87,17 +118,58 @@ func AggregationNames() []string {
 
 func (k AggKind) String() string { return aggSpecs[k].name }
 
+// Bounds and defaults of the sketch aggregations.
+const (
+	// DefaultMaxDistinct is how many distinct values count_distinct keeps
+	// exactly per tile before it falls back to HyperLogLog.
+	DefaultMaxDistinct = 1000
+	// MaxMaxDistinct bounds max_distinct.
+	MaxMaxDistinct = 100_000
+	// DefaultHLLPrecision is the HyperLogLog precision of approx_distinct
+	// (and of count_distinct past max_distinct): 2^14 registers, a relative
+	// standard error of 1.04/sqrt(2^14) ≈ 0.81% once dense. Small sets stay
+	// in the sparse representation, which is near exact.
+	DefaultHLLPrecision = 14
+	// DefaultRelativeAccuracy is approx_quantile's relative accuracy.
+	DefaultRelativeAccuracy = 0.01
+	// ddMaxBins bounds each DDSketch store; with the lowest bins collapsed
+	// beyond it. At 1% accuracy 2048 bins span 17 orders of magnitude, so
+	// collapsing needs values that far apart.
+	ddMaxBins = 2048
+	// TopKCapacityFactor sets top_k's per-tile capacity: TopKCapacityFactor
+	// × k counters, at least MinTopKCapacity.
+	TopKCapacityFactor = 8
+	MinTopKCapacity    = 64
+)
+
 // Tile is the partial aggregate of one feature over one time bucket
-// [Start, Start+tile) of event time. A lifetime feature has one tile with
-// Start 0. Which fields are used depends on the aggregation: Count always;
-// Num is the sum (sum, avg), the minimum (min) or the maximum (max); Items
-// holds first/last values ordered oldest first (first, first_k) or newest
-// first (last, last_k), at most k of them.
+// [Start, Start+tile) of event time, or over one session [Start, End]. A
+// lifetime feature has one tile with Start 0. Which fields are used depends
+// on the aggregation: Count always; Num is the sum (sum, avg), the minimum
+// (min), the maximum (max) or the mean (variance, stddev); Items holds
+// first/last values ordered oldest first (first, first_k) or newest first
+// (last, last_k), at most k of them. The sketches of top_k,
+// count_distinct, approx_distinct and approx_quantile are unexported: only
+// Apply and DecodeFeature make them.
 type Tile struct {
 	Start int64
+	// End is the time of the newest event of a session; 0 for other
+	// window kinds.
+	End   int64
 	Count int64
 	Num   float64
 	Items []Item
+
+	// m2 is the sum of squared deviations from the mean (variance, stddev).
+	m2 float64
+	// counts maps a value to its count: top_k (a Space-Saving summary of at
+	// most the feature's capacity), count_distinct while exact.
+	counts map[string]int64
+	// hll is approx_distinct's sketch, and count_distinct's once the tile
+	// has more than max_distinct values.
+	hll *hyperloglog.Sketch
+	// dd is approx_quantile's sketch.
+	dd *ddsketch.DDSketch
 }
 
 // Item is a value kept by first/last aggregations with its event time.
@@ -106,10 +178,21 @@ type Item struct {
 	Value  string
 }
 
-// add folds one event into the tile. For item aggregations, among equal
-// event times the later arrival is the newer one.
-func (t *Tile) add(kind AggKind, k int, num float64, str string, timeMs int64) {
-	switch kind {
+// ItemCount is a value and how often it occurred (top_k).
+type ItemCount struct {
+	Value string
+	Count int64
+}
+
+// stringBytes views s as bytes without a copy; the bytes must not be
+// written.
+func stringBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
+
+// addTo folds one event's contribution into the tile. For item aggregations,
+// among equal event times the later arrival is the newer one.
+func (f *CompiledFeature) addTo(t *Tile, timeMs int64, c *contribution) {
+	num, str := c.num, c.str
+	switch f.Kind {
 	case AggCount:
 	case AggSum, AggAvg:
 		t.Num += num
@@ -129,12 +212,7 @@ func (t *Tile) add(kind AggKind, k int, num float64, str string, timeMs int64) {
 			}
 			return 1
 		})
-		if i < k {
-			t.Items = slices.Insert(t.Items, i, Item{TimeMs: timeMs, Value: str})
-			if len(t.Items) > k {
-				t.Items = t.Items[:k]
-			}
-		}
+		t.Items = insertItem(t.Items, i, f.k, Item{TimeMs: timeMs, Value: str})
 	case AggLast, AggLastK:
 		// Newest first: insert before every item at or before timeMs.
 		i, _ := slices.BinarySearchFunc(t.Items, timeMs, func(it Item, ts int64) int {
@@ -143,14 +221,196 @@ func (t *Tile) add(kind AggKind, k int, num float64, str string, timeMs int64) {
 			}
 			return 1
 		})
-		if i < k {
-			t.Items = slices.Insert(t.Items, i, Item{TimeMs: timeMs, Value: str})
-			if len(t.Items) > k {
-				t.Items = t.Items[:k]
-			}
+		t.Items = insertItem(t.Items, i, f.k, Item{TimeMs: timeMs, Value: str})
+	case AggVariance, AggStddev:
+		// Welford's update.
+		d := num - t.Num
+		t.Num += d / float64(t.Count+1)
+		t.m2 += d * (num - t.Num)
+	case AggTopK:
+		t.addTopK(str, f.capacity)
+	case AggCountDistinct:
+		if t.hll != nil {
+			t.hll.Insert(stringBytes(str))
+			break
 		}
+		if t.counts == nil {
+			t.counts = make(map[string]int64)
+		}
+		t.counts[str]++
+		if len(t.counts) > f.maxDistinct {
+			t.countsToHLL(f)
+		}
+	case AggApproxDistinct:
+		if t.hll == nil {
+			t.hll = f.newHLL()
+		}
+		t.hll.Insert(stringBytes(str))
+	case AggApproxQuantile:
+		if t.dd == nil {
+			t.dd = f.newDD()
+		}
+		// contribution checked the range, so Add cannot fail.
+		_ = t.dd.Add(num)
 	}
 	t.Count++
+}
+
+func insertItem(items []Item, i, k int, it Item) []Item {
+	if i >= k {
+		return items
+	}
+	items = slices.Insert(items, i, it)
+	if len(items) > k {
+		items = items[:k]
+	}
+	return items
+}
+
+// addTopK counts v in a Space-Saving summary of at most capacity counters:
+// a new value when the summary is full replaces the value with the lowest
+// count (the greatest such value, so the result does not depend on map
+// order) and inherits that count plus one. Every count is then at most
+// min-count too high, and min-count ≤ events/capacity.
+func (t *Tile) addTopK(v string, capacity int) {
+	if t.counts == nil {
+		t.counts = make(map[string]int64)
+	}
+	if _, ok := t.counts[v]; ok || len(t.counts) < capacity {
+		t.counts[v]++
+		return
+	}
+	var minV string
+	minC := int64(math.MaxInt64)
+	for x, c := range t.counts {
+		if c < minC || (c == minC && x > minV) {
+			minV, minC = x, c
+		}
+	}
+	delete(t.counts, minV)
+	t.counts[v] = minC + 1
+}
+
+// mergeTile folds src into dst, as if dst had seen src's events too. src's
+// events must all be newer than dst's or all older (sessions never
+// overlap), so first/last items keep their order. src is not retained
+// except for strings.
+func (f *CompiledFeature) mergeTile(dst, src *Tile) {
+	if src.Count == 0 {
+		return
+	}
+	if dst.Count == 0 {
+		start, end := dst.Start, dst.End
+		*dst = f.cloneTile(src)
+		dst.Start, dst.End = start, end
+		return
+	}
+	switch f.Kind {
+	case AggSum, AggAvg:
+		dst.Num += src.Num
+	case AggMin:
+		dst.Num = min(dst.Num, src.Num)
+	case AggMax:
+		dst.Num = max(dst.Num, src.Num)
+	case AggFirst, AggFirstK, AggLast, AggLastK:
+		merged := append(slices.Clone(dst.Items), src.Items...)
+		if f.Kind == AggFirst || f.Kind == AggFirstK {
+			slices.SortStableFunc(merged, func(a, b Item) int { return cmp.Compare(a.TimeMs, b.TimeMs) })
+		} else {
+			slices.SortStableFunc(merged, func(a, b Item) int { return cmp.Compare(b.TimeMs, a.TimeMs) })
+		}
+		if len(merged) > f.k {
+			merged = merged[:f.k]
+		}
+		dst.Items = merged
+	case AggVariance, AggStddev:
+		dst.Num, dst.m2 = chanMerge(dst.Count, dst.Num, dst.m2, src.Count, src.Num, src.m2)
+	case AggTopK:
+		for v, c := range src.counts {
+			for range c {
+				// Rare (sessions merging): exactness within the summary's
+				// bound matters more than speed here.
+				dst.addTopK(v, f.capacity)
+			}
+		}
+	case AggCountDistinct:
+		if dst.hll == nil && src.hll == nil {
+			for v, c := range src.counts {
+				dst.counts[v] += c
+			}
+			if len(dst.counts) > f.maxDistinct {
+				dst.countsToHLL(f)
+			}
+			break
+		}
+		if dst.hll == nil {
+			dst.countsToHLL(f)
+		}
+		for v := range src.counts {
+			dst.hll.Insert(stringBytes(v))
+		}
+		if src.hll != nil {
+			_ = dst.hll.Merge(src.hll)
+		}
+	case AggApproxDistinct:
+		if src.hll != nil {
+			if dst.hll == nil {
+				dst.hll = f.newHLL()
+			}
+			_ = dst.hll.Merge(src.hll)
+		}
+	case AggApproxQuantile:
+		if src.dd != nil {
+			if dst.dd == nil {
+				dst.dd = f.newDD()
+			}
+			_ = dst.dd.MergeWith(src.dd)
+		}
+	}
+	dst.Count += src.Count
+}
+
+// countsToHLL moves count_distinct's exact set into a HyperLogLog sketch.
+func (t *Tile) countsToHLL(f *CompiledFeature) {
+	t.hll = f.newHLL()
+	for v := range t.counts {
+		t.hll.Insert(stringBytes(v))
+	}
+	t.counts = nil
+}
+
+// cloneTile returns a deep copy of t (strings are shared).
+func (f *CompiledFeature) cloneTile(t *Tile) Tile {
+	c := *t
+	c.Items = slices.Clone(t.Items)
+	if t.counts != nil {
+		c.counts = make(map[string]int64, len(t.counts))
+		for k, v := range t.counts {
+			c.counts[k] = v
+		}
+	}
+	if t.hll != nil {
+		c.hll = t.hll.Clone()
+	}
+	if t.dd != nil {
+		c.dd = t.dd.Copy()
+	}
+	return c
+}
+
+// chanMerge combines two (count, mean, M2) partial aggregates (Chan et al.).
+func chanMerge(na int64, ma, m2a float64, nb int64, mb, m2b float64) (mean, m2 float64) {
+	if na == 0 {
+		return mb, m2b
+	}
+	if nb == 0 {
+		return ma, m2a
+	}
+	n := float64(na + nb)
+	d := mb - ma
+	mean = ma + d*float64(nb)/n
+	m2 = m2a + m2b + d*d*float64(na)*float64(nb)/n
+	return mean, m2
 }
 
 // kOf is how many items an item aggregation keeps.
@@ -160,3 +420,18 @@ func kOf(kind AggKind, k int) int {
 	}
 	return k
 }
+
+func (f *CompiledFeature) newHLL() *hyperloglog.Sketch {
+	sk, err := hyperloglog.NewSketch(uint8(f.precision), true)
+	if err != nil {
+		// Validate bounds the precision, so this is a bug.
+		panic("topology: hyperloglog precision " + err.Error())
+	}
+	return sk
+}
+
+func (f *CompiledFeature) newDD() *ddsketch.DDSketch {
+	return ddsketch.NewDDSketch(f.ddMapping, newDDStore(), newDDStore())
+}
+
+func newDDStore() store.Store { return store.NewCollapsingLowestDenseStore(ddMaxBins) }

@@ -17,9 +17,51 @@ const (
 	fixtureV1Values = "testdata/state_v1.values"
 )
 
-// fixtureSpec is fuzzSpec plus the shop features: every aggregation of
-// version 1, windowed and lifetime.
-var fixtureSpec = fuzzSpec + `  - name: views_1h
+// fixtureSpec has every aggregation of version 1, windowed and lifetime,
+// and the shop features. Never change it: the fixture was written under it.
+const fixtureSpec = `app: fuzz
+source:
+  topic: events
+features:
+  - name: n_1h
+    where: kind == "view"
+    agg: count
+    window: 1h
+  - name: n
+    agg: count
+  - name: sum_24h
+    agg: sum
+    field: price
+    window: 24h
+  - name: min_90m
+    agg: min
+    field: price
+    window: 90m
+    tile: 7m
+  - name: max
+    agg: max
+    field: price
+  - name: avg_1h
+    agg: avg
+    field: item.qty
+    window: 1h
+  - name: first
+    agg: first
+    field: item_id
+  - name: last_1h
+    agg: last
+    field: item_id
+    window: 1h
+  - name: first_3
+    agg: first_k
+    field: item_id
+    k: 3
+  - name: last_3_1h
+    agg: last_k
+    field: item_id
+    k: 3
+    window: 1h
+  - name: views_1h
     where: kind == "view"
     agg: count
     window: 1h

@@ -5,15 +5,44 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
+
+	"github.com/DataDog/sketches-go/ddsketch"
+	"github.com/axiomhq/hyperloglog"
 )
 
 // The binary encodings below are what the changelog, Pebble and Redis carry.
 // They are versioned by their first byte so a later release can read what an
 // earlier one wrote.
+//
+// A state (AppendState) is version 1: the newest event time and each
+// feature by name with its encoding. A feature's encoding starts with its
+// own version:
+//
+//   - 1: the aggregations count..last_k over a sliding window or lifetime.
+//     Still written for those, byte for byte, so a reader of an earlier
+//     release reads what this one writes for the features it knows.
+//   - 2: everything else, with a header naming the aggregation and the
+//     window kind, so a feature whose spec changed under the same name is
+//     recognised (and starts empty) rather than misread.
+//
+// Per tile: start (varint), for sessions end-start (uvarint), the event
+// count (uvarint), then the aggregation's payload (see appendTile).
 const (
-	stateVersion   = 1
-	featureVersion = 1
+	stateVersion     = 1
+	featureVersion   = 1
+	featureVersionV2 = 2
 )
+
+// Sketch payload formats, the first byte of a sketch's bytes.
+const (
+	sketchCounts = 0 // count_distinct: exact set as (value, count) pairs
+	sketchHLL    = 1 // count_distinct: HyperLogLog (axiomhq binary)
+)
+
+// errKindChanged marks a version 2 feature encoding whose aggregation or
+// window kind differs from the spec's feature of that name.
+var errKindChanged = errors.New("feature kind changed")
 
 // ErrCorrupt is wrapped by decode errors: the bytes are not an encoding this
 // release can read.
@@ -21,37 +50,137 @@ var ErrCorrupt = errors.New("topology: corrupt encoding")
 
 func corrupt(what string) error { return fmt.Errorf("%w: %s", ErrCorrupt, what) }
 
-// AppendFeature appends the encoding of feature fi's tiles to dst.
+// v1 reports whether feature f is written in feature version 1.
+func (f *CompiledFeature) v1() bool {
+	return f.Kind <= AggLastK && f.WindowKind.v1()
+}
+
+// AppendFeature appends the encoding of feature fi's tiles to dst. It does
+// not modify tiles.
 func (t *Topology) AppendFeature(dst []byte, fi int, tiles []Tile) []byte {
-	kind := t.Features[fi].Kind
-	dst = append(dst, featureVersion)
+	f := &t.Features[fi]
+	if f.v1() {
+		dst = append(dst, featureVersion)
+	} else {
+		dst = append(dst, featureVersionV2, byte(f.Kind), byte(f.WindowKind))
+	}
 	dst = binary.AppendUvarint(dst, uint64(len(tiles)))
 	for i := range tiles {
-		tl := &tiles[i]
-		dst = binary.AppendVarint(dst, tl.Start)
-		dst = binary.AppendUvarint(dst, uint64(tl.Count))
-		switch kind {
-		case AggSum, AggAvg, AggMin, AggMax:
-			dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(tl.Num))
-		case AggFirst, AggLast, AggFirstK, AggLastK:
-			dst = binary.AppendUvarint(dst, uint64(len(tl.Items)))
-			for _, it := range tl.Items {
-				dst = binary.AppendVarint(dst, it.TimeMs)
-				dst = binary.AppendUvarint(dst, uint64(len(it.Value)))
-				dst = append(dst, it.Value...)
-			}
-		}
+		dst = f.appendTile(dst, &tiles[i])
 	}
 	return dst
+}
+
+func (f *CompiledFeature) appendTile(dst []byte, tl *Tile) []byte {
+	dst = binary.AppendVarint(dst, tl.Start)
+	if f.WindowKind == WindowSession {
+		dst = binary.AppendUvarint(dst, uint64(tl.End-tl.Start))
+	}
+	dst = binary.AppendUvarint(dst, uint64(tl.Count))
+	switch f.Kind {
+	case AggSum, AggAvg, AggMin, AggMax:
+		dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(tl.Num))
+	case AggVariance, AggStddev:
+		dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(tl.Num))
+		dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(tl.m2))
+	case AggFirst, AggLast, AggFirstK, AggLastK:
+		dst = binary.AppendUvarint(dst, uint64(len(tl.Items)))
+		for _, it := range tl.Items {
+			dst = binary.AppendVarint(dst, it.TimeMs)
+			dst = binary.AppendUvarint(dst, uint64(len(it.Value)))
+			dst = append(dst, it.Value...)
+		}
+	case AggTopK:
+		dst = appendCounts(dst, tl.counts)
+	case AggCountDistinct:
+		if tl.hll != nil {
+			dst = append(dst, sketchHLL)
+			dst = appendHLL(dst, tl.hll)
+		} else {
+			dst = append(dst, sketchCounts)
+			dst = appendCounts(dst, tl.counts)
+		}
+	case AggApproxDistinct:
+		dst = appendHLL(dst, tl.hll)
+	case AggApproxQuantile:
+		// Length-prefixed: the sketch's own encoding has no end marker.
+		var b []byte
+		if tl.dd != nil {
+			tl.dd.Encode(&b, true)
+		}
+		dst = binary.AppendUvarint(dst, uint64(len(b)))
+		dst = append(dst, b...)
+	}
+	return dst
+}
+
+// appendCounts writes (value, count) pairs in ascending value order, so the
+// encoding does not depend on map order.
+func appendCounts(dst []byte, counts map[string]int64) []byte {
+	keys := make([]string, 0, len(counts))
+	for k := range counts {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	dst = binary.AppendUvarint(dst, uint64(len(keys)))
+	for _, k := range keys {
+		dst = binary.AppendUvarint(dst, uint64(len(k)))
+		dst = append(dst, k...)
+		dst = binary.AppendUvarint(dst, uint64(counts[k]))
+	}
+	return dst
+}
+
+// appendHLL writes a length-prefixed sketch (length 0: none). The sketch is
+// compacted on a copy first: the library's encoding of its not yet merged
+// insertions depends on map order, and the tile must not change under a
+// concurrent reader.
+func appendHLL(dst []byte, sk *hyperloglog.Sketch) []byte {
+	if sk == nil {
+		return append(dst, 0)
+	}
+	c := sk.Clone()
+	c.Estimate()
+	b, err := c.AppendBinary(nil)
+	if err != nil {
+		// Only an uninitialised sketch fails, and tiles never hold one.
+		return append(dst, 0)
+	}
+	dst = binary.AppendUvarint(dst, uint64(len(b)))
+	return append(dst, b...)
 }
 
 // DecodeFeature decodes tiles of feature fi encoded by AppendFeature. The
 // result does not alias data.
 func (t *Topology) DecodeFeature(fi int, data []byte) ([]Tile, error) {
 	f := &t.Features[fi]
+	tiles, err := f.decode(data)
+	if err != nil {
+		return nil, fmt.Errorf("decode feature %s: %w", f.Name, err)
+	}
+	return tiles, nil
+}
+
+func (f *CompiledFeature) decode(data []byte) ([]Tile, error) {
 	d := decoder{b: data}
-	if v := d.byte(); v != featureVersion {
-		return nil, corrupt(fmt.Sprintf("feature %s: version %d", f.Name, v))
+	switch v := d.byte(); v {
+	case featureVersion:
+		if !f.v1() {
+			return nil, fmt.Errorf("%w: %w: version 1 encoding, the spec's %s %s is not a version 1 feature", ErrCorrupt, errKindChanged, f.WindowKind, f.Kind)
+		}
+	case featureVersionV2:
+		kind, wk := AggKind(d.byte()), WindowKind(d.byte())
+		if d.err != nil {
+			return nil, d.err
+		}
+		if kind != f.Kind || wk != f.WindowKind {
+			return nil, fmt.Errorf("%w: %w: encoded as %s %s, the spec says %s %s", ErrCorrupt, errKindChanged, wk, kind, f.WindowKind, f.Kind)
+		}
+	default:
+		if d.err != nil {
+			return nil, d.err
+		}
+		return nil, corrupt(fmt.Sprintf("version %d", v))
 	}
 	n := d.uvarint()
 	if n > uint64(len(data)) {
@@ -59,28 +188,15 @@ func (t *Topology) DecodeFeature(fi int, data []byte) ([]Tile, error) {
 	}
 	tiles := make([]Tile, 0, n)
 	for i := uint64(0); i < n && d.err == nil; i++ {
-		tl := Tile{Start: d.varint()}
-		if c := d.uvarint(); c > math.MaxInt64 {
-			return nil, corrupt(fmt.Sprintf("feature %s: count %d", f.Name, c))
-		} else {
-			tl.Count = int64(c)
-		}
-		switch f.Kind {
-		case AggSum, AggAvg, AggMin, AggMax:
-			tl.Num = math.Float64frombits(d.uint64())
-		case AggFirst, AggLast, AggFirstK, AggLastK:
-			m := d.uvarint()
-			if m > uint64(f.k) {
-				return nil, corrupt(fmt.Sprintf("feature %s: %d items, k is %d", f.Name, m, f.k))
-			}
-			tl.Items = make([]Item, 0, m)
-			for j := uint64(0); j < m && d.err == nil; j++ {
-				ts := d.varint()
-				tl.Items = append(tl.Items, Item{TimeMs: ts, Value: string(d.bytes())})
-			}
+		var tl Tile
+		if err := f.decodeTile(&d, &tl); err != nil {
+			return nil, err
 		}
 		if len(tiles) > 0 && tl.Start <= tiles[len(tiles)-1].Start {
-			return nil, corrupt(fmt.Sprintf("feature %s: tiles out of order", f.Name))
+			return nil, corrupt("tiles out of order")
+		}
+		if f.WindowKind == WindowSession && len(tiles) > 0 && tl.Start <= tiles[len(tiles)-1].End {
+			return nil, corrupt("sessions overlap")
 		}
 		tiles = append(tiles, tl)
 	}
@@ -88,9 +204,65 @@ func (t *Topology) DecodeFeature(fi int, data []byte) ([]Tile, error) {
 		d.err = corrupt("trailing bytes")
 	}
 	if d.err != nil {
-		return nil, fmt.Errorf("decode feature %s: %w", f.Name, d.err)
+		return nil, d.err
 	}
 	return tiles, nil
+}
+
+func (f *CompiledFeature) decodeTile(d *decoder, tl *Tile) error {
+	tl.Start = d.varint()
+	if f.WindowKind == WindowSession {
+		span := d.uvarint()
+		if span > math.MaxInt64 || tl.Start > math.MaxInt64-int64(span) {
+			return corrupt("session span")
+		}
+		tl.End = tl.Start + int64(span)
+	}
+	c := d.uvarint()
+	if c > math.MaxInt64 {
+		return corrupt(fmt.Sprintf("count %d", c))
+	}
+	tl.Count = int64(c)
+	switch f.Kind {
+	case AggSum, AggAvg, AggMin, AggMax:
+		tl.Num = math.Float64frombits(d.uint64())
+	case AggVariance, AggStddev:
+		tl.Num = math.Float64frombits(d.uint64())
+		tl.m2 = math.Float64frombits(d.uint64())
+	case AggFirst, AggLast, AggFirstK, AggLastK:
+		m := d.uvarint()
+		if m > uint64(f.k) {
+			return corrupt(fmt.Sprintf("%d items, k is %d", m, f.k))
+		}
+		tl.Items = make([]Item, 0, m)
+		for j := uint64(0); j < m && d.err == nil; j++ {
+			ts := d.varint()
+			tl.Items = append(tl.Items, Item{TimeMs: ts, Value: string(d.bytes())})
+		}
+	case AggTopK:
+		tl.counts = d.counts(f.capacity)
+	case AggCountDistinct:
+		switch mode := d.byte(); mode {
+		case sketchCounts:
+			tl.counts = d.counts(f.maxDistinct)
+		case sketchHLL:
+			tl.hll = d.hll(f.precision)
+			if tl.hll == nil && d.err == nil {
+				return corrupt("count_distinct: empty sketch")
+			}
+		default:
+			if d.err == nil {
+				return corrupt(fmt.Sprintf("count_distinct: sketch format %d", mode))
+			}
+		}
+	case AggApproxDistinct:
+		tl.hll = d.hll(f.precision)
+	case AggApproxQuantile:
+		if b := d.bytes(); len(b) > 0 && d.err == nil {
+			tl.dd = decodeDD(d, b, f)
+		}
+	}
+	return d.err
 }
 
 // AppendState appends the encoding of a whole entity state to dst. Features
@@ -133,6 +305,11 @@ func (t *Topology) DecodeState(data []byte) (*EntityState, error) {
 			continue
 		}
 		tiles, err := t.DecodeFeature(fi, payload)
+		if errors.Is(err, errKindChanged) {
+			// The spec changed the feature's aggregation or window under
+			// the same name: its old state means nothing now.
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -199,6 +376,72 @@ func (d *decoder) uint64() uint64 {
 	v := binary.LittleEndian.Uint64(d.b)
 	d.b = d.b[8:]
 	return v
+}
+
+// counts reads (value, count) pairs written by appendCounts: at most limit,
+// values strictly ascending, counts positive.
+func (d *decoder) counts(limit int) map[string]int64 {
+	n := d.uvarint()
+	if n > uint64(limit) || n > uint64(len(d.b)) {
+		d.fail(fmt.Sprintf("%d counted values, at most %d", n, limit))
+		return nil
+	}
+	m := make(map[string]int64, n)
+	var prev []byte
+	for i := uint64(0); i < n && d.err == nil; i++ {
+		v := d.bytes()
+		c := d.uvarint()
+		switch {
+		case d.err != nil:
+		case i > 0 && string(v) <= string(prev):
+			d.fail("counted values out of order")
+		case c == 0 || c > math.MaxInt64:
+			d.fail(fmt.Sprintf("count %d", c))
+		case len(v) > MaxItemBytes:
+			d.fail("counted value too long")
+		default:
+			m[string(v)] = int64(c)
+			prev = v
+		}
+	}
+	return m
+}
+
+// hll reads a length-prefixed HyperLogLog sketch; nil for length 0.
+func (d *decoder) hll(precision int) *hyperloglog.Sketch {
+	b := d.bytes()
+	if len(b) == 0 || d.err != nil {
+		return nil
+	}
+	var sk hyperloglog.Sketch
+	if err := sk.UnmarshalBinary(b); err != nil {
+		d.fail("hyperloglog: " + err.Error())
+		return nil
+	}
+	// Merging sketches of different precisions fails, so only the spec's
+	// precision is accepted.
+	if b[1] != byte(precision) {
+		d.fail(fmt.Sprintf("hyperloglog precision %d, the spec says %d", b[1], precision))
+		return nil
+	}
+	return &sk
+}
+
+// decodeDD decodes a DDSketch with the feature's index mapping. The library
+// is not written for hostile input, so a panic in it is a corrupt encoding.
+func decodeDD(d *decoder, b []byte, f *CompiledFeature) (sk *ddsketch.DDSketch) {
+	defer func() {
+		if r := recover(); r != nil {
+			d.fail(fmt.Sprintf("ddsketch: %v", r))
+			sk = nil
+		}
+	}()
+	sk = f.newDD()
+	if err := sk.DecodeAndMergeWith(b); err != nil {
+		d.fail("ddsketch: " + err.Error())
+		return nil
+	}
+	return sk
 }
 
 func (d *decoder) bytes() []byte {

@@ -58,6 +58,40 @@ features:
     field: item_id
     k: 3
     window: 1h
+  - name: var_1h
+    agg: variance
+    field: price
+    window: 1h
+  - name: std
+    agg: stddev
+    field: price
+  - name: top_2_1h
+    agg: top_k
+    field: item_id
+    k: 2
+    window: 1h
+  - name: distinct_2
+    agg: count_distinct
+    field: item_id
+    max_distinct: 2
+  - name: distinct_1h
+    agg: count_distinct
+    field: item_id
+    window: 1h
+  - name: approx_items
+    agg: approx_distinct
+    field: item_id
+    precision: 10
+  - name: p99_1h
+    agg: approx_quantile
+    field: price
+    q: 0.99
+    window: 1h
+  - name: pcts
+    agg: approx_quantile
+    field: price
+    quantiles: [0, 0.5, 1]
+    relative_accuracy: 0.05
 `
 
 func fuzzTopology(tb testing.TB) *Topology {

@@ -49,6 +49,11 @@ type modelFeature struct {
 	tileMs         int64 // 0: default (window/12), resolved by resolveTile
 	k              int
 	windowS, tileS string // as written in the spec
+	// approx_quantile: the quantiles, and whether they were written as a
+	// single q. count_distinct: the exact bound per tile.
+	quantiles   []float64
+	singleQ     bool
+	maxDistinct int
 }
 
 type modelEvent struct {
@@ -106,6 +111,14 @@ func specYAML(fs []modelFeature) string {
 		}
 		if f.k != 0 {
 			fmt.Fprintf(&b, "    k: %d\n", f.k)
+		}
+		if f.singleQ {
+			fmt.Fprintf(&b, "    q: %v\n", f.quantiles[0])
+		} else if len(f.quantiles) > 0 {
+			fmt.Fprintf(&b, "    quantiles: %s\n", strings.Join(strings.Fields(fmt.Sprint(f.quantiles)), ", "))
+		}
+		if f.maxDistinct != 0 {
+			fmt.Fprintf(&b, "    max_distinct: %d\n", f.maxDistinct)
 		}
 	}
 	return b.String()
@@ -210,7 +223,11 @@ func refString(v any) (string, bool) {
 	return "", false
 }
 
-var numericAggs = map[string]bool{"sum": true, "min": true, "max": true, "avg": true}
+var numericAggs = map[string]bool{"sum": true, "min": true, "max": true, "avg": true,
+	"variance": true, "stddev": true, "approx_quantile": true}
+
+// sketchAggs are checked within their documented bounds, by checkSketch.
+var sketchAggs = map[string]bool{"top_k": true, "count_distinct": true, "approx_distinct": true, "approx_quantile": true}
 
 // contributes says whether ev counts for f and whether it is a bad event
 // because of f.
@@ -254,6 +271,7 @@ func (m *model) value(key string, fi int, asOfMs int64) (v Value, absTotal float
 	v.Type = map[string]ValueType{
 		"count": TypeInt64, "sum": TypeDouble, "min": TypeDouble, "max": TypeDouble, "avg": TypeDouble,
 		"first": TypeString, "last": TypeString, "first_k": TypeStringList, "last_k": TypeStringList,
+		"variance": TypeDouble, "stddev": TypeDouble,
 	}[f.agg]
 	var lo int64
 	if f.windowMs != 0 {
@@ -295,6 +313,28 @@ func (m *model) value(key string, fi int, asOfMs int64) (v Value, absTotal float
 			}
 			v.Float /= float64(len(in))
 			absTotal /= float64(len(in))
+		}
+	case "variance", "stddev":
+		if len(in) == 0 {
+			break
+		}
+		var mean, sq float64
+		for _, ev := range in {
+			mean += num(ev)
+		}
+		mean /= float64(len(in))
+		for _, ev := range in {
+			d := num(ev) - mean
+			v.Float += d * d
+			sq += num(ev) * num(ev)
+		}
+		v.Float /= float64(len(in))
+		v.Present = true
+		// Rounding of the variance scales with the mean square.
+		absTotal = sq / float64(len(in))
+		if f.agg == "stddev" {
+			v.Float = math.Sqrt(v.Float)
+			// Compared as a variance: see checkValue.
 		}
 	case "min", "max":
 		for _, ev := range in {
@@ -349,9 +389,183 @@ func checkValue(want Value, absTotal float64, got Value) error {
 	return nil
 }
 
+// checkStddev compares a standard deviation as a variance, whose rounding
+// error checkValue can bound.
+func checkStddev(want Value, absTotal float64, got Value) error {
+	w, g := want, got
+	w.Float, g.Float = want.Float*want.Float, got.Float*got.Float
+	if err := checkValue(w, absTotal, g); err != nil {
+		return fmt.Errorf("stddev %v, want %v: %w", got.Float, want.Float, err)
+	}
+	return nil
+}
+
+// inWindowEvents returns the events of key that count for feature fi read
+// at asOfMs, in arrival order, with the covered window.
+func (m *model) inWindowEvents(key string, fi int, asOfMs int64) (in []modelEvent, lo int64) {
+	f := &m.features[fi]
+	if f.windowMs != 0 {
+		lo = ceilDivModel(asOfMs-f.windowMs, f.tileMs) * f.tileMs
+	}
+	for _, ev := range m.contributions(key, fi) {
+		if f.windowMs != 0 {
+			s := floorDivModel(ev.timeMs, f.tileMs) * f.tileMs
+			if s < lo || s > asOfMs {
+				continue
+			}
+		}
+		in = append(in, ev)
+	}
+	return in, lo
+}
+
+// tileOf is the tile start of an event for feature f (0 for lifetime).
+func (f *modelFeature) tileOf(ev modelEvent) int64 {
+	if f.windowMs == 0 {
+		return 0
+	}
+	return floorDivModel(ev.timeMs, f.tileMs) * f.tileMs
+}
+
+// checkSketch checks a sketch aggregation's value within its documented
+// bound:
+//   - top_k: exact while no tile holds more distinct values than its
+//     capacity (always, with the model's few item ids; TestTopKBound covers
+//     the other case);
+//   - count_distinct: exact, and not Approximate, while no tile holds more
+//     than max_distinct values; else within HyperLogLog's error;
+//   - approx_distinct: within HyperLogLog's error (near exact: small sets
+//     stay sparse);
+//   - approx_quantile: each quantile within relative_accuracy of the exact
+//     value at rank floor(q·(n-1)).
+func (m *model) checkSketch(key string, fi int, asOfMs int64, got Value) error {
+	f := &m.features[fi]
+	in, lo := m.inWindowEvents(key, fi, asOfMs)
+	var ws, we int64
+	if f.windowMs != 0 {
+		ws, we = lo, asOfMs
+	}
+	if got.WindowStartMs != ws || got.WindowEndMs != we {
+		return fmt.Errorf("window [%d, %d], want [%d, %d]", got.WindowStartMs, got.WindowEndMs, ws, we)
+	}
+	str := func(ev modelEvent) string {
+		x, _ := lookupModel(ev.fields, f.field)
+		s, _ := refString(x)
+		return s
+	}
+	switch f.agg {
+	case "top_k":
+		counts := map[string]int64{}
+		for _, ev := range in {
+			counts[str(ev)]++
+		}
+		want := []ItemCount{}
+		for v, c := range counts {
+			want = append(want, ItemCount{v, c})
+		}
+		slices.SortFunc(want, func(a, b ItemCount) int {
+			if c := cmp.Compare(b.Count, a.Count); c != 0 {
+				return c
+			}
+			return strings.Compare(a.Value, b.Value)
+		})
+		want = want[:min(len(want), f.k)]
+		if got.Type != TypeItemCounts || !got.Present || !slices.Equal(got.Counts, want) {
+			return fmt.Errorf("top_k = %+v, want %v", got, want)
+		}
+	case "count_distinct", "approx_distinct":
+		distinct := map[string]bool{}
+		perTile := map[int64]map[string]bool{}
+		for _, ev := range in {
+			distinct[str(ev)] = true
+			t := f.tileOf(ev)
+			if perTile[t] == nil {
+				perTile[t] = map[string]bool{}
+			}
+			perTile[t][str(ev)] = true
+		}
+		exact := int64(len(distinct))
+		if got.Type != TypeInt64 || !got.Present {
+			return fmt.Errorf("%s = %+v, want a present int64 near %d", f.agg, got, exact)
+		}
+		if f.agg == "count_distinct" {
+			overflow := false
+			for _, set := range perTile {
+				overflow = overflow || len(set) > f.maxDistinct
+			}
+			if got.Approximate != overflow {
+				return fmt.Errorf("count_distinct Approximate = %v, want %v (max_distinct %d)", got.Approximate, overflow, f.maxDistinct)
+			}
+			if !overflow {
+				if got.Int != exact {
+					return fmt.Errorf("count_distinct = %d, want exactly %d", got.Int, exact)
+				}
+				return nil
+			}
+		}
+		if d := math.Abs(float64(got.Int - exact)); d > 1+0.03*float64(exact) {
+			return fmt.Errorf("%s = %d, want %d ± 3%%", f.agg, got.Int, exact)
+		}
+	case "approx_quantile":
+		xs := []float64{}
+		for _, ev := range in {
+			x, _ := lookupModel(ev.fields, f.field)
+			n, _ := refNumber(x)
+			xs = append(xs, n)
+		}
+		slices.Sort(xs)
+		wantType := TypeDoubleList
+		if f.singleQ {
+			wantType = TypeDouble
+		}
+		if got.Type != wantType || got.Present != (len(xs) > 0) {
+			return fmt.Errorf("approx_quantile = %+v, want type %v over %d values", got, wantType, len(xs))
+		}
+		if len(xs) == 0 {
+			if got.Floats != nil || got.Float != 0 {
+				return fmt.Errorf("approx_quantile of nothing = %+v", got)
+			}
+			return nil
+		}
+		gotQ := got.Floats
+		if f.singleQ {
+			gotQ = []float64{got.Float}
+		}
+		if len(gotQ) != len(f.quantiles) {
+			return fmt.Errorf("%d quantiles, want %d", len(gotQ), len(f.quantiles))
+		}
+		within := func(got, x float64) bool {
+			return math.Abs(got-x) <= DefaultRelativeAccuracy*math.Abs(x)*(1+1e-9)+1e-12
+		}
+		for i, q := range f.quantiles {
+			// DDSketch reads rank q·(n-1) rounded down among positive
+			// values and up among negative ones.
+			r := q * float64(len(xs)-1)
+			lo, hi := xs[int(math.Floor(r))], xs[int(math.Ceil(r))]
+			if !within(gotQ[i], lo) && !within(gotQ[i], hi) {
+				return fmt.Errorf("quantile %v = %v, want %v or %v ± %v%% (values %v)", q, gotQ[i], lo, hi, 100*DefaultRelativeAccuracy, xs)
+			}
+		}
+	}
+	return nil
+}
+
 // Generation.
 
-var allAggs = []string{"count", "sum", "min", "max", "avg", "first", "last", "first_k", "last_k"}
+var allAggs = []string{"count", "sum", "min", "max", "avg", "first", "last", "first_k", "last_k",
+	"variance", "stddev", "top_k", "count_distinct", "approx_distinct", "approx_quantile"}
+
+// aggExtra returns the spec lines (indented as feature keys) an aggregation
+// needs beyond agg and field.
+func aggExtra(agg string) string {
+	switch agg {
+	case "first_k", "last_k", "top_k":
+		return "    k: 3\n"
+	case "approx_quantile":
+		return "    quantiles: [0.5, 0.99]\n"
+	}
+	return ""
+}
 
 // windowChoices are window sizes in the spec's notation; "" is lifetime.
 var windowChoices = []string{"", "", "1s", "10m", "1h", "90m", "3h", "24h", "7d"}
@@ -381,6 +595,17 @@ func genFeatures(t *rapid.T) []modelFeature {
 			}
 			if strings.HasSuffix(agg, "_k") {
 				f.k = rapid.IntRange(1, 4).Draw(t, "k")
+			}
+			switch agg {
+			case "approx_quantile":
+				if rapid.Bool().Draw(t, "single_q") {
+					f.singleQ = true
+					f.quantiles = []float64{rapid.SampledFrom([]float64{0, 0.5, 0.9, 0.99, 1}).Draw(t, "q")}
+				} else {
+					f.quantiles = []float64{0.1, 0.5, 0.99}
+				}
+			case "count_distinct":
+				f.maxDistinct = rapid.SampledFrom([]int{1, 3, 1000}).Draw(t, "max_distinct")
 			}
 			f.where = rapid.SampledFrom([]string{whereNone, whereNone, whereView, whereNotView, wherePriceGT, wherePriceAnd}).Draw(t, "where")
 			f.windowS = rapid.SampledFrom(windowChoices).Draw(t, "window")
@@ -581,9 +806,19 @@ func TestApplyEvaluateMatchesModel(t *testing.T) {
 					t.Fatalf("%s %s: DecodeFeature: %v", key, fs[fi].name, err)
 				}
 				for _, a := range asOfs {
-					want, absTotal := m.value(key, fi, a)
 					got := top.Evaluate(fi, st.Features[fi], a)
-					if err := checkValue(want, absTotal, got); err != nil {
+					var err error
+					switch {
+					case sketchAggs[fs[fi].agg]:
+						err = m.checkSketch(key, fi, a, got)
+					case fs[fi].agg == "stddev":
+						want, absTotal := m.value(key, fi, a)
+						err = checkStddev(want, absTotal, got)
+					default:
+						want, absTotal := m.value(key, fi, a)
+						err = checkValue(want, absTotal, got)
+					}
+					if err != nil {
 						t.Fatalf("%s %s (%s window %s tile %dms where %q) as of t0%+dms: %v",
 							key, fs[fi].name, fs[fi].agg, fs[fi].windowS, fs[fi].tileMs, fs[fi].where, a-t0, err)
 					}
@@ -622,5 +857,8 @@ func valuesIdentical(a, b Value) bool {
 	return a.Type == b.Type && a.Present == b.Present && a.Int == b.Int &&
 		math.Float64bits(a.Float) == math.Float64bits(b.Float) && a.Str == b.Str &&
 		slices.Equal(a.List, b.List) && (a.List == nil) == (b.List == nil) &&
+		slices.EqualFunc(a.Floats, b.Floats, func(x, y float64) bool { return math.Float64bits(x) == math.Float64bits(y) }) &&
+		(a.Floats == nil) == (b.Floats == nil) &&
+		slices.Equal(a.Counts, b.Counts) && (a.Counts == nil) == (b.Counts == nil) && a.Approximate == b.Approximate &&
 		a.WindowStartMs == b.WindowStartMs && a.WindowEndMs == b.WindowEndMs
 }

@@ -72,8 +72,22 @@ type Feature struct {
 	// Tile is the time bucket partial aggregates are kept in. Default
 	// window/12 (so the far edge of the window is within 1/12 of its size).
 	Tile Duration `yaml:"tile"`
-	// K bounds first_k and last_k.
+	// K bounds first_k and last_k, and is how many values top_k returns.
 	K int `yaml:"k"`
+	// Q is approx_quantile's quantile, in [0, 1]; the value is a double.
+	Q *float64 `yaml:"q"`
+	// Quantiles are approx_quantile's quantiles, each in [0, 1]; the value
+	// is a list of doubles in this order. Set Q or Quantiles, not both.
+	Quantiles []float64 `yaml:"quantiles"`
+	// RelativeAccuracy is approx_quantile's relative accuracy α: a
+	// returned quantile is within α·|exact| of the exact one. Default 0.01.
+	RelativeAccuracy float64 `yaml:"relative_accuracy"`
+	// Precision is the HyperLogLog precision p (2^p registers) of
+	// approx_distinct, 4..18. Default 14.
+	Precision int `yaml:"precision"`
+	// MaxDistinct is how many distinct values count_distinct keeps exactly
+	// per tile before falling back to HyperLogLog. Default 1000.
+	MaxDistinct int `yaml:"max_distinct"`
 	// MaxStaleness marks a served value STALE when the entity's state was
 	// last updated longer ago than this. Zero: never stale by age.
 	MaxStaleness Duration `yaml:"max_staleness"`
@@ -244,10 +258,14 @@ func (s *Source) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
+// featureKeys are the keys a feature may have.
+var featureKeys = []string{"name", "description", "where", "agg", "field", "window", "tile", "k",
+	"q", "quantiles", "relative_accuracy", "precision", "max_distinct", "max_staleness"}
+
 // UnmarshalYAML implements yaml.Unmarshaler, rejecting unknown keys and
 // remembering the feature's line.
 func (f *Feature) UnmarshalYAML(n *yaml.Node) error {
-	if err := checkKeys(n, "feature", "name", "description", "where", "agg", "field", "window", "tile", "k", "max_staleness"); err != nil {
+	if err := checkKeys(n, "feature", featureKeys...); err != nil {
 		return err
 	}
 	type plain Feature
@@ -329,6 +347,9 @@ func (f *Feature) validate() error {
 	} else if f.K != 0 {
 		return fmt.Errorf("agg %s takes no k; remove k: %d", f.Agg, f.K)
 	}
+	if err := f.validateSketch(kind); err != nil {
+		return err
+	}
 	w, t := time.Duration(f.Window), time.Duration(f.Tile)
 	if w == 0 {
 		if t != 0 {
@@ -350,6 +371,66 @@ func (f *Feature) validate() error {
 		return fmt.Errorf("tile %s: want a whole number of seconds, at least 1s", f.Tile)
 	case w/t > 10000:
 		return fmt.Errorf("tile %s is too small for window %s: at most 10000 tiles per window", f.Tile, f.Window)
+	}
+	return nil
+}
+
+// validateSketch checks the keys of the sketch aggregations and fills their
+// defaults.
+func (f *Feature) validateSketch(kind AggKind) error {
+	if kind == AggApproxQuantile {
+		switch {
+		case f.Q == nil && len(f.Quantiles) == 0:
+			return fmt.Errorf("agg approx_quantile needs q (such as q: 0.99) or quantiles (such as quantiles: [0.5, 0.99])")
+		case f.Q != nil && len(f.Quantiles) > 0:
+			return fmt.Errorf("agg approx_quantile takes q or quantiles, not both")
+		case len(f.Quantiles) > 100:
+			return fmt.Errorf("quantiles: %d of them, at most 100", len(f.Quantiles))
+		}
+		qs := f.Quantiles
+		if f.Q != nil {
+			qs = []float64{*f.Q}
+		}
+		for _, q := range qs {
+			if !(q >= 0 && q <= 1) {
+				return fmt.Errorf("quantile %v: want a number between 0 and 1, such as 0.99", q)
+			}
+		}
+		if f.RelativeAccuracy == 0 {
+			f.RelativeAccuracy = DefaultRelativeAccuracy
+		}
+		if !(f.RelativeAccuracy >= 0.0001 && f.RelativeAccuracy <= 0.5) {
+			return fmt.Errorf("relative_accuracy %v: want between 0.0001 and 0.5, such as 0.01 (1%%)", f.RelativeAccuracy)
+		}
+	} else {
+		switch {
+		case f.Q != nil:
+			return fmt.Errorf("agg %s takes no q (only approx_quantile does)", f.Agg)
+		case len(f.Quantiles) > 0:
+			return fmt.Errorf("agg %s takes no quantiles (only approx_quantile does)", f.Agg)
+		case f.RelativeAccuracy != 0:
+			return fmt.Errorf("agg %s takes no relative_accuracy (only approx_quantile does)", f.Agg)
+		}
+	}
+	if kind == AggApproxDistinct || kind == AggCountDistinct {
+		if f.Precision == 0 {
+			f.Precision = DefaultHLLPrecision
+		}
+		if f.Precision < 4 || f.Precision > 18 {
+			return fmt.Errorf("precision %d: want 4..18 (HyperLogLog registers 2^p; 14 gives about 0.8%% error)", f.Precision)
+		}
+	} else if f.Precision != 0 {
+		return fmt.Errorf("agg %s takes no precision (only approx_distinct and count_distinct do)", f.Agg)
+	}
+	if kind == AggCountDistinct {
+		if f.MaxDistinct == 0 {
+			f.MaxDistinct = DefaultMaxDistinct
+		}
+		if f.MaxDistinct < 1 || f.MaxDistinct > MaxMaxDistinct {
+			return fmt.Errorf("max_distinct %d: want 1..%d", f.MaxDistinct, MaxMaxDistinct)
+		}
+	} else if f.MaxDistinct != 0 {
+		return fmt.Errorf("agg %s takes no max_distinct (only count_distinct does)", f.Agg)
 	}
 	return nil
 }

@@ -91,7 +91,7 @@ func TestParseSpecErrors(t *testing.T) {
 			name: "unknown agg",
 			spec: specWith("name: a", "agg: median", "field: price"),
 			line: 5,
-			msg:  []string{`unknown agg "median"`, "avg, count, first, first_k, last, last_k, max, min, sum"},
+			msg:  []string{`unknown agg "median"`, "approx_distinct, approx_quantile, avg, count, count_distinct, first, first_k, last, last_k, max, min, stddev, sum, top_k, variance"},
 		},
 		{
 			name: "sum without field",
@@ -583,7 +583,7 @@ func TestLoadSpecMissingFile(t *testing.T) {
 
 func TestAggregationNames(t *testing.T) {
 	got := strings.Join(AggregationNames(), ",")
-	if want := "avg,count,first,first_k,last,last_k,max,min,sum"; got != want {
+	if want := "approx_distinct,approx_quantile,avg,count,count_distinct,first,first_k,last,last_k,max,min,stddev,sum,top_k,variance"; got != want {
 		t.Errorf("AggregationNames = %s, want %s", got, want)
 	}
 	for _, n := range AggregationNames() {

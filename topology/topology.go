@@ -1,14 +1,19 @@
 package topology
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/DataDog/sketches-go/ddsketch"
+	"github.com/DataDog/sketches-go/ddsketch/mapping"
+	"github.com/axiomhq/hyperloglog"
 	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/ast"
 	"github.com/expr-lang/expr/parser"
@@ -29,11 +34,13 @@ type Topology struct {
 // CompiledFeature is a feature ready to run.
 type CompiledFeature struct {
 	Feature
-	Index  int
-	Kind   AggKind
-	Type   ValueType
-	Window time.Duration // 0 for lifetime
-	Tile   time.Duration // 0 for lifetime
+	Index int
+	Kind  AggKind
+	Type  ValueType
+	// WindowKind is the kind of window.
+	WindowKind WindowKind
+	Window     time.Duration // 0 for lifetime
+	Tile       time.Duration // 0 for lifetime
 	// MaxStaleness is the age past which a served value is STALE; 0 never.
 	MaxStaleness time.Duration
 
@@ -42,6 +49,15 @@ type CompiledFeature struct {
 	numeric          bool
 	filter           *vm.Program
 	fieldPath        []string
+
+	// Sketch parameters: top_k's capacity per tile, count_distinct's exact
+	// bound, the HyperLogLog precision, approx_quantile's quantiles and
+	// index mapping.
+	capacity    int
+	maxDistinct int
+	precision   int
+	quantiles   []float64
+	ddMapping   mapping.IndexMapping
 }
 
 // Lifetime reports whether the feature has no window.
@@ -66,6 +82,13 @@ func Compile(s *Spec) (*Topology, error) {
 			k:            kOf(kind, f.K),
 			numeric:      as.numeric,
 		}
+		cf.WindowKind = WindowSliding
+		if cf.windowMs == 0 {
+			cf.WindowKind = WindowLifetime
+		}
+		if err := cf.compileSketch(); err != nil {
+			return nil, &SpecError{File: s.File, Line: f.Line, Msg: fmt.Sprintf("feature %q: %v", f.Name, err)}
+		}
 		if cf.windowMs > 0 && cf.tileMs <= 0 {
 			// A spec built in code rather than parsed may leave the tile
 			// unset.
@@ -89,6 +112,31 @@ func Compile(s *Spec) (*Topology, error) {
 		t.Features = append(t.Features, cf)
 	}
 	return t, nil
+}
+
+// compileSketch sets the parameters of the sketch aggregations. A spec built
+// in code rather than parsed may leave them unset: defaults apply.
+func (cf *CompiledFeature) compileSketch() error {
+	switch cf.Kind {
+	case AggTopK:
+		cf.capacity = max(MinTopKCapacity, TopKCapacityFactor*cf.k)
+	case AggCountDistinct, AggApproxDistinct:
+		cf.precision = cmp.Or(cf.Precision, DefaultHLLPrecision)
+		cf.maxDistinct = cmp.Or(cf.MaxDistinct, DefaultMaxDistinct)
+	case AggApproxQuantile:
+		m, err := mapping.NewLogarithmicMapping(cmp.Or(cf.RelativeAccuracy, DefaultRelativeAccuracy))
+		if err != nil {
+			return fmt.Errorf("relative_accuracy %v: %w", cf.RelativeAccuracy, err)
+		}
+		cf.ddMapping = m
+		if cf.Q != nil {
+			cf.quantiles = []float64{*cf.Q}
+		} else {
+			cf.quantiles = cf.Quantiles
+			cf.Type = TypeDoubleList
+		}
+	}
+	return nil
 }
 
 // compileWhere compiles a where expression over event fields. An event
@@ -267,6 +315,9 @@ func (f *CompiledFeature) contribution(ev *Event) (contribution, error) {
 		if err != nil {
 			return contribution{}, fmt.Errorf("field %s: %w", f.Field, err)
 		}
+		if f.ddMapping != nil && (n > f.ddMapping.MaxIndexableValue() || n < -f.ddMapping.MaxIndexableValue()) {
+			return contribution{}, fmt.Errorf("field %s: %v is out of approx_quantile's range (±%g)", f.Field, n, f.ddMapping.MaxIndexableValue())
+		}
 		return contribution{ok: true, num: n}, nil
 	}
 	s, err := toString(v)
@@ -357,7 +408,7 @@ func (f *CompiledFeature) add(tiles []Tile, timeMs int64, c contribution) []Tile
 		tiles[i] = Tile{Start: start}
 		i++
 	}
-	tiles[i-1].add(f.Kind, f.k, c.num, c.str, timeMs)
+	f.addTo(&tiles[i-1], timeMs, &c)
 	return tiles
 }
 
@@ -392,6 +443,17 @@ type Value struct {
 	Float   float64
 	Str     string
 	List    []string
+	// Floats holds approx_quantile's values, one per quantile (with
+	// quantiles; a single q is in Float).
+	Floats []float64
+	// Counts holds top_k's most frequent values, most frequent first; ties
+	// in ascending value order.
+	Counts []ItemCount
+	// Approximate is set when the value comes from a sketch past its exact
+	// range: count_distinct beyond max_distinct values in a tile. (top_k,
+	// approx_distinct and approx_quantile are approximate by definition and
+	// do not set it.)
+	Approximate bool
 	// WindowStartMs and WindowEndMs bound the event times the value covers;
 	// both are 0 for lifetime features.
 	WindowStartMs, WindowEndMs int64
@@ -482,8 +544,139 @@ func (t *Topology) Evaluate(fi int, tiles []Tile, asOfMs int64) Value {
 			}
 		}
 		v.setItems(f.Kind == AggLast, list)
+	case AggVariance, AggStddev:
+		var n int64
+		var mean, m2 float64
+		for i := range in {
+			mean, m2 = chanMerge(n, mean, m2, in[i].Count, in[i].Num, in[i].m2)
+			n += in[i].Count
+		}
+		if n > 0 {
+			// Population variance; rounding can leave M2 a hair below 0.
+			v.Float, v.Present = max(m2, 0)/float64(n), true
+			if f.Kind == AggStddev {
+				v.Float = math.Sqrt(v.Float)
+			}
+		}
+	case AggTopK:
+		v.Counts, v.Present = f.topK(in), true
+	case AggCountDistinct:
+		v.Int, v.Approximate = f.countDistinct(in)
+		v.Present = true
+	case AggApproxDistinct:
+		var acc hyperloglog.Sketch
+		for i := range in {
+			_ = acc.Merge(in[i].hll)
+		}
+		v.Int, v.Present = int64(acc.Estimate()), true
+	case AggApproxQuantile:
+		f.quantile(in, &v)
 	}
 	return v
+}
+
+// topK merges the tiles' summaries and returns the k most frequent values.
+func (f *CompiledFeature) topK(in []Tile) []ItemCount {
+	var merged map[string]int64
+	switch {
+	case len(in) == 1:
+		merged = in[0].counts
+	case len(in) > 1:
+		merged = make(map[string]int64, len(in[len(in)-1].counts))
+		for i := range in {
+			for v, c := range in[i].counts {
+				merged[v] += c
+			}
+		}
+	}
+	out := make([]ItemCount, 0, len(merged))
+	for v, c := range merged {
+		out = append(out, ItemCount{Value: v, Count: c})
+	}
+	slices.SortFunc(out, func(a, b ItemCount) int {
+		if c := cmp.Compare(b.Count, a.Count); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Value, b.Value)
+	})
+	if len(out) > f.k {
+		out = out[:f.k:f.k]
+	}
+	return out
+}
+
+// countDistinct counts the union of the tiles' values: exactly while every
+// tile holds its set, else by merging HyperLogLog sketches.
+func (f *CompiledFeature) countDistinct(in []Tile) (n int64, approx bool) {
+	for i := range in {
+		if in[i].hll != nil {
+			approx = true
+			break
+		}
+	}
+	if approx {
+		var acc hyperloglog.Sketch
+		for i := range in {
+			if in[i].hll != nil {
+				_ = acc.Merge(in[i].hll)
+			}
+		}
+		for i := range in {
+			for v := range in[i].counts {
+				acc.Insert(stringBytes(v))
+			}
+		}
+		return int64(acc.Estimate()), true
+	}
+	switch len(in) {
+	case 0:
+		return 0, false
+	case 1:
+		return int64(len(in[0].counts)), false
+	}
+	seen := make(map[string]struct{}, len(in[len(in)-1].counts))
+	for i := range in {
+		for v := range in[i].counts {
+			seen[v] = struct{}{}
+		}
+	}
+	return int64(len(seen)), false
+}
+
+// quantile merges the tiles' DDSketches and reads the quantiles.
+func (f *CompiledFeature) quantile(in []Tile, v *Value) {
+	var acc *ddsketch.DDSketch
+	for i := range in {
+		if in[i].dd == nil {
+			continue
+		}
+		if acc == nil {
+			if len(in) == 1 {
+				acc = in[i].dd // only read
+				continue
+			}
+			acc = f.newDD()
+		}
+		_ = acc.MergeWith(in[i].dd)
+	}
+	if acc == nil || acc.IsEmpty() {
+		return
+	}
+	if v.Type == TypeDouble {
+		q, err := acc.GetValueAtQuantile(f.quantiles[0])
+		v.Float, v.Present = q, err == nil
+		return
+	}
+	v.Floats = make([]float64, len(f.quantiles))
+	for i, q := range f.quantiles {
+		x, err := acc.GetValueAtQuantile(q)
+		if err != nil {
+			v.Floats = nil
+			return
+		}
+		v.Floats[i] = x
+	}
+	v.Present = true
 }
 
 func (v *Value) setItems(single bool, list []string) {

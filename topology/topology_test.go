@@ -118,9 +118,7 @@ func TestEvaluateEmpty(t *testing.T) {
 			if agg != "count" {
 				b.WriteString("    field: x\n")
 			}
-			if strings.HasSuffix(agg, "_k") {
-				b.WriteString("    k: 3\n")
-			}
+			b.WriteString(aggExtra(agg))
 			if window != "" {
 				b.WriteString("    window: " + window + "\n")
 			}
@@ -137,6 +135,13 @@ func TestEvaluateEmpty(t *testing.T) {
 		"last":    {Type: TypeString},
 		"first_k": {Type: TypeStringList, Present: true, List: []string{}},
 		"last_k":  {Type: TypeStringList, Present: true, List: []string{}},
+		// Nothing to spread, order or pick a quantile of.
+		"variance":        {Type: TypeDouble},
+		"stddev":          {Type: TypeDouble},
+		"top_k":           {Type: TypeItemCounts, Present: true, Counts: []ItemCount{}},
+		"count_distinct":  {Type: TypeInt64, Present: true},
+		"approx_distinct": {Type: TypeInt64, Present: true},
+		"approx_quantile": {Type: TypeDoubleList},
 	}
 	st := top.NewEntityState()
 	// An event without x leaves every aggregation but count empty.
@@ -500,9 +505,7 @@ func TestStateSizeBounded(t *testing.T) {
 			if agg != "count" {
 				b.WriteString("    field: price\n")
 			}
-			if strings.HasSuffix(agg, "_k") {
-				b.WriteString("    k: 5\n")
-			}
+			b.WriteString(aggExtra(agg))
 			if window != "" {
 				b.WriteString("    window: " + window + "\n")
 			}
@@ -521,15 +524,11 @@ func TestStateSizeBounded(t *testing.T) {
 	for ts := t0; ts < t0+30*day; ts += every {
 		// Up to a minute out of order.
 		evTs := ts - rng.Int64N(msMinute)
-		ev := &Event{TimeMs: evTs, Fields: map[string]any{"price": float64(rng.IntN(10000)) / 100}}
+		// A thousand distinct prices: the lifetime sketches (count_distinct,
+		// approx_distinct, top_k) fill within the first days and then stop
+		// growing, as they must.
+		ev := &Event{TimeMs: evTs, Fields: map[string]any{"price": float64(rng.IntN(1000)) / 10}}
 		mustApply(t, top, st, ev, ts-graceMs)
-		buf = top.AppendState(buf[:0], st)
-		switch d := (ts - t0) / day; {
-		case d >= 1 && d < 10:
-			early = max(early, len(buf))
-		case d >= 10:
-			late = max(late, len(buf))
-		}
 		for fi, f := range top.Features {
 			limit := 1
 			if !f.Lifetime() {
@@ -539,6 +538,16 @@ func TestStateSizeBounded(t *testing.T) {
 			if n := len(st.Features[fi]); n > limit {
 				t.Fatalf("day %d: %s has %d tiles, want at most %d", (ts-t0)/day, f.Name, n, limit)
 			}
+		}
+		if (ts-t0)/every%61 != 0 {
+			continue // encoding sketches every event would make the test slow
+		}
+		buf = top.AppendState(buf[:0], st)
+		switch d := (ts - t0) / day; {
+		case d >= 1 && d < 10:
+			early = max(early, len(buf))
+		case d >= 10:
+			late = max(late, len(buf))
 		}
 	}
 	t.Logf("encoded state: max %d bytes over days 2-10, %d over days 11-30", early, late)

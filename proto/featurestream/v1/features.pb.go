@@ -281,6 +281,8 @@ type FeatureValue struct {
 	//	*FeatureValue_DoubleValue
 	//	*FeatureValue_StringValue
 	//	*FeatureValue_StringListValue
+	//	*FeatureValue_DoubleListValue
+	//	*FeatureValue_ItemCountsValue
 	Value  isFeatureValue_Value `protobuf_oneof:"value"`
 	Status FeatureValue_Status  `protobuf:"varint,6,opt,name=status,proto3,enum=featurestream.v1.FeatureValue_Status" json:"status,omitempty"`
 	// window_start and window_end bound the event times the value covers:
@@ -372,6 +374,24 @@ func (x *FeatureValue) GetStringListValue() *StringList {
 	return nil
 }
 
+func (x *FeatureValue) GetDoubleListValue() *DoubleList {
+	if x != nil {
+		if x, ok := x.Value.(*FeatureValue_DoubleListValue); ok {
+			return x.DoubleListValue
+		}
+	}
+	return nil
+}
+
+func (x *FeatureValue) GetItemCountsValue() *ItemCounts {
+	if x != nil {
+		if x, ok := x.Value.(*FeatureValue_ItemCountsValue); ok {
+			return x.ItemCountsValue
+		}
+	}
+	return nil
+}
+
 func (x *FeatureValue) GetStatus() FeatureValue_Status {
 	if x != nil {
 		return x.Status
@@ -413,6 +433,18 @@ type FeatureValue_StringListValue struct {
 	StringListValue *StringList `protobuf:"bytes,5,opt,name=string_list_value,json=stringListValue,proto3,oneof"`
 }
 
+type FeatureValue_DoubleListValue struct {
+	// approx_quantile with quantiles: one value per quantile, in the
+	// spec's order.
+	DoubleListValue *DoubleList `protobuf:"bytes,9,opt,name=double_list_value,json=doubleListValue,proto3,oneof"`
+}
+
+type FeatureValue_ItemCountsValue struct {
+	// top_k: the most frequent values with their counts, most frequent
+	// first.
+	ItemCountsValue *ItemCounts `protobuf:"bytes,10,opt,name=item_counts_value,json=itemCountsValue,proto3,oneof"`
+}
+
 func (*FeatureValue_Int64Value) isFeatureValue_Value() {}
 
 func (*FeatureValue_DoubleValue) isFeatureValue_Value() {}
@@ -420,6 +452,10 @@ func (*FeatureValue_DoubleValue) isFeatureValue_Value() {}
 func (*FeatureValue_StringValue) isFeatureValue_Value() {}
 
 func (*FeatureValue_StringListValue) isFeatureValue_Value() {}
+
+func (*FeatureValue_DoubleListValue) isFeatureValue_Value() {}
+
+func (*FeatureValue_ItemCountsValue) isFeatureValue_Value() {}
 
 type StringList struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -465,6 +501,146 @@ func (x *StringList) GetValues() []string {
 	return nil
 }
 
+type DoubleList struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Values        []float64              `protobuf:"fixed64,1,rep,packed,name=values,proto3" json:"values,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DoubleList) Reset() {
+	*x = DoubleList{}
+	mi := &file_featurestream_v1_features_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DoubleList) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DoubleList) ProtoMessage() {}
+
+func (x *DoubleList) ProtoReflect() protoreflect.Message {
+	mi := &file_featurestream_v1_features_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DoubleList.ProtoReflect.Descriptor instead.
+func (*DoubleList) Descriptor() ([]byte, []int) {
+	return file_featurestream_v1_features_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *DoubleList) GetValues() []float64 {
+	if x != nil {
+		return x.Values
+	}
+	return nil
+}
+
+type ItemCounts struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Items         []*ItemCount           `protobuf:"bytes,1,rep,name=items,proto3" json:"items,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ItemCounts) Reset() {
+	*x = ItemCounts{}
+	mi := &file_featurestream_v1_features_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ItemCounts) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ItemCounts) ProtoMessage() {}
+
+func (x *ItemCounts) ProtoReflect() protoreflect.Message {
+	mi := &file_featurestream_v1_features_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ItemCounts.ProtoReflect.Descriptor instead.
+func (*ItemCounts) Descriptor() ([]byte, []int) {
+	return file_featurestream_v1_features_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ItemCounts) GetItems() []*ItemCount {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+type ItemCount struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Value         string                 `protobuf:"bytes,1,opt,name=value,proto3" json:"value,omitempty"`
+	Count         int64                  `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ItemCount) Reset() {
+	*x = ItemCount{}
+	mi := &file_featurestream_v1_features_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ItemCount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ItemCount) ProtoMessage() {}
+
+func (x *ItemCount) ProtoReflect() protoreflect.Message {
+	mi := &file_featurestream_v1_features_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ItemCount.ProtoReflect.Descriptor instead.
+func (*ItemCount) Descriptor() ([]byte, []int) {
+	return file_featurestream_v1_features_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ItemCount) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
+func (x *ItemCount) GetCount() int64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
 type ListFeaturesRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -473,7 +649,7 @@ type ListFeaturesRequest struct {
 
 func (x *ListFeaturesRequest) Reset() {
 	*x = ListFeaturesRequest{}
-	mi := &file_featurestream_v1_features_proto_msgTypes[5]
+	mi := &file_featurestream_v1_features_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -485,7 +661,7 @@ func (x *ListFeaturesRequest) String() string {
 func (*ListFeaturesRequest) ProtoMessage() {}
 
 func (x *ListFeaturesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_featurestream_v1_features_proto_msgTypes[5]
+	mi := &file_featurestream_v1_features_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -498,7 +674,7 @@ func (x *ListFeaturesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFeaturesRequest.ProtoReflect.Descriptor instead.
 func (*ListFeaturesRequest) Descriptor() ([]byte, []int) {
-	return file_featurestream_v1_features_proto_rawDescGZIP(), []int{5}
+	return file_featurestream_v1_features_proto_rawDescGZIP(), []int{8}
 }
 
 type ListFeaturesResponse struct {
@@ -511,7 +687,7 @@ type ListFeaturesResponse struct {
 
 func (x *ListFeaturesResponse) Reset() {
 	*x = ListFeaturesResponse{}
-	mi := &file_featurestream_v1_features_proto_msgTypes[6]
+	mi := &file_featurestream_v1_features_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -523,7 +699,7 @@ func (x *ListFeaturesResponse) String() string {
 func (*ListFeaturesResponse) ProtoMessage() {}
 
 func (x *ListFeaturesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_featurestream_v1_features_proto_msgTypes[6]
+	mi := &file_featurestream_v1_features_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -536,7 +712,7 @@ func (x *ListFeaturesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFeaturesResponse.ProtoReflect.Descriptor instead.
 func (*ListFeaturesResponse) Descriptor() ([]byte, []int) {
-	return file_featurestream_v1_features_proto_rawDescGZIP(), []int{6}
+	return file_featurestream_v1_features_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListFeaturesResponse) GetApp() string {
@@ -568,7 +744,7 @@ type FeatureInfo struct {
 	// where is the filter expression; empty when every event counts.
 	Where string `protobuf:"bytes,6,opt,name=where,proto3" json:"where,omitempty"`
 	// value_type is the oneof case GetFeatures fills: "int64", "double",
-	// "string" or "string_list".
+	// "string", "string_list", "double_list" or "item_counts".
 	ValueType     string `protobuf:"bytes,7,opt,name=value_type,json=valueType,proto3" json:"value_type,omitempty"`
 	Description   string `protobuf:"bytes,8,opt,name=description,proto3" json:"description,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -577,7 +753,7 @@ type FeatureInfo struct {
 
 func (x *FeatureInfo) Reset() {
 	*x = FeatureInfo{}
-	mi := &file_featurestream_v1_features_proto_msgTypes[7]
+	mi := &file_featurestream_v1_features_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -589,7 +765,7 @@ func (x *FeatureInfo) String() string {
 func (*FeatureInfo) ProtoMessage() {}
 
 func (x *FeatureInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_featurestream_v1_features_proto_msgTypes[7]
+	mi := &file_featurestream_v1_features_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -602,7 +778,7 @@ func (x *FeatureInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FeatureInfo.ProtoReflect.Descriptor instead.
 func (*FeatureInfo) Descriptor() ([]byte, []int) {
-	return file_featurestream_v1_features_proto_rawDescGZIP(), []int{7}
+	return file_featurestream_v1_features_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *FeatureInfo) GetName() string {
@@ -677,14 +853,17 @@ const file_featurestream_v1_features_proto_rawDesc = "" +
 	"\x0eEntityFeatures\x12\x1b\n" +
 	"\tentity_id\x18\x01 \x01(\tR\bentityId\x126\n" +
 	"\x06values\x18\x02 \x03(\v2\x1e.featurestream.v1.FeatureValueR\x06values\x12B\n" +
-	"\x0flast_event_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\rlastEventTime\"\xe6\x03\n" +
+	"\x0flast_event_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\rlastEventTime\"\xfe\x04\n" +
 	"\fFeatureValue\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
 	"\vint64_value\x18\x02 \x01(\x03H\x00R\n" +
 	"int64Value\x12#\n" +
 	"\fdouble_value\x18\x03 \x01(\x01H\x00R\vdoubleValue\x12#\n" +
 	"\fstring_value\x18\x04 \x01(\tH\x00R\vstringValue\x12J\n" +
-	"\x11string_list_value\x18\x05 \x01(\v2\x1c.featurestream.v1.StringListH\x00R\x0fstringListValue\x12=\n" +
+	"\x11string_list_value\x18\x05 \x01(\v2\x1c.featurestream.v1.StringListH\x00R\x0fstringListValue\x12J\n" +
+	"\x11double_list_value\x18\t \x01(\v2\x1c.featurestream.v1.DoubleListH\x00R\x0fdoubleListValue\x12J\n" +
+	"\x11item_counts_value\x18\n" +
+	" \x01(\v2\x1c.featurestream.v1.ItemCountsH\x00R\x0fitemCountsValue\x12=\n" +
 	"\x06status\x18\x06 \x01(\x0e2%.featurestream.v1.FeatureValue.StatusR\x06status\x12=\n" +
 	"\fwindow_start\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\vwindowStart\x129\n" +
 	"\n" +
@@ -697,7 +876,16 @@ const file_featurestream_v1_features_proto_rawDesc = "" +
 	"\x05value\"$\n" +
 	"\n" +
 	"StringList\x12\x16\n" +
-	"\x06values\x18\x01 \x03(\tR\x06values\"\x15\n" +
+	"\x06values\x18\x01 \x03(\tR\x06values\"$\n" +
+	"\n" +
+	"DoubleList\x12\x16\n" +
+	"\x06values\x18\x01 \x03(\x01R\x06values\"?\n" +
+	"\n" +
+	"ItemCounts\x121\n" +
+	"\x05items\x18\x01 \x03(\v2\x1b.featurestream.v1.ItemCountR\x05items\"7\n" +
+	"\tItemCount\x12\x14\n" +
+	"\x05value\x18\x01 \x01(\tR\x05value\x12\x14\n" +
+	"\x05count\x18\x02 \x01(\x03R\x05count\"\x15\n" +
 	"\x13ListFeaturesRequest\"c\n" +
 	"\x14ListFeaturesResponse\x12\x10\n" +
 	"\x03app\x18\x01 \x01(\tR\x03app\x129\n" +
@@ -729,7 +917,7 @@ func file_featurestream_v1_features_proto_rawDescGZIP() []byte {
 }
 
 var file_featurestream_v1_features_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_featurestream_v1_features_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_featurestream_v1_features_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_featurestream_v1_features_proto_goTypes = []any{
 	(FeatureValue_Status)(0),      // 0: featurestream.v1.FeatureValue.Status
 	(*GetFeaturesRequest)(nil),    // 1: featurestream.v1.GetFeaturesRequest
@@ -737,31 +925,37 @@ var file_featurestream_v1_features_proto_goTypes = []any{
 	(*EntityFeatures)(nil),        // 3: featurestream.v1.EntityFeatures
 	(*FeatureValue)(nil),          // 4: featurestream.v1.FeatureValue
 	(*StringList)(nil),            // 5: featurestream.v1.StringList
-	(*ListFeaturesRequest)(nil),   // 6: featurestream.v1.ListFeaturesRequest
-	(*ListFeaturesResponse)(nil),  // 7: featurestream.v1.ListFeaturesResponse
-	(*FeatureInfo)(nil),           // 8: featurestream.v1.FeatureInfo
-	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
+	(*DoubleList)(nil),            // 6: featurestream.v1.DoubleList
+	(*ItemCounts)(nil),            // 7: featurestream.v1.ItemCounts
+	(*ItemCount)(nil),             // 8: featurestream.v1.ItemCount
+	(*ListFeaturesRequest)(nil),   // 9: featurestream.v1.ListFeaturesRequest
+	(*ListFeaturesResponse)(nil),  // 10: featurestream.v1.ListFeaturesResponse
+	(*FeatureInfo)(nil),           // 11: featurestream.v1.FeatureInfo
+	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
 }
 var file_featurestream_v1_features_proto_depIdxs = []int32{
-	9,  // 0: featurestream.v1.GetFeaturesRequest.as_of:type_name -> google.protobuf.Timestamp
+	12, // 0: featurestream.v1.GetFeaturesRequest.as_of:type_name -> google.protobuf.Timestamp
 	3,  // 1: featurestream.v1.GetFeaturesResponse.results:type_name -> featurestream.v1.EntityFeatures
-	9,  // 2: featurestream.v1.GetFeaturesResponse.as_of:type_name -> google.protobuf.Timestamp
+	12, // 2: featurestream.v1.GetFeaturesResponse.as_of:type_name -> google.protobuf.Timestamp
 	4,  // 3: featurestream.v1.EntityFeatures.values:type_name -> featurestream.v1.FeatureValue
-	9,  // 4: featurestream.v1.EntityFeatures.last_event_time:type_name -> google.protobuf.Timestamp
+	12, // 4: featurestream.v1.EntityFeatures.last_event_time:type_name -> google.protobuf.Timestamp
 	5,  // 5: featurestream.v1.FeatureValue.string_list_value:type_name -> featurestream.v1.StringList
-	0,  // 6: featurestream.v1.FeatureValue.status:type_name -> featurestream.v1.FeatureValue.Status
-	9,  // 7: featurestream.v1.FeatureValue.window_start:type_name -> google.protobuf.Timestamp
-	9,  // 8: featurestream.v1.FeatureValue.window_end:type_name -> google.protobuf.Timestamp
-	8,  // 9: featurestream.v1.ListFeaturesResponse.features:type_name -> featurestream.v1.FeatureInfo
-	1,  // 10: featurestream.v1.FeatureService.GetFeatures:input_type -> featurestream.v1.GetFeaturesRequest
-	6,  // 11: featurestream.v1.FeatureService.ListFeatures:input_type -> featurestream.v1.ListFeaturesRequest
-	2,  // 12: featurestream.v1.FeatureService.GetFeatures:output_type -> featurestream.v1.GetFeaturesResponse
-	7,  // 13: featurestream.v1.FeatureService.ListFeatures:output_type -> featurestream.v1.ListFeaturesResponse
-	12, // [12:14] is the sub-list for method output_type
-	10, // [10:12] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	6,  // 6: featurestream.v1.FeatureValue.double_list_value:type_name -> featurestream.v1.DoubleList
+	7,  // 7: featurestream.v1.FeatureValue.item_counts_value:type_name -> featurestream.v1.ItemCounts
+	0,  // 8: featurestream.v1.FeatureValue.status:type_name -> featurestream.v1.FeatureValue.Status
+	12, // 9: featurestream.v1.FeatureValue.window_start:type_name -> google.protobuf.Timestamp
+	12, // 10: featurestream.v1.FeatureValue.window_end:type_name -> google.protobuf.Timestamp
+	8,  // 11: featurestream.v1.ItemCounts.items:type_name -> featurestream.v1.ItemCount
+	11, // 12: featurestream.v1.ListFeaturesResponse.features:type_name -> featurestream.v1.FeatureInfo
+	1,  // 13: featurestream.v1.FeatureService.GetFeatures:input_type -> featurestream.v1.GetFeaturesRequest
+	9,  // 14: featurestream.v1.FeatureService.ListFeatures:input_type -> featurestream.v1.ListFeaturesRequest
+	2,  // 15: featurestream.v1.FeatureService.GetFeatures:output_type -> featurestream.v1.GetFeaturesResponse
+	10, // 16: featurestream.v1.FeatureService.ListFeatures:output_type -> featurestream.v1.ListFeaturesResponse
+	15, // [15:17] is the sub-list for method output_type
+	13, // [13:15] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_featurestream_v1_features_proto_init() }
@@ -774,6 +968,8 @@ func file_featurestream_v1_features_proto_init() {
 		(*FeatureValue_DoubleValue)(nil),
 		(*FeatureValue_StringValue)(nil),
 		(*FeatureValue_StringListValue)(nil),
+		(*FeatureValue_DoubleListValue)(nil),
+		(*FeatureValue_ItemCountsValue)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -781,7 +977,7 @@ func file_featurestream_v1_features_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_featurestream_v1_features_proto_rawDesc), len(file_featurestream_v1_features_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   8,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
