@@ -599,5 +599,12 @@ func (p *Processor) pushLocked(ctx context.Context, tasks []*task) {
 	for _, t := range tasks {
 		clear(t.pendingSink)
 		t.sinkNext = t.changelogNext
+		if t.clearRestoring {
+			if err := p.sink.(restoreMarker).SetPartitionRestoring(ctx, t.partition, false); err != nil {
+				p.logger.Warn("clear partition restoring mark", "partition", t.partition, "err", err)
+				continue
+			}
+			t.clearRestoring = false
+		}
 	}
 }

@@ -40,6 +40,15 @@ type task struct {
 	pendingSink map[string]sinks.Record
 	// dlq holds the dead letters of records since the last commit.
 	dlq []*kgo.Record
+	// clearRestoring is set until the partition's restoring mark is
+	// cleared, after the first successful push to the online store.
+	clearRestoring bool
+}
+
+// restoreMarker is implemented by a Sink that can tell readers a partition
+// is being restored.
+type restoreMarker interface {
+	SetPartitionRestoring(ctx context.Context, partition int32, restoring bool) error
 }
 
 // rollback forgets everything since the last commit, after an aborted
@@ -158,7 +167,15 @@ func (p *Processor) assigned(ctx context.Context, _ *kgo.Client, assigned map[st
 	defer p.mu.Unlock()
 	p.m.rebalances.WithLabelValues("assigned").Inc()
 	p.logger.Info("partitions assigned", "partitions", assigned[p.inTopic])
+	marker, _ := p.sink.(restoreMarker)
 	for _, part := range assigned[p.inTopic] {
+		if marker != nil {
+			// Serving marks this partition's values STALE until the
+			// restore and the re-push of what Redis may lack are done.
+			if err := marker.SetPartitionRestoring(ctx, part, true); err != nil {
+				p.logger.Warn("mark partition restoring", "partition", part, "err", err)
+			}
+		}
 		meta, repush, err := p.restorer.Restore(ctx, part, p.generation)
 		if err != nil {
 			// Without state the partition cannot be processed correctly;
@@ -177,6 +194,9 @@ func (p *Processor) assigned(ctx context.Context, _ *kgo.Client, assigned map[st
 			t.pendingSink[entity] = sinks.Record{Entity: entity, Partition: part, Version: uint64(offset), Generation: p.generation, State: st}
 		}
 		p.mu.tasks[part] = t
+		if marker != nil {
+			t.clearRestoring = true
+		}
 	}
 	p.m.assigned.Set(float64(len(p.mu.tasks)))
 	p.ready.Store(true)

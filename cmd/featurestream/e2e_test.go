@@ -407,6 +407,22 @@ func testEndToEnd(t *testing.T, g processor.Guarantee) {
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
+		// Every partition has been restored and pushed: none is still
+		// marked restoring (serving would say STALE).
+		deadline = time.Now().Add(10 * time.Second)
+		for {
+			n, err := env.rdb.HLen(context.Background(), sinks.RestoringKey(env.top.Spec.App)).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %d partitions still marked restoring", phase, n)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
 		instants := []int64{end, end + 30*60_000, end + 61*60_000, end + 25*3600_000}
 		for _, asOf := range instants {
 			if d := diff(model, asked, asOf, env.get(asked, asOf)); d != "" {
