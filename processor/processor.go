@@ -142,6 +142,7 @@ type Processor struct {
 	reg      prometheus.Registerer
 	grace    int64
 	future   int64
+	idle     int64
 	inTopic  string
 	clTopic  string
 	dlqTopic string
@@ -180,6 +181,7 @@ func New(cfg Config, top *topology.Topology, store *state.Store, sink Sink, logg
 		m:        newMetrics(reg),
 		grace:    time.Duration(top.Spec.Source.Grace).Milliseconds(),
 		future:   time.Duration(top.Spec.Source.MaxFuture).Milliseconds(),
+		idle:     time.Duration(top.Spec.Source.IdleTimeout).Milliseconds(),
 		inTopic:  top.Spec.Source.Topic,
 		clTopic:  state.ChangelogTopic(top.Spec.App),
 		dlqTopic: DLQTopic(top.Spec.App),
@@ -484,6 +486,7 @@ func (p *Processor) flushLocked(ctx context.Context, tasks []*task) error {
 			t.committedNext = t.inputNext
 		}
 		t.committedMaxEventMs = t.maxEventMs
+		t.committedWmFloor = t.wmFloor
 		t.dlq = t.dlq[:0]
 	}
 
@@ -498,9 +501,10 @@ func (p *Processor) flushLocked(ctx context.Context, tasks []*task) error {
 		clear(t.dirty)
 	}
 	p.pushLocked(ctx, tasks)
+	nowMs := p.cfg.Now().UnixMilli()
 	for _, t := range tasks {
-		if t.maxEventMs != math.MinInt64 {
-			p.m.watermark.WithLabelValues(strconv.Itoa(int(t.partition))).Set(float64(t.maxEventMs-p.grace) / 1000)
+		if wm := t.watermark(nowMs); wm != math.MinInt64 {
+			p.m.watermark.WithLabelValues(strconv.Itoa(int(t.partition))).Set(float64(wm) / 1000)
 		}
 	}
 	p.m.flushDuration.Observe(time.Since(start).Seconds())

@@ -25,6 +25,9 @@ type task struct {
 	// minus the spec's grace. committedMaxEventMs is its value at the last
 	// commit, restored when a transaction aborts.
 	maxEventMs, committedMaxEventMs int64
+	// lastArrivalMs is the wall-clock time the last record arrived;
+	// wmFloor is the watermark as last advanced, by events or by idleness.
+	lastArrivalMs, wmFloor, committedWmFloor int64
 	// inputNext is the next input offset to apply; committedNext the one
 	// the group has; inputEpoch the leader epoch of the last record.
 	inputNext, committedNext int64
@@ -58,6 +61,7 @@ func (t *task) rollback() {
 	t.dlq = t.dlq[:0]
 	t.inputNext = t.committedNext
 	t.maxEventMs = t.committedMaxEventMs
+	t.wmFloor = t.committedWmFloor
 }
 
 func (p *Processor) newTask(partition int32, meta state.Meta) *task {
@@ -66,6 +70,8 @@ func (p *Processor) newTask(partition int32, meta state.Meta) *task {
 		partition:           partition,
 		maxEventMs:          meta.MaxEventMs,
 		committedMaxEventMs: meta.MaxEventMs,
+		wmFloor:             math.MinInt64,
+		committedWmFloor:    math.MinInt64,
 		inputNext:           meta.InputNext,
 		committedNext:       meta.InputNext,
 		inputEpoch:          -1,
@@ -77,11 +83,20 @@ func (p *Processor) newTask(partition int32, meta state.Meta) *task {
 	}
 }
 
-func (t *task) watermark() int64 {
+// watermark is max event time − grace, advanced further by the wall-clock
+// time a partition has been idle beyond idle_timeout: event time is taken to
+// pass as fast as wall time while nothing arrives, so windows close without
+// new traffic. It never goes back.
+func (t *task) watermark(nowMs int64) int64 {
 	if t.maxEventMs == math.MinInt64 {
 		return math.MinInt64
 	}
-	return t.maxEventMs - t.p.grace
+	wm := t.maxEventMs - t.p.grace
+	if idle := nowMs - t.lastArrivalMs - t.p.idle; t.lastArrivalMs > 0 && idle > 0 {
+		wm += idle
+	}
+	t.wmFloor = max(t.wmFloor, wm)
+	return t.wmFloor
 }
 
 func (t *task) process(recs []*kgo.Record) {
@@ -105,7 +120,9 @@ func (t *task) process(recs []*kgo.Record) {
 			t.reject(rec, reject(ReasonFuture, "event time %d is more than max_future ahead of the clock %d", ev.TimeMs, nowMs))
 			continue
 		}
-		if wm := t.watermark(); ev.TimeMs < wm {
+		wm := t.watermark(nowMs)
+		t.lastArrivalMs = nowMs
+		if ev.TimeMs < wm {
 			for i := range p.top.Features {
 				p.m.late.WithLabelValues(p.top.Features[i].Name).Inc()
 			}

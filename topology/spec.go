@@ -50,6 +50,10 @@ type Source struct {
 	// MaxFuture is how far ahead of the processor's clock an event time may
 	// be before the event is rejected. Default 1h.
 	MaxFuture Duration `yaml:"max_future"`
+	// IdleTimeout is how long a partition may go without events before its
+	// watermark starts to advance with the wall clock, so windows close
+	// (and late events are recognised) without new traffic. Default 30s.
+	IdleTimeout Duration `yaml:"idle_timeout"`
 
 	line, formatLine int
 }
@@ -100,6 +104,8 @@ type Feature struct {
 const (
 	DefaultGrace     = 5 * time.Minute
 	DefaultMaxFuture = time.Hour
+	// DefaultIdleTimeout is Source.IdleTimeout's default.
+	DefaultIdleTimeout = 30 * time.Second
 	// DefaultTilesPerWindow is the window/tile ratio when a feature sets no tile.
 	DefaultTilesPerWindow = 12
 	// MaxK bounds first_k/last_k so one entity's state stays small.
@@ -244,7 +250,7 @@ func checkKeys(n *yaml.Node, what string, allowed ...string) error {
 
 // UnmarshalYAML implements yaml.Unmarshaler, rejecting unknown keys.
 func (s *Source) UnmarshalYAML(n *yaml.Node) error {
-	if err := checkKeys(n, "source", "topic", "format", "schema", "key", "time", "grace", "max_future"); err != nil {
+	if err := checkKeys(n, "source", "topic", "format", "schema", "key", "time", "grace", "max_future", "idle_timeout"); err != nil {
 		return err
 	}
 	type plain Source
@@ -307,6 +313,9 @@ func (s *Spec) validate() error {
 	}
 	if src.MaxFuture == 0 {
 		src.MaxFuture = Duration(DefaultMaxFuture)
+	}
+	if src.IdleTimeout == 0 {
+		src.IdleTimeout = Duration(DefaultIdleTimeout)
 	}
 	if len(s.Features) == 0 {
 		return &SpecError{Line: 1, Msg: "features: at least one feature is required"}
