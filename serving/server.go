@@ -351,10 +351,10 @@ func (s *Server) checkAsOf(ts *timestamppb.Timestamp, now time.Time) (int64, err
 		return 0, status.Errorf(codes.InvalidArgument, "as_of: %v", err)
 	}
 	asOf := ts.AsTime()
-	if oldest := now.Add(-time.Duration(s.horizonMs) * time.Millisecond); asOf.Before(oldest) {
-		return 0, status.Errorf(codes.InvalidArgument, "as_of %s: before the retained horizon %s (the longest window, %s, plus %s before now)",
-			asOf.Format(time.RFC3339Nano), oldest.Format(time.RFC3339), s.top.MaxWindow(), AsOfRetention)
-	}
+	// No bound in the past: the processor keeps tiles by event time, and
+	// replayed or backfilled data may be old by the wall clock. A read
+	// further back than the longest window (plus grace) before an entity's
+	// newest event may miss pruned tiles; docs/features.md says so.
 	if latest := now.Add(AsOfFuture); asOf.After(latest) {
 		return 0, status.Errorf(codes.InvalidArgument, "as_of %s: more than %s after the server's clock (%s)",
 			asOf.Format(time.RFC3339Nano), AsOfFuture, now.Format(time.RFC3339Nano))

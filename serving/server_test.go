@@ -374,8 +374,6 @@ func TestGetFeaturesInvalidArgument(t *testing.T) {
 			`features[2]: duplicate feature "views_1h" (also features[0])`},
 		{"bad as_of", &pb.GetFeaturesRequest{EntityIds: []string{"a"}, AsOf: &timestamppb.Timestamp{Nanos: -1}}, "as_of: "},
 		// The longest shop window is 24h; a day more is retained.
-		{"as_of past the horizon", &pb.GetFeaturesRequest{EntityIds: []string{"a"}, AsOf: timestamppb.New(testNow.Add(-48*time.Hour - time.Millisecond))},
-			"as_of 2025-11-25T03:59:59.999Z: before the retained horizon 2025-11-25T04:00:00Z (the longest window, 24h0m0s, plus 24h0m0s before now)"},
 		{"as_of far in the future", &pb.GetFeaturesRequest{EntityIds: []string{"a"}, AsOf: timestamppb.New(testNow.Add(time.Hour + time.Millisecond))},
 			"as_of 2025-11-27T05:00:00.001Z: more than 1h0m0s after the server's clock"},
 	}
