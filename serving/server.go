@@ -329,7 +329,16 @@ func (s *Server) GetFeatures(ctx context.Context, req *pb.GetFeaturesRequest) (*
 		}
 	}
 
-	entries, err := s.store.Read(ctx, ids, features, nil)
+	ep := entryPool.Get().(*[]sinks.Entry)
+	defer func() {
+		// Drop the tiles, keep the slices: the next call decodes into them.
+		for i := range *ep {
+			clear((*ep)[i].Tiles)
+		}
+		entryPool.Put(ep)
+	}()
+	entries, err := s.store.Read(ctx, ids, features, (*ep)[:0])
+	*ep = entries
 	if err != nil {
 		if cerr := ctx.Err(); cerr != nil {
 			return nil, status.FromContextError(cerr).Err()
@@ -343,6 +352,10 @@ func (s *Server) GetFeatures(ctx context.Context, req *pb.GetFeaturesRequest) (*
 	}
 	return s.respond(entries, ids, features, asOfMs, nowMs), nil
 }
+
+// entryPool recycles the entries Read decodes into; the response copies
+// what it needs out of them.
+var entryPool = sync.Pool{New: func() any { return new([]sinks.Entry) }}
 
 // checkAsOf returns as_of in epoch ms if it lies within the retained
 // horizon around now.
@@ -419,21 +432,48 @@ func (s *Server) respond(entries []sinks.Entry, ids []string, features []int, as
 		}
 	}
 
-	resp := &pb.GetFeaturesResponse{
-		Results: make([]*pb.EntityFeatures, len(ids)),
-		AsOf:    msTimestamp(asOfMs),
+	// Every message of the response comes from a few slices, one per
+	// message type, rather than one allocation per value: a response of
+	// 100 entities × 4 features is a handful of allocations, not a
+	// thousand. The oneof wrappers are counted per value type.
+	var nInt, nDouble, nString, nList int
+	for _, fi := range features {
+		switch s.top.Features[fi].Type {
+		case topology.TypeInt64:
+			nInt++
+		case topology.TypeDouble:
+			nDouble++
+		case topology.TypeString:
+			nString++
+		case topology.TypeStringList:
+			nList++
+		}
 	}
-	ents := make([]pb.EntityFeatures, len(ids))
-	vals := make([]pb.FeatureValue, len(ids)*len(features))
+	n := len(ids)
+	var (
+		ints    = make([]pb.FeatureValue_Int64Value, n*nInt)
+		doubles = make([]pb.FeatureValue_DoubleValue, n*nDouble)
+		strs    = make([]pb.FeatureValue_StringValue, n*nString)
+		lists   = make([]pb.FeatureValue_StringListValue, n*nList)
+		listMsg = make([]pb.StringList, n*nList)
+		lastTs  = make([]timestamppb.Timestamp, n)
+		ents    = make([]pb.EntityFeatures, n)
+		entPtrs = make([]*pb.EntityFeatures, n)
+		vals    = make([]pb.FeatureValue, n*len(features))
+		valPtrs = make([]*pb.FeatureValue, n*len(features))
+	)
+	resp := &pb.GetFeaturesResponse{Results: entPtrs, AsOf: msTimestamp(asOfMs)}
 	var found int
 	for i := range ids {
 		e, ent := &entries[i], &ents[i]
 		ent.EntityId = ids[i]
-		ent.Values = make([]*pb.FeatureValue, len(features))
+		ent.Values = valPtrs[i*len(features) : (i+1)*len(features) : (i+1)*len(features)]
 		var partRestoring bool
 		if e.Found {
 			found++
-			ent.LastEventTime = msTimestamp(e.LastEventMs)
+			ts := &lastTs[i]
+			ts.Seconds, ts.Nanos = msParts(e.LastEventMs)
+			ent.LastEventTime = ts
 			if len(restoring) > 0 {
 				_, partRestoring = slices.BinarySearch(restoring, e.Partition)
 			}
@@ -461,20 +501,33 @@ func (s *Server) respond(entries []sinks.Entry, ids []string, features []int, as
 			}
 			switch v.Type {
 			case topology.TypeInt64:
-				fv.Value = &pb.FeatureValue_Int64Value{Int64Value: v.Int}
+				w := &ints[len(ints)-1]
+				ints = ints[:len(ints)-1]
+				w.Int64Value = v.Int
+				fv.Value = w
 			case topology.TypeDouble:
-				fv.Value = &pb.FeatureValue_DoubleValue{DoubleValue: v.Float}
+				w := &doubles[len(doubles)-1]
+				doubles = doubles[:len(doubles)-1]
+				w.DoubleValue = v.Float
+				fv.Value = w
 			case topology.TypeString:
-				fv.Value = &pb.FeatureValue_StringValue{StringValue: v.Str}
+				w := &strs[len(strs)-1]
+				strs = strs[:len(strs)-1]
+				w.StringValue = v.Str
+				fv.Value = w
 			case topology.TypeStringList:
-				fv.Value = &pb.FeatureValue_StringListValue{StringListValue: &pb.StringList{Values: v.List}}
+				w, l := &lists[len(lists)-1], &listMsg[len(listMsg)-1]
+				lists, listMsg = lists[:len(lists)-1], listMsg[:len(listMsg)-1]
+				l.Values = v.List
+				w.StringListValue = l
+				fv.Value = w
 			default:
 				// Unreachable while topology has these four types; never
 				// claim a value we cannot say.
 				fv.Status = pb.FeatureValue_NOT_FOUND
 			}
 		}
-		resp.Results[i] = ent
+		entPtrs[i] = ent
 	}
 	s.entities.WithLabelValues("found").Add(float64(found))
 	s.entities.WithLabelValues("not_found").Add(float64(len(ids) - found))
@@ -482,7 +535,18 @@ func (s *Server) respond(entries []sinks.Entry, ids []string, features []int, as
 }
 
 func msTimestamp(ms int64) *timestamppb.Timestamp {
-	return timestamppb.New(time.UnixMilli(ms))
+	sec, nanos := msParts(ms)
+	return &timestamppb.Timestamp{Seconds: sec, Nanos: nanos}
+}
+
+// msParts splits epoch ms into a Timestamp's seconds and nanos (nanos
+// never negative, as the Timestamp type requires).
+func msParts(ms int64) (int64, int32) {
+	sec, rem := ms/1000, ms%1000
+	if rem < 0 {
+		sec, rem = sec-1, rem+1000
+	}
+	return sec, int32(rem * 1e6)
 }
 
 // ListFeatures implements FeatureService.

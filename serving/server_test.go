@@ -609,3 +609,19 @@ func TestRunListensAndStops(t *testing.T) {
 		t.Fatal("Run did not return after cancel")
 	}
 }
+
+func TestMsParts(t *testing.T) {
+	for _, tt := range []struct {
+		ms    int64
+		sec   int64
+		nanos int32
+	}{{0, 0, 0}, {1, 0, 1e6}, {1999, 1, 999e6}, {-1, -1, 999e6}, {-1000, -1, 0}, {-1001, -2, 999e6}} {
+		sec, nanos := msParts(tt.ms)
+		if sec != tt.sec || nanos != tt.nanos {
+			t.Errorf("msParts(%d) = %d, %d; want %d, %d", tt.ms, sec, nanos, tt.sec, tt.nanos)
+		}
+		if got := msTimestamp(tt.ms).AsTime(); !got.Equal(time.UnixMilli(tt.ms)) {
+			t.Errorf("msTimestamp(%d) = %v", tt.ms, got)
+		}
+	}
+}

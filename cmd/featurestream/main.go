@@ -28,6 +28,7 @@ type cli struct {
 	Validate validateCmd `cmd:"" help:"Check a feature spec and print its features."`
 	Demo     demoCmd     `cmd:"" help:"Produce synthetic shop traffic (JSON events of examples/shop/spec.yaml) to a Kafka topic until stopped."`
 	Inspect  inspectCmd  `cmd:"" help:"Show entities' stored state (tiles, version, generation, last event) and values, from Redis or a stopped processor's --state-dir."`
+	Bench    benchCmd    `cmd:"" help:"Benchmarks on this machine (loopback only)."`
 }
 
 func main() {
