@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"math"
 	"slices"
+	"strings"
 	"unsafe"
 
 	"github.com/DataDog/sketches-go/ddsketch"
@@ -326,11 +327,20 @@ func (f *CompiledFeature) mergeTile(dst, src *Tile) {
 	case AggVariance, AggStddev:
 		dst.Num, dst.m2 = chanMerge(dst.Count, dst.Num, dst.m2, src.Count, src.Num, src.m2)
 	case AggTopK:
+		// Sum the summaries, then keep the capacity most frequent: a
+		// dropped value's count is at most the total over capacity, the
+		// bound each summary already had.
 		for v, c := range src.counts {
-			for range c {
-				// Rare (sessions merging): exactness within the summary's
-				// bound matters more than speed here.
-				dst.addTopK(v, f.capacity)
+			dst.counts[v] += c
+		}
+		if len(dst.counts) > f.capacity {
+			all := make([]ItemCount, 0, len(dst.counts))
+			for v, c := range dst.counts {
+				all = append(all, ItemCount{v, c})
+			}
+			sortItemCounts(all)
+			for _, ic := range all[f.capacity:] {
+				delete(dst.counts, ic.Value)
 			}
 		}
 	case AggCountDistinct:
@@ -396,6 +406,16 @@ func (f *CompiledFeature) cloneTile(t *Tile) Tile {
 		c.dd = t.dd.Copy()
 	}
 	return c
+}
+
+// sortItemCounts orders by count, highest first, then by value.
+func sortItemCounts(ics []ItemCount) {
+	slices.SortFunc(ics, func(a, b ItemCount) int {
+		if c := cmp.Compare(b.Count, a.Count); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Value, b.Value)
+	})
 }
 
 // chanMerge combines two (count, mean, M2) partial aggregates (Chan et al.).

@@ -92,6 +92,26 @@ features:
     field: price
     quantiles: [0, 0.5, 1]
     relative_accuracy: 0.05
+  - name: views_hour
+    where: kind == "view"
+    agg: count
+    window: {kind: tumbling, size: 1h}
+    emit: last_closed
+  - name: spend_hopping
+    agg: sum
+    field: price
+    window: {kind: hopping, size: 1h, hop: 15m}
+  - name: session_items
+    agg: last_k
+    field: item_id
+    k: 3
+    window: {kind: session, gap: 10m}
+  - name: session_top
+    agg: top_k
+    field: item_id
+    k: 2
+    window: {kind: session, gap: 30m}
+    emit: last_closed
 `
 
 func fuzzTopology(tb testing.TB) *Topology {

@@ -54,6 +54,14 @@ type modelFeature struct {
 	quantiles   []float64
 	singleQ     bool
 	maxDistinct int
+	// kind is the window kind: "sliding" (windowMs > 0), "lifetime",
+	// "tumbling" (windowMs, tileMs = windowMs), "hopping" (windowMs, tileMs
+	// = hop) or "session" (gapMs). emitLast reads the last closed window.
+	kind     string
+	gapMs    int64
+	emitLast bool
+	hopS     string
+	gapS     string
 }
 
 type modelEvent struct {
@@ -103,11 +111,29 @@ func specYAML(fs []modelFeature) string {
 		if f.where != "" {
 			fmt.Fprintf(&b, "    where: '%s'\n", f.where)
 		}
-		if f.windowS != "" {
-			fmt.Fprintf(&b, "    window: %s\n", f.windowS)
+		switch f.kind {
+		case "tumbling":
+			fmt.Fprintf(&b, "    window: {kind: tumbling, size: %s}\n", f.windowS)
+		case "hopping":
+			fmt.Fprintf(&b, "    window: {kind: hopping, size: %s, hop: %s}\n", f.windowS, f.hopS)
+		case "session":
+			fmt.Fprintf(&b, "    window:\n      kind: session\n      gap: %s\n", f.gapS)
+		case "lifetime":
+			if f.windowS == "explicit" {
+				b.WriteString("    window: {kind: lifetime}\n")
+			}
+		default:
+			if f.windowS != "" {
+				fmt.Fprintf(&b, "    window: %s\n", f.windowS)
+			}
+			if f.tileS != "" {
+				fmt.Fprintf(&b, "    tile: %s\n", f.tileS)
+			}
 		}
-		if f.tileS != "" {
-			fmt.Fprintf(&b, "    tile: %s\n", f.tileS)
+		if f.emitLast {
+			b.WriteString("    emit: last_closed\n")
+		} else if f.kind == "tumbling" && f.gapMs == 0 && len(f.name)%2 == 0 {
+			b.WriteString("    emit: current\n") // the default, sometimes written out
 		}
 		if f.k != 0 {
 			fmt.Fprintf(&b, "    k: %d\n", f.k)
@@ -273,21 +299,11 @@ func (m *model) value(key string, fi int, asOfMs int64) (v Value, absTotal float
 		"first": TypeString, "last": TypeString, "first_k": TypeStringList, "last_k": TypeStringList,
 		"variance": TypeDouble, "stddev": TypeDouble,
 	}[f.agg]
-	var lo int64
-	if f.windowMs != 0 {
-		lo = ceilDivModel(asOfMs-f.windowMs, f.tileMs) * f.tileMs
-		v.WindowStartMs, v.WindowEndMs = lo, asOfMs
+	in, start, end, ok := m.window(key, fi, asOfMs)
+	if !ok {
+		return v, 0
 	}
-	var in []modelEvent // in arrival order
-	for _, ev := range m.contributions(key, fi) {
-		if f.windowMs != 0 {
-			s := floorDivModel(ev.timeMs, f.tileMs) * f.tileMs
-			if s < lo || s > asOfMs {
-				continue
-			}
-		}
-		in = append(in, ev)
-	}
+	v.WindowStartMs, v.WindowEndMs = start, end
 	num := func(ev modelEvent) float64 {
 		x, _ := lookupModel(ev.fields, f.field)
 		n, _ := refNumber(x)
@@ -400,28 +416,77 @@ func checkStddev(want Value, absTotal float64, got Value) error {
 	return nil
 }
 
-// inWindowEvents returns the events of key that count for feature fi read
-// at asOfMs, in arrival order, with the covered window.
-func (m *model) inWindowEvents(key string, fi int, asOfMs int64) (in []modelEvent, lo int64) {
+// window returns the events of key that count for feature fi read at
+// asOfMs, in arrival order, and the interval the read covers; ok is false
+// for a session feature with no session to read.
+func (m *model) window(key string, fi int, asOfMs int64) (in []modelEvent, start, end int64, ok bool) {
 	f := &m.features[fi]
-	if f.windowMs != 0 {
-		lo = ceilDivModel(asOfMs-f.windowMs, f.tileMs) * f.tileMs
-	}
-	for _, ev := range m.contributions(key, fi) {
-		if f.windowMs != 0 {
-			s := floorDivModel(ev.timeMs, f.tileMs) * f.tileMs
-			if s < lo || s > asOfMs {
-				continue
+	evs := m.contributions(key, fi)
+	pick := func(lo, hi int64) { // tile starts in [lo, hi]
+		for _, ev := range evs {
+			if s := f.tileOf(ev); s >= lo && s <= hi {
+				in = append(in, ev)
 			}
 		}
-		in = append(in, ev)
 	}
-	return in, lo
+	switch f.kind {
+	case "lifetime":
+		return evs, 0, 0, true
+	case "sliding":
+		lo := ceilDivModel(asOfMs-f.windowMs, f.tileMs) * f.tileMs
+		pick(lo, asOfMs)
+		return in, lo, asOfMs, true
+	case "tumbling", "hopping":
+		// Windows end on tile boundaries: the current one at the next
+		// boundary after as_of, the last closed one at or before it.
+		b := floorDivModel(asOfMs, f.tileMs) * f.tileMs
+		if f.emitLast {
+			pick(b-f.windowMs, b-1)
+			return in, b - f.windowMs, b, true
+		}
+		pick(b+f.tileMs-f.windowMs, asOfMs)
+		return in, b + f.tileMs - f.windowMs, asOfMs, true
+	case "session":
+		// Sessions from every event, in time order: a new one starts after
+		// a gap longer than gapMs.
+		sorted := slices.Clone(evs)
+		slices.SortStableFunc(sorted, func(a, b modelEvent) int { return cmp.Compare(a.timeMs, b.timeMs) })
+		type session struct {
+			start, end int64
+			evs        []modelEvent
+		}
+		var ss []session
+		for _, ev := range sorted {
+			if len(ss) == 0 || ev.timeMs-ss[len(ss)-1].end > f.gapMs {
+				ss = append(ss, session{start: ev.timeMs})
+			}
+			ss[len(ss)-1].end = ev.timeMs
+			ss[len(ss)-1].evs = append(ss[len(ss)-1].evs, ev)
+		}
+		for i := len(ss) - 1; i >= 0; i-- {
+			s := ss[i]
+			if f.emitLast && s.end < asOfMs-f.gapMs || !f.emitLast && s.start <= asOfMs && s.end >= asOfMs-f.gapMs {
+				// Back to arrival order.
+				for _, ev := range evs {
+					if ev.timeMs >= s.start && ev.timeMs <= s.end {
+						in = append(in, ev)
+					}
+				}
+				return in, s.start, s.end, true
+			}
+			if !f.emitLast && s.start <= asOfMs {
+				break
+			}
+		}
+		return nil, 0, 0, false
+	}
+	panic("model: window kind " + f.kind)
 }
 
-// tileOf is the tile start of an event for feature f (0 for lifetime).
+// tileOf is the tile start of an event for feature f (0 for lifetime and
+// sessions).
 func (f *modelFeature) tileOf(ev modelEvent) int64 {
-	if f.windowMs == 0 {
+	if f.tileMs == 0 {
 		return 0
 	}
 	return floorDivModel(ev.timeMs, f.tileMs) * f.tileMs
@@ -440,13 +505,15 @@ func (f *modelFeature) tileOf(ev modelEvent) int64 {
 //     value at rank floor(q·(n-1)).
 func (m *model) checkSketch(key string, fi int, asOfMs int64, got Value) error {
 	f := &m.features[fi]
-	in, lo := m.inWindowEvents(key, fi, asOfMs)
-	var ws, we int64
-	if f.windowMs != 0 {
-		ws, we = lo, asOfMs
-	}
+	in, ws, we, ok := m.window(key, fi, asOfMs)
 	if got.WindowStartMs != ws || got.WindowEndMs != we {
 		return fmt.Errorf("window [%d, %d], want [%d, %d]", got.WindowStartMs, got.WindowEndMs, ws, we)
+	}
+	if !ok {
+		if got.Present {
+			return fmt.Errorf("%s = %+v with no session at as_of, want not present", f.agg, got)
+		}
+		return nil
 	}
 	str := func(ev modelEvent) string {
 		x, _ := lookupModel(ev.fields, f.field)
@@ -608,7 +675,33 @@ func genFeatures(t *rapid.T) []modelFeature {
 				f.maxDistinct = rapid.SampledFrom([]int{1, 3, 1000}).Draw(t, "max_distinct")
 			}
 			f.where = rapid.SampledFrom([]string{whereNone, whereNone, whereView, whereNotView, wherePriceGT, wherePriceAnd}).Draw(t, "where")
+			f.kind = rapid.SampledFrom([]string{"sliding", "sliding", "lifetime", "tumbling", "hopping", "session"}).Draw(t, "window_kind")
+			switch f.kind {
+			case "lifetime":
+				f.windowS = rapid.SampledFrom([]string{"", "explicit"}).Draw(t, "lifetime")
+			case "tumbling":
+				f.windowS = rapid.SampledFrom([]string{"1s", "10m", "1h", "3h", "24h"}).Draw(t, "size")
+				f.windowMs = durMs(f.windowS)
+				f.tileMs = f.windowMs
+			case "hopping":
+				sh := rapid.SampledFrom([][2]string{{"2s", "1s"}, {"10m", "1m"}, {"1h", "15m"}, {"3h", "1h"}, {"24h", "6h"}, {"1h", "1h"}}).Draw(t, "size_hop")
+				f.windowS, f.hopS = sh[0], sh[1]
+				f.windowMs, f.tileMs = durMs(sh[0]), durMs(sh[1])
+			case "session":
+				f.gapS = rapid.SampledFrom([]string{"1s", "1m", "10m", "1h"}).Draw(t, "gap")
+				f.gapMs = durMs(f.gapS)
+			}
+			if f.kind == "tumbling" || f.kind == "hopping" || f.kind == "session" {
+				f.emitLast = rapid.Bool().Draw(t, "emit_last")
+			}
+			if f.kind != "sliding" {
+				fs = append(fs, f)
+				continue
+			}
 			f.windowS = rapid.SampledFrom(windowChoices).Draw(t, "window")
+			if f.windowS == "" {
+				f.kind = "lifetime"
+			}
 			if f.windowS != "" {
 				f.windowMs = durMs(f.windowS)
 				var tiles []string
@@ -734,6 +827,11 @@ func TestApplyEvaluateMatchesModel(t *testing.T) {
 		maxSeen := int64(math.MinInt64)
 		watermark := int64(0) // below every event: nothing is pruned
 		for i, ev := range events {
+			if prune && maxSeen != math.MinInt64 && ev.timeMs < watermark {
+				// Late: the processor rejects it before Apply, as the DLQ's
+				// "late". Sessions and closed buckets rely on that.
+				continue
+			}
 			maxSeen = max(maxSeen, ev.timeMs)
 			if prune {
 				watermark = maxSeen - graceMs
@@ -769,15 +867,14 @@ func TestApplyEvaluateMatchesModel(t *testing.T) {
 		for range 6 {
 			asOfs = append(asOfs, lowest+rapid.Int64Range(0, 10*msHour).Draw(t, "as_of"))
 		}
-		// Reads at the edges of windows and tiles of events that were applied.
+		// Reads at the edges of windows, tiles and sessions of events that
+		// were applied.
 		for range 4 {
 			ev := events[rapid.IntRange(0, len(events)-1).Draw(t, "edge_event")]
 			f := fs[rapid.IntRange(0, len(fs)-1).Draw(t, "edge_feature")]
-			if f.windowMs == 0 {
-				continue
-			}
-			s := floorDivModel(ev.timeMs, f.tileMs) * f.tileMs
-			for _, a := range []int64{ev.timeMs, ev.timeMs - 1, s - 1, s, s + f.windowMs - 1, s + f.windowMs, s + f.windowMs + 1} {
+			s := f.tileOf(ev)
+			for _, a := range []int64{ev.timeMs, ev.timeMs - 1, s - 1, s, s + f.windowMs - 1, s + f.windowMs, s + f.windowMs + 1,
+				s + f.tileMs - 1, s + f.tileMs, ev.timeMs + f.gapMs, ev.timeMs + f.gapMs + 1} {
 				if a >= lowest {
 					asOfs = append(asOfs, a)
 				}
@@ -819,8 +916,8 @@ func TestApplyEvaluateMatchesModel(t *testing.T) {
 						err = checkValue(want, absTotal, got)
 					}
 					if err != nil {
-						t.Fatalf("%s %s (%s window %s tile %dms where %q) as of t0%+dms: %v",
-							key, fs[fi].name, fs[fi].agg, fs[fi].windowS, fs[fi].tileMs, fs[fi].where, a-t0, err)
+						t.Fatalf("%s %s (%s %s window %s tile %dms gap %dms emit last %v where %q) as of t0%+dms: %v",
+							key, fs[fi].name, fs[fi].agg, fs[fi].kind, fs[fi].windowS, fs[fi].tileMs, fs[fi].gapMs, fs[fi].emitLast, fs[fi].where, a-t0, err)
 					}
 					for name, decoded := range map[string][]Tile{"DecodeState": st2.Features[fi], "DecodeFeature": tiles} {
 						if got2 := top.Evaluate(fi, decoded, a); !valuesIdentical(got, got2) {
@@ -838,16 +935,38 @@ func TestApplyEvaluateMatchesModel(t *testing.T) {
 func checkPruned(t *rapid.T, top *Topology, st *EntityState, watermarkMs int64) {
 	for fi := range top.Features {
 		f := &top.Features[fi]
-		if f.Lifetime() {
-			if len(st.Features[fi]) > 1 {
-				t.Fatalf("lifetime feature %s has %d tiles", f.Name, len(st.Features[fi]))
-			}
-			continue
-		}
+		tiles := st.Features[fi]
 		w, tl := f.Window.Milliseconds(), f.Tile.Milliseconds()
-		for _, tile := range st.Features[fi] {
-			if tile.Start < watermarkMs-w-tl {
-				t.Fatalf("feature %s kept tile %d, older than watermark %d - window - tile", f.Name, tile.Start, watermarkMs)
+		switch f.WindowKind {
+		case WindowLifetime:
+			if len(tiles) > 1 {
+				t.Fatalf("lifetime feature %s has %d tiles", f.Name, len(tiles))
+			}
+		case WindowSliding:
+			for _, tile := range tiles {
+				if tile.Start < watermarkMs-w-tl {
+					t.Fatalf("feature %s kept tile %d, older than watermark %d - window - tile", f.Name, tile.Start, watermarkMs)
+				}
+			}
+		case WindowTumbling, WindowHopping:
+			for _, tile := range tiles {
+				if tile.Start < floorDivModel(watermarkMs, tl)*tl-w {
+					t.Fatalf("feature %s kept tile %d, older than the last closed window at watermark %d", f.Name, tile.Start, watermarkMs)
+				}
+			}
+		case WindowSession:
+			closed := 0
+			for _, tile := range tiles {
+				if tile.End < watermarkMs-w {
+					closed++
+				}
+			}
+			want := 0
+			if f.EmitLastClosed {
+				want = 1
+			}
+			if closed > want {
+				t.Fatalf("feature %s kept %d sessions closed at watermark %d, want at most %d", f.Name, closed, watermarkMs, want)
 			}
 		}
 	}

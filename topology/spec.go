@@ -70,12 +70,30 @@ type Feature struct {
 	// Field is the event field the aggregation reads (dotted for nested
 	// fields). Not used by count.
 	Field string `yaml:"field"`
-	// Window is the size of the sliding window ending at request time;
-	// zero means lifetime (no window).
+	// Window is the window's size: of the sliding window ending at request
+	// time, or of a tumbling or hopping window's buckets; zero for lifetime
+	// and session windows. A spec writes either a duration (a sliding
+	// window: "window: 1h") or a mapping with a kind ("window: {kind:
+	// tumbling, size: 1h}"), which fills WindowKind, Hop and Gap too.
 	Window Duration `yaml:"window"`
-	// Tile is the time bucket partial aggregates are kept in. Default
-	// window/12 (so the far edge of the window is within 1/12 of its size).
+	// Tile is the time bucket partial aggregates are kept in. Sliding
+	// windows: default window/12 (so the far edge of the window is within
+	// 1/12 of its size). After validation it is also set for tumbling (the
+	// size) and hopping (the hop) windows.
 	Tile Duration `yaml:"tile"`
+	// WindowKind is "sliding", "tumbling", "hopping", "session" or
+	// "lifetime". Validation fills it: sliding with a window size,
+	// lifetime without.
+	WindowKind string `yaml:"-"`
+	// Hop is how far apart hopping windows start; it divides Window.
+	Hop Duration `yaml:"-"`
+	// Gap closes a session: events further apart than Gap are in different
+	// sessions.
+	Gap Duration `yaml:"-"`
+	// Emit says which window of a tumbling, hopping or session feature a
+	// read returns: "current" (default; the one holding as_of) or
+	// "last_closed" (the newest one that ended before as_of).
+	Emit string `yaml:"emit"`
 	// K bounds first_k and last_k, and is how many values top_k returns.
 	K int `yaml:"k"`
 	// Q is approx_quantile's quantile, in [0, 1]; the value is a double.
@@ -265,7 +283,7 @@ func (s *Source) UnmarshalYAML(n *yaml.Node) error {
 }
 
 // featureKeys are the keys a feature may have.
-var featureKeys = []string{"name", "description", "where", "agg", "field", "window", "tile", "k",
+var featureKeys = []string{"name", "description", "where", "agg", "field", "window", "tile", "emit", "k",
 	"q", "quantiles", "relative_accuracy", "precision", "max_distinct", "max_staleness"}
 
 // UnmarshalYAML implements yaml.Unmarshaler, rejecting unknown keys and
@@ -274,13 +292,47 @@ func (f *Feature) UnmarshalYAML(n *yaml.Node) error {
 	if err := checkKeys(n, "feature", featureKeys...); err != nil {
 		return err
 	}
+	// A window written as a mapping is read here; the rest decodes as is.
+	rest := *n
+	rest.Content = nil
+	var win *yaml.Node
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == "window" && n.Content[i+1].Kind == yaml.MappingNode {
+			win = n.Content[i+1]
+			continue
+		}
+		rest.Content = append(rest.Content, n.Content[i], n.Content[i+1])
+	}
 	type plain Feature
 	var p plain
-	if err := n.Decode(&p); err != nil {
+	if err := rest.Decode(&p); err != nil {
 		return yamlError(err)
 	}
 	*f = Feature(p)
 	f.Line = n.Line
+	if win != nil {
+		if err := checkKeys(win, "window", "kind", "size", "hop", "gap", "tile"); err != nil {
+			return err
+		}
+		var w struct {
+			Kind string   `yaml:"kind"`
+			Size Duration `yaml:"size"`
+			Hop  Duration `yaml:"hop"`
+			Gap  Duration `yaml:"gap"`
+			Tile Duration `yaml:"tile"`
+		}
+		if err := win.Decode(&w); err != nil {
+			return yamlError(err)
+		}
+		if w.Kind == "" {
+			return lineErrorf(win, "window: kind is required (sliding, tumbling, hopping, session or lifetime)")
+		}
+		if w.Tile != 0 && f.Tile != 0 {
+			return lineErrorf(win, "tile is set twice, in the window and beside it")
+		}
+		f.WindowKind, f.Window, f.Hop, f.Gap = w.Kind, w.Size, w.Hop, w.Gap
+		f.Tile = max(f.Tile, w.Tile)
+	}
 	return nil
 }
 
@@ -359,15 +411,107 @@ func (f *Feature) validate() error {
 	if err := f.validateSketch(kind); err != nil {
 		return err
 	}
-	w, t := time.Duration(f.Window), time.Duration(f.Tile)
+	return f.validateWindow()
+}
+
+// validateWindow checks the window keys for the window's kind and fills
+// WindowKind, Tile and Emit.
+func (f *Feature) validateWindow() error {
+	w, t, hop, gap := time.Duration(f.Window), time.Duration(f.Tile), time.Duration(f.Hop), time.Duration(f.Gap)
+	if f.WindowKind == "" {
+		f.WindowKind = "sliding"
+		if w == 0 {
+			f.WindowKind = "lifetime"
+		}
+	}
+	wholeSeconds := func(what string, d time.Duration) error {
+		if d < time.Second || d%time.Second != 0 {
+			return fmt.Errorf("%s %s: want a whole number of seconds, at least 1s", what, Duration(d))
+		}
+		return nil
+	}
+	notFor := func(key string, set bool) error {
+		if set {
+			return fmt.Errorf("window kind %s takes no %s", f.WindowKind, key)
+		}
+		return nil
+	}
+	kind := f.WindowKind
+	switch kind {
+	case "sliding", "tumbling", "hopping":
+	case "session", "lifetime":
+		if kind == "lifetime" && w == 0 && t != 0 {
+			return fmt.Errorf("tile %s set without window: a lifetime feature has no tiles", f.Tile)
+		}
+		if err := errors.Join(notFor("size", w != 0), notFor("tile", t != 0), notFor("hop", hop != 0)); err != nil {
+			return err
+		}
+	default:
+		return fmt.Errorf("window kind %q: want sliding, tumbling, hopping, session or lifetime", kind)
+	}
+	if kind != "session" {
+		if err := notFor("gap", gap != 0); err != nil {
+			return err
+		}
+	}
+	if kind != "hopping" {
+		if err := notFor("hop", hop != 0); err != nil {
+			return err
+		}
+	}
+	switch f.Emit {
+	case "":
+		if kind == "tumbling" || kind == "hopping" || kind == "session" {
+			f.Emit = "current"
+		}
+	case "current", "last_closed":
+		if kind == "sliding" || kind == "lifetime" {
+			return fmt.Errorf("emit %s: only tumbling, hopping and session windows have closed windows to emit", f.Emit)
+		}
+	default:
+		return fmt.Errorf("emit %q: want current or last_closed", f.Emit)
+	}
+	switch kind {
+	case "lifetime":
+		return nil
+	case "session":
+		if gap == 0 {
+			return fmt.Errorf("window kind session needs gap, such as {kind: session, gap: 30m}")
+		}
+		return wholeSeconds("gap", gap)
+	}
 	if w == 0 {
 		if t != 0 {
 			return fmt.Errorf("tile %s set without window: a lifetime feature has no tiles", f.Tile)
 		}
-		return nil
+		return fmt.Errorf("window kind %s needs size, such as {kind: %s, size: 1h}", kind, kind)
 	}
 	if w < time.Second {
 		return fmt.Errorf("window %s is too small: want at least 1s", f.Window)
+	}
+	switch kind {
+	case "tumbling":
+		if err := errors.Join(notFor("tile", t != 0), wholeSeconds("size", w)); err != nil {
+			return err
+		}
+		f.Tile = f.Window
+		return nil
+	case "hopping":
+		switch {
+		case t != 0:
+			return notFor("tile", true)
+		case hop == 0:
+			return fmt.Errorf("window kind hopping needs hop, such as {kind: hopping, size: 1h, hop: 15m}")
+		case hop > w || w%hop != 0:
+			return fmt.Errorf("hop %s must divide size %s", f.Hop, f.Window)
+		case w/hop > 10000:
+			return fmt.Errorf("hop %s is too small for size %s: at most 10000 hops per window", f.Hop, f.Window)
+		}
+		if err := wholeSeconds("hop", hop); err != nil {
+			return err
+		}
+		f.Tile = f.Hop
+		return nil
 	}
 	if t == 0 {
 		t = defaultTile(w)

@@ -49,7 +49,7 @@ func TestParseSpecErrors(t *testing.T) {
 			name: "unknown feature key",
 			spec: specWith("name: a", "agg: count", "windw: 1h"),
 			line: 7,
-			msg:  []string{`unknown key "windw"`, "name, description, where, agg, field, window, tile, k"},
+			msg:  []string{`unknown key "windw"`, "name, description, where, agg, field, window, tile, emit, k"},
 		},
 		{
 			name: "bad duration unit",
@@ -158,6 +158,126 @@ func TestParseSpecErrors(t *testing.T) {
 			spec: specWith("name: a", "agg: count", "window: 500ms"),
 			line: 5,
 			msg:  []string{"window 500ms is too small"},
+		},
+		{
+			name: "window mapping without kind",
+			spec: specWith("name: a", "agg: count", "window: {size: 1h}"),
+			line: 7,
+			msg:  []string{"window: kind is required"},
+		},
+		{
+			name: "unknown window key",
+			spec: specWith("name: a", "agg: count", "window: {kind: tumbling, sise: 1h}"),
+			line: 7,
+			msg:  []string{`window: unknown key "sise"`, "kind, size, hop, gap, tile"},
+		},
+		{
+			name: "unknown window kind",
+			spec: specWith("name: a", "agg: count", "window: {kind: rolling, size: 1h}"),
+			line: 5,
+			msg:  []string{`window kind "rolling"`, "sliding, tumbling, hopping, session or lifetime"},
+		},
+		{
+			name: "tumbling without size",
+			spec: specWith("name: a", "agg: count", "window: {kind: tumbling}"),
+			line: 5,
+			msg:  []string{"window kind tumbling needs size"},
+		},
+		{
+			name: "tumbling with tile",
+			spec: specWith("name: a", "agg: count", "window: {kind: tumbling, size: 1h}", "tile: 5m"),
+			line: 5,
+			msg:  []string{"window kind tumbling takes no tile"},
+		},
+		{
+			name: "hop not dividing size",
+			spec: specWith("name: a", "agg: count", "window: {kind: hopping, size: 1h, hop: 7m}"),
+			line: 5,
+			msg:  []string{"hop 7m0s must divide size 1h0m0s"},
+		},
+		{
+			name: "hopping without hop",
+			spec: specWith("name: a", "agg: count", "window: {kind: hopping, size: 1h}"),
+			line: 5,
+			msg:  []string{"window kind hopping needs hop"},
+		},
+		{
+			name: "hop on a tumbling window",
+			spec: specWith("name: a", "agg: count", "window: {kind: tumbling, size: 1h, hop: 5m}"),
+			line: 5,
+			msg:  []string{"window kind tumbling takes no hop"},
+		},
+		{
+			name: "session without gap",
+			spec: specWith("name: a", "agg: count", "window: {kind: session}"),
+			line: 5,
+			msg:  []string{"window kind session needs gap"},
+		},
+		{
+			name: "session with size",
+			spec: specWith("name: a", "agg: count", "window: {kind: session, gap: 30m, size: 1h}"),
+			line: 5,
+			msg:  []string{"window kind session takes no size"},
+		},
+		{
+			name: "gap on a sliding window",
+			spec: specWith("name: a", "agg: count", "window: {kind: sliding, size: 1h, gap: 5m}"),
+			line: 5,
+			msg:  []string{"window kind sliding takes no gap"},
+		},
+		{
+			name: "emit on a sliding window",
+			spec: specWith("name: a", "agg: count", "window: 1h", "emit: last_closed"),
+			line: 5,
+			msg:  []string{"emit last_closed: only tumbling, hopping and session windows"},
+		},
+		{
+			name: "bad emit",
+			spec: specWith("name: a", "agg: count", "window: {kind: tumbling, size: 1h}", "emit: previous"),
+			line: 5,
+			msg:  []string{`emit "previous": want current or last_closed`},
+		},
+		{
+			name: "tile set twice",
+			spec: specWith("name: a", "agg: count", "window: {kind: sliding, size: 1h, tile: 5m}", "tile: 10m"),
+			line: 7,
+			msg:  []string{"tile is set twice"},
+		},
+		{
+			name: "approx_quantile without q",
+			spec: specWith("name: a", "agg: approx_quantile", "field: price"),
+			line: 5,
+			msg:  []string{"agg approx_quantile needs q"},
+		},
+		{
+			name: "quantile out of range",
+			spec: specWith("name: a", "agg: approx_quantile", "field: price", "quantiles: [0.5, 1.5]"),
+			line: 5,
+			msg:  []string{"quantile 1.5: want a number between 0 and 1"},
+		},
+		{
+			name: "q on a sum",
+			spec: specWith("name: a", "agg: sum", "field: price", "q: 0.5"),
+			line: 5,
+			msg:  []string{"agg sum takes no q"},
+		},
+		{
+			name: "precision out of range",
+			spec: specWith("name: a", "agg: approx_distinct", "field: category", "precision: 20"),
+			line: 5,
+			msg:  []string{"precision 20: want 4..18"},
+		},
+		{
+			name: "max_distinct on approx_distinct",
+			spec: specWith("name: a", "agg: approx_distinct", "field: category", "max_distinct: 10"),
+			line: 5,
+			msg:  []string{"agg approx_distinct takes no max_distinct"},
+		},
+		{
+			name: "top_k without k",
+			spec: specWith("name: a", "agg: top_k", "field: category"),
+			line: 5,
+			msg:  []string{"agg top_k needs k between 1 and 1000"},
 		},
 		{
 			name: "tile without window",
@@ -383,6 +503,69 @@ features:
 	}
 	if !top.Features[6].Lifetime() || top.Features[0].Lifetime() {
 		t.Errorf("Lifetime() wrong: views %v, views_1h %v", top.Features[6].Lifetime(), top.Features[0].Lifetime())
+	}
+}
+
+func TestParseSpecWindowKinds(t *testing.T) {
+	top := mustTopology(t, `app: shop
+source:
+  topic: events
+features:
+  - name: sliding
+    agg: count
+    window: 1h
+  - name: sliding_mapping
+    agg: count
+    window: {kind: sliding, size: 90m, tile: 10m}
+  - name: tumbling
+    agg: count
+    window: {kind: tumbling, size: 1h}
+  - name: tumbling_closed
+    agg: count
+    window: {kind: tumbling, size: 1d}
+    emit: last_closed
+  - name: hopping
+    agg: count
+    window:
+      kind: hopping
+      size: 1h
+      hop: 15m
+  - name: session
+    agg: count
+    window: {kind: session, gap: 30m}
+  - name: lifetime
+    agg: count
+    window: {kind: lifetime}
+  - name: implicit_lifetime
+    agg: count
+`)
+	want := []struct {
+		kind         WindowKind
+		window, tile time.Duration
+		last         bool
+		emit         string
+	}{
+		{WindowSliding, time.Hour, 5 * time.Minute, false, ""},
+		{WindowSliding, 90 * time.Minute, 10 * time.Minute, false, ""},
+		{WindowTumbling, time.Hour, time.Hour, false, "current"},
+		{WindowTumbling, 24 * time.Hour, 24 * time.Hour, true, "last_closed"},
+		{WindowHopping, time.Hour, 15 * time.Minute, false, "current"},
+		{WindowSession, 30 * time.Minute, 0, false, "current"},
+		{WindowLifetime, 0, 0, false, ""},
+		{WindowLifetime, 0, 0, false, ""},
+	}
+	for i, w := range want {
+		f := top.Features[i]
+		if f.WindowKind != w.kind || f.Window != w.window || f.Tile != w.tile || f.EmitLastClosed != w.last || f.Emit != w.emit {
+			t.Errorf("%s: %v window %v tile %v last_closed %v emit %q; want %+v", f.Name, f.WindowKind, f.Window, f.Tile, f.EmitLastClosed, f.Emit, w)
+		}
+		if f.Lifetime() != (w.kind == WindowLifetime) {
+			t.Errorf("%s: Lifetime() = %v", f.Name, f.Lifetime())
+		}
+	}
+	// Two tumbling days: the current one and the last closed one.
+	if got := top.MaxWindow(); got != 48*time.Hour {
+		t.Errorf("MaxWindow = %v, want 48h", got)
 	}
 }
 

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -39,16 +38,26 @@ type CompiledFeature struct {
 	Type  ValueType
 	// WindowKind is the kind of window.
 	WindowKind WindowKind
-	Window     time.Duration // 0 for lifetime
-	Tile       time.Duration // 0 for lifetime
+	// Window is the window size (sliding, tumbling, hopping), the gap of a
+	// session window, 0 for lifetime.
+	Window time.Duration
+	// Tile is the time bucket state is kept in: the tile of a sliding
+	// window, the size of a tumbling one, the hop of a hopping one; 0 for
+	// session and lifetime windows.
+	Tile time.Duration
+	// EmitLastClosed is set when a read returns the newest closed window
+	// rather than the current one (tumbling, hopping, session).
+	EmitLastClosed bool
 	// MaxStaleness is the age past which a served value is STALE; 0 never.
 	MaxStaleness time.Duration
 
-	windowMs, tileMs int64
-	k                int
-	numeric          bool
-	filter           *vm.Program
-	fieldPath        []string
+	// windowMs is the window size in ms (0 for session and lifetime);
+	// tileMs the tile; gapMs a session's gap.
+	windowMs, tileMs, gapMs int64
+	k                       int
+	numeric                 bool
+	filter                  *vm.Program
+	fieldPath               []string
 
 	// Sketch parameters: top_k's capacity per tile, count_distinct's exact
 	// bound, the HyperLogLog precision, approx_quantile's quantiles and
@@ -61,7 +70,7 @@ type CompiledFeature struct {
 }
 
 // Lifetime reports whether the feature has no window.
-func (f *CompiledFeature) Lifetime() bool { return f.windowMs == 0 }
+func (f *CompiledFeature) Lifetime() bool { return f.WindowKind == WindowLifetime }
 
 // Compile checks a parsed spec's expressions and builds its Topology.
 func Compile(s *Spec) (*Topology, error) {
@@ -82,18 +91,11 @@ func Compile(s *Spec) (*Topology, error) {
 			k:            kOf(kind, f.K),
 			numeric:      as.numeric,
 		}
-		cf.WindowKind = WindowSliding
-		if cf.windowMs == 0 {
-			cf.WindowKind = WindowLifetime
+		if err := cf.compileWindow(); err != nil {
+			return nil, &SpecError{File: s.File, Line: f.Line, Msg: fmt.Sprintf("feature %q: %v", f.Name, err)}
 		}
 		if err := cf.compileSketch(); err != nil {
 			return nil, &SpecError{File: s.File, Line: f.Line, Msg: fmt.Sprintf("feature %q: %v", f.Name, err)}
-		}
-		if cf.windowMs > 0 && cf.tileMs <= 0 {
-			// A spec built in code rather than parsed may leave the tile
-			// unset.
-			cf.Tile = defaultTile(cf.Window)
-			cf.tileMs = cf.Tile.Milliseconds()
 		}
 		if f.Field != "" {
 			cf.fieldPath = strings.Split(f.Field, ".")
@@ -105,9 +107,7 @@ func Compile(s *Spec) (*Topology, error) {
 			}
 			cf.filter = prog
 		}
-		if cf.windowMs > t.maxWindow {
-			t.maxWindow = cf.windowMs
-		}
+		t.maxWindow = max(t.maxWindow, cf.extentMs())
 		t.byName[f.Name] = i
 		t.Features = append(t.Features, cf)
 	}
@@ -210,7 +210,9 @@ func (t *Topology) FeatureIndex(name string) (int, bool) {
 	return i, ok
 }
 
-// MaxWindow is the longest window of any feature.
+// MaxWindow is the longest span of event time before as_of that any read
+// covers: a sliding window's size, two tumbling buckets (the current and
+// the last closed), a hopping window and a hop, a session's gap.
 func (t *Topology) MaxWindow() time.Duration { return time.Duration(t.maxWindow) * time.Millisecond }
 
 // Event is a decoded input event.
@@ -282,7 +284,7 @@ func (t *Topology) Apply(st *EntityState, ev *Event, watermarkMs int64) error {
 	for i := range t.Features {
 		f := &t.Features[i]
 		if contrib[i].ok {
-			st.Features[i] = f.add(st.Features[i], ev.TimeMs, contrib[i])
+			st.Features[i] = f.add(st.Features[i], ev.TimeMs, &contrib[i])
 		}
 		st.Features[i] = f.prune(st.Features[i], watermarkMs)
 	}
@@ -387,52 +389,6 @@ func floorDiv(a, b int64) int64 {
 	return q
 }
 
-// tileStart is the start of the tile holding timeMs.
-func (f *CompiledFeature) tileStart(timeMs int64) int64 {
-	if f.tileMs == 0 {
-		return 0
-	}
-	return floorDiv(timeMs, f.tileMs) * f.tileMs
-}
-
-func (f *CompiledFeature) add(tiles []Tile, timeMs int64, c contribution) []Tile {
-	start := f.tileStart(timeMs)
-	// Tiles are few and events mostly land in the newest: search from the end.
-	i := len(tiles)
-	for i > 0 && tiles[i-1].Start > start {
-		i--
-	}
-	if i == 0 || tiles[i-1].Start != start {
-		tiles = append(tiles, Tile{})
-		copy(tiles[i+1:], tiles[i:])
-		tiles[i] = Tile{Start: start}
-		i++
-	}
-	f.addTo(&tiles[i-1], timeMs, &c)
-	return tiles
-}
-
-// prune drops the tiles that no read at or after watermarkMs can include.
-// One extra tile is kept so a read a little behind the watermark is still
-// whole.
-func (f *CompiledFeature) prune(tiles []Tile, watermarkMs int64) []Tile {
-	if f.windowMs == 0 || len(tiles) == 0 {
-		return tiles
-	}
-	if watermarkMs < math.MinInt64+f.windowMs+f.tileMs {
-		return tiles // no watermark yet; and the horizon would wrap around
-	}
-	horizon := watermarkMs - f.windowMs - f.tileMs
-	n := 0
-	for n < len(tiles) && tiles[n].Start < horizon {
-		n++
-	}
-	if n == 0 {
-		return tiles
-	}
-	return append(tiles[:0], tiles[n:]...)
-}
-
 // Value is a feature's value as of some instant.
 type Value struct {
 	Type ValueType
@@ -459,22 +415,6 @@ type Value struct {
 	WindowStartMs, WindowEndMs int64
 }
 
-// CoveredWindow returns the event-time interval a read at asOfMs covers: tiles
-// starting in [start, asOfMs]. start is the first tile boundary at or after
-// asOfMs - window, so the covered span is short of the window by less than
-// one tile.
-func (f *CompiledFeature) CoveredWindow(asOfMs int64) (startMs, endMs int64) {
-	if f.windowMs == 0 {
-		return 0, 0
-	}
-	from := asOfMs - f.windowMs
-	start := floorDiv(from, f.tileMs) * f.tileMs
-	if start < from {
-		start += f.tileMs
-	}
-	return start, asOfMs
-}
-
 // Evaluate merges the tiles of feature fi that fall in its window ending at
 // asOfMs and returns the aggregate. tiles must be in ascending Start order,
 // as Apply and DecodeFeature leave them. The returned List is newly
@@ -482,17 +422,11 @@ func (f *CompiledFeature) CoveredWindow(asOfMs int64) (startMs, endMs int64) {
 func (t *Topology) Evaluate(fi int, tiles []Tile, asOfMs int64) Value {
 	f := &t.Features[fi]
 	v := Value{Type: f.Type}
-	lo, hi := 0, len(tiles)
-	if f.windowMs != 0 {
-		v.WindowStartMs, v.WindowEndMs = f.CoveredWindow(asOfMs)
-		for lo < hi && tiles[lo].Start < v.WindowStartMs {
-			lo++
-		}
-		for hi > lo && tiles[hi-1].Start > asOfMs {
-			hi--
-		}
+	in, start, end, ok := f.selectTiles(tiles, asOfMs)
+	if !ok {
+		return v // no session at as_of
 	}
-	in := tiles[lo:hi]
+	v.WindowStartMs, v.WindowEndMs = start, end
 	var count int64
 	for i := range in {
 		count += in[i].Count
@@ -593,12 +527,7 @@ func (f *CompiledFeature) topK(in []Tile) []ItemCount {
 	for v, c := range merged {
 		out = append(out, ItemCount{Value: v, Count: c})
 	}
-	slices.SortFunc(out, func(a, b ItemCount) int {
-		if c := cmp.Compare(b.Count, a.Count); c != 0 {
-			return c
-		}
-		return strings.Compare(a.Value, b.Value)
-	})
+	sortItemCounts(out)
 	if len(out) > f.k {
 		out = out[:f.k:f.k]
 	}

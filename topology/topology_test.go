@@ -498,10 +498,16 @@ func shopEvent(rng *rand.Rand, ts int64, typeField string) *Event {
 func TestStateSizeBounded(t *testing.T) {
 	var b strings.Builder
 	b.WriteString("app: shop\nsource:\n  topic: events\nfeatures:\n")
+	windows := map[string]string{
+		"life": "", "1h": "1h", "24h": "24h", "7d": "7d",
+		"tumbling": "{kind: tumbling, size: 1h}\n    emit: last_closed",
+		"hopping":  "{kind: hopping, size: 24h, hop: 6h}",
+		"session":  "{kind: session, gap: 30m}\n    emit: last_closed",
+		"session5": "{kind: session, gap: 1m}",
+	}
 	for _, agg := range allAggs {
-		for _, window := range []string{"", "1h", "24h", "7d"} {
-			name := agg + "_" + map[string]string{"": "life"}[window] + window
-			fmt.Fprintf(&b, "  - name: %s\n    agg: %s\n", name, agg)
+		for name, window := range windows {
+			fmt.Fprintf(&b, "  - name: %s_%s\n    agg: %s\n", agg, name, agg)
 			if agg != "count" {
 				b.WriteString("    field: price\n")
 			}
@@ -531,7 +537,12 @@ func TestStateSizeBounded(t *testing.T) {
 		mustApply(t, top, st, ev, ts-graceMs)
 		for fi, f := range top.Features {
 			limit := 1
-			if !f.Lifetime() {
+			switch f.WindowKind {
+			case WindowSession:
+				// The open session, the last closed one, and sessions
+				// within grace of the watermark.
+				limit = int(graceMs/f.Window.Milliseconds()) + 3
+			case WindowSliding, WindowTumbling, WindowHopping:
 				// Tiles from watermark-window-tile to the newest event.
 				limit = int((f.Window.Milliseconds()+f.Tile.Milliseconds()+graceMs)/f.Tile.Milliseconds()) + 2
 			}
@@ -554,5 +565,101 @@ func TestStateSizeBounded(t *testing.T) {
 	// Varints of counts and tile starts may grow by a byte or so.
 	if margin := early/50 + 16; late > early+margin {
 		t.Errorf("state grows with time: max %d bytes over days 11-30, %d over days 2-10 (margin %d)", late, early, margin)
+	}
+}
+
+// TestSessionWindow pins session semantics: events within gap of each other
+// form one session; a late event that bridges two sessions merges them; a
+// session is closed once as_of is more than gap after its last event.
+func TestSessionWindow(t *testing.T) {
+	top := mustTopology(t, `app: shop
+source:
+  topic: events
+features:
+  - name: current
+    agg: count
+    window: {kind: session, gap: 30m}
+  - name: closed
+    agg: last_k
+    field: v
+    k: 5
+    window: {kind: session, gap: 30m}
+    emit: last_closed
+`)
+	const m = msMinute
+	st := top.NewEntityState()
+	for _, ev := range []struct {
+		ts int64
+		v  string
+	}{{t0, "a"}, {t0 + 10*m, "b"}, {t0 + 50*m, "c"}} {
+		mustApply(t, top, st, &Event{TimeMs: ev.ts, Fields: map[string]any{"v": ev.v}}, 0)
+	}
+	if n := len(st.Features[0]); n != 2 {
+		t.Fatalf("%d sessions, want 2 (a gap of 40m > 30m)", n)
+	}
+	check := func(what string, fi int, asOf int64, want Value) {
+		t.Helper()
+		if got := top.Evaluate(fi, st.Features[fi], asOf); !valuesIdentical(got, want) {
+			t.Errorf("%s: %+v, want %+v", what, got, want)
+		}
+	}
+	check("current at +55m", 0, t0+55*m, Value{Type: TypeInt64, Present: true, Int: 1, WindowStartMs: t0 + 50*m, WindowEndMs: t0 + 50*m})
+	check("current at +80m (exactly gap after)", 0, t0+80*m, Value{Type: TypeInt64, Present: true, Int: 1, WindowStartMs: t0 + 50*m, WindowEndMs: t0 + 50*m})
+	check("current at +81m: closed", 0, t0+81*m, Value{Type: TypeInt64})
+	check("last closed at +55m", 1, t0+55*m, Value{Type: TypeStringList, Present: true, List: []string{"b", "a"}, WindowStartMs: t0, WindowEndMs: t0 + 10*m})
+	check("last closed before any closed", 1, t0+20*m, Value{Type: TypeStringList})
+
+	// An event at +30m is within 30m of both sessions: they become one.
+	mustApply(t, top, st, &Event{TimeMs: t0 + 30*m, Fields: map[string]any{"v": "d"}}, 0)
+	if n := len(st.Features[0]); n != 1 {
+		t.Fatalf("%d sessions after the bridging event, want 1", n)
+	}
+	check("current after the bridge", 0, t0+55*m, Value{Type: TypeInt64, Present: true, Int: 4, WindowStartMs: t0, WindowEndMs: t0 + 50*m})
+	check("closed after the bridge", 1, t0+81*m, Value{Type: TypeStringList, Present: true, List: []string{"c", "d", "b", "a"}, WindowStartMs: t0, WindowEndMs: t0 + 50*m})
+}
+
+// TestTumblingHoppingWindows pins which bucket a read returns and the
+// interval it reports.
+func TestTumblingHoppingWindows(t *testing.T) {
+	top := mustTopology(t, `app: shop
+source:
+  topic: events
+features:
+  - name: hour
+    agg: count
+    window: {kind: tumbling, size: 1h}
+  - name: last_hour
+    agg: count
+    window: {kind: tumbling, size: 1h}
+    emit: last_closed
+  - name: hop
+    agg: count
+    window: {kind: hopping, size: 1h, hop: 15m}
+  - name: last_hop
+    agg: count
+    window: {kind: hopping, size: 1h, hop: 15m}
+    emit: last_closed
+`)
+	const m = msMinute
+	st := top.NewEntityState()
+	for _, ts := range []int64{t0 - 50*m, t0 - 20*m, t0 - 5*m, t0 + 10*m, t0 + 20*m} {
+		mustApply(t, top, st, &Event{TimeMs: ts}, 0)
+	}
+	asOf := t0 + 12*m // t0 is a whole hour
+	for _, tt := range []struct {
+		fi         int
+		n          int64
+		start, end int64
+	}{
+		{0, 2, t0, asOf},                 // [t0, t0+1h) so far, t0+20m included: its bucket is whole
+		{1, 3, t0 - msHour, t0},          // [t0-1h, t0)
+		{2, 3, t0 + 15*m - msHour, asOf}, // the window closing at t0+15m, [t0-45m, t0+15m)
+		{3, 3, t0 - msHour, t0},          // the window that closed at t0: [t0-1h, t0)
+	} {
+		got := top.Evaluate(tt.fi, st.Features[tt.fi], asOf)
+		if got.Int != tt.n || !got.Present || got.WindowStartMs != tt.start || got.WindowEndMs != tt.end {
+			t.Errorf("%s = %d over [%+dm, %+dm], want %d over [%+dm, %+dm]", top.Features[tt.fi].Name,
+				got.Int, (got.WindowStartMs-t0)/m, (got.WindowEndMs-t0)/m, tt.n, (tt.start-t0)/m, (tt.end-t0)/m)
+		}
 	}
 }
