@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
-	"runtime"
 	"runtime/pprof"
 	"strings"
 	"syscall"
@@ -22,14 +21,17 @@ import (
 
 type benchIngestCmd struct {
 	specFlag
-	Brokers    []string `help:"Kafka to use, comma-separated; empty starts the embedded broker in its own process." sep:","`
-	RedisAddr  string   `help:"Redis to use; empty starts a redis-server."`
-	Events     int      `help:"Events to produce." default:"200000"`
-	Users      int      `help:"Distinct users (Zipf-distributed)." default:"10000"`
-	Partitions int      `help:"Partitions of the input topic." default:"8"`
-	OutOfOrder float64  `help:"Fraction of events up to a minute out of order." default:"0.05"`
-	JSON       string   `name:"json" help:"Also write the result as JSON to this file." type:"path"`
-	CPUProfile string   `name:"cpuprofile" help:"Write a CPU profile of the run to this file." type:"path"`
+	Brokers      []string      `help:"Kafka to use, comma-separated; empty starts the embedded broker in its own process." sep:","`
+	RedisAddr    string        `help:"Redis to use; empty starts a redis-server."`
+	Events       int           `help:"Events to produce." default:"200000"`
+	Users        int           `help:"Distinct users (Zipf-distributed)." default:"10000"`
+	Partitions   int           `help:"Partitions of the input topic." default:"8"`
+	OutOfOrder   float64       `help:"Fraction of events up to a minute out of order." default:"0.05"`
+	LiveDuration time.Duration `help:"How long to run live traffic (at half the exactly-once maximum) to measure freshness and serving under load; 0 skips it." default:"10s"`
+	ServeRate    int           `help:"GetFeatures calls per second while live traffic flows." default:"200"`
+	JSON         string        `name:"json" help:"Also write the result as JSON to this file." type:"path"`
+	HTML         string        `name:"html" help:"Also write an HTML report with charts to this file." type:"path"`
+	CPUProfile   string        `name:"cpuprofile" help:"Write a CPU profile of the run to this file." type:"path"`
 }
 
 // Run measures ingest and restore against a raw consume on the same broker.
@@ -68,33 +70,52 @@ func (c *benchIngestCmd) Run(ctx context.Context, logger *slog.Logger) error {
 		defer pprof.StopCPUProfile()
 	}
 	quiet := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	res, err := bench.RunIngest(ctx, bench.IngestConfig{
+	rep := &bench.Report{Command: "featurestream " + strings.Join(os.Args[1:], " "), Machine: bench.MachineString(), Started: time.Now()}
+	rep.Ingest, err = bench.RunIngest(ctx, bench.IngestConfig{
 		Brokers: brokers, RedisAddr: redisAddr, Top: top,
 		Events: c.Events, Users: c.Users, Partitions: c.Partitions, OutOfOrder: c.OutOfOrder, Logger: quiet,
 	}, os.Stderr)
 	if err != nil {
 		return err
 	}
-	fmt.Printf("\n%-34s %14s %10s %16s\n", "ingest ("+fmt.Sprint(res.Events)+" events)", "events/s", "× raw", "CPU s / M events")
-	fmt.Printf("%-34s %14.0f %10s %16s\n", "raw franz-go consume", res.RawConsume, "1.00", "")
-	for _, r := range res.Runs {
-		fmt.Printf("%-34s %14.0f %10.2f %16.1f\n", "processor "+string(r.Guarantee), r.Rate, r.Rate/res.RawConsume, r.CPUPerMillion)
+	if c.LiveDuration > 0 {
+		rate := 0.0
+		for _, r := range rep.Ingest.Runs {
+			if r.Guarantee == processor.ExactlyOnce {
+				rate = r.Rate / 2
+			}
+		}
+		if rate > 0 {
+			rep.Live, err = bench.RunLive(ctx, bench.LiveConfig{
+				Brokers: brokers, RedisAddr: redisAddr, Top: top, Partitions: c.Partitions, Users: c.Users,
+				Rate: int(rate), Duration: c.LiveDuration, ServeRate: c.ServeRate, Logger: quiet,
+			}, os.Stderr)
+			if err != nil {
+				return err
+			}
+		}
 	}
-	if len(res.Runs) == 2 && res.Runs[0].Guarantee == processor.AtLeastOnce {
-		fmt.Printf("%-34s %14s %10.2f\n", "exactly-once / at-least-once", "", res.Runs[1].Rate/res.Runs[0].Rate)
-	}
-	if res.RestoreRate > 0 {
-		fmt.Printf("%-34s %14.0f %10.2f   (%d records)\n", "restore from changelog", res.RestoreRate, res.RestoreRate/res.RawChangelog, res.RestoreRecords)
-		fmt.Printf("%-34s %14.0f %10s\n", "raw read_committed changelog read", res.RawChangelog, "1.00")
-	}
-	fmt.Printf("\nmachine: %d CPUs, %s, %s\n", runtime.NumCPU(), cpuModel(), runtime.Version())
+	rep.WriteText(os.Stdout)
 	if c.JSON != "" {
-		b, err := json.MarshalIndent(res, "", "  ")
+		b, err := json.MarshalIndent(rep, "", "  ")
 		if err != nil {
 			return err
 		}
 		if err := os.WriteFile(c.JSON, b, 0o644); err != nil {
 			return fmt.Errorf("--json: %w", err)
+		}
+	}
+	if c.HTML != "" {
+		f, err := os.Create(c.HTML)
+		if err != nil {
+			return fmt.Errorf("--html: %w", err)
+		}
+		if err := rep.WriteHTML(f); err != nil {
+			f.Close()
+			return fmt.Errorf("--html: %w", err)
+		}
+		if err := f.Close(); err != nil {
+			return fmt.Errorf("--html: %w", err)
 		}
 	}
 	return nil
@@ -136,17 +157,4 @@ func startKafkaProcess(ctx context.Context, partitions int) (string, func(), err
 		return "", nil, errors.Join(errors.New("embedded kafka process did not start"), err)
 	}
 	return addr, stop, nil
-}
-
-func cpuModel() string {
-	b, err := os.ReadFile("/proc/cpuinfo")
-	if err != nil {
-		return runtime.GOARCH
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if name, ok := strings.CutPrefix(line, "model name"); ok {
-			return strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(name), ":"))
-		}
-	}
-	return runtime.GOARCH
 }

@@ -1,0 +1,304 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/featurestream/featurestream/processor"
+	featurestreamv1 "github.com/featurestream/featurestream/proto/featurestream/v1"
+	"github.com/featurestream/featurestream/serving"
+	"github.com/featurestream/featurestream/sinks"
+	"github.com/featurestream/featurestream/state"
+	"github.com/featurestream/featurestream/topology"
+)
+
+// LiveConfig configures RunLive: live traffic at a fixed rate through a
+// processor and a gRPC server.
+type LiveConfig struct {
+	Brokers   []string
+	RedisAddr string
+	// Top is the spec; it must have a last_k feature, which the freshness
+	// probes read.
+	Top        *topology.Topology
+	Partitions int
+	Users      int
+	// Rate is the background events/s; pick half the measured maximum.
+	Rate int
+	// Duration of the measurement. Default 10s.
+	Duration time.Duration
+	// ServeRate is GetFeatures calls/s made while events flow. Default 200.
+	ServeRate int
+	Dir       string
+	Logger    *slog.Logger
+}
+
+// Latencies summarizes a latency sample.
+type Latencies struct {
+	N              int
+	P50, P99, P999 time.Duration
+	Max            time.Duration
+	// Sample is the raw sample, for histograms.
+	Sample []time.Duration `json:"-"`
+}
+
+// LiveResult is what RunLive measured.
+type LiveResult struct {
+	Rate int
+	// Freshness is event produced → its effect visible through
+	// GetFeatures.
+	Freshness Latencies
+	// Serving is GetFeatures latency (one entity, all features) while
+	// events flow.
+	Serving Latencies
+	// PerSecond is events produced and the median freshness of each second.
+	PerSecond []SecondSample
+}
+
+// SecondSample is one second of a live run.
+type SecondSample struct {
+	Events    int
+	Freshness time.Duration
+}
+
+func summarize(sample []time.Duration) Latencies {
+	if len(sample) == 0 {
+		return Latencies{}
+	}
+	s := slices.Clone(sample)
+	slices.Sort(s)
+	at := func(q float64) time.Duration { return s[min(len(s)-1, int(q*float64(len(s))))] }
+	return Latencies{N: len(s), P50: at(0.5), P99: at(0.99), P999: at(0.999), Max: s[len(s)-1], Sample: s}
+}
+
+// RunLive runs a processor (exactly-once) and a gRPC server, sends
+// cfg.Rate events/s of shop traffic stamped with the current time, and
+// meanwhile measures freshness with probe events (one at a time: produce,
+// then poll GetFeatures until the probe's item is the newest of its user)
+// and GetFeatures latency at cfg.ServeRate.
+func RunLive(ctx context.Context, cfg LiveConfig, progress io.Writer) (*LiveResult, error) {
+	if cfg.Duration == 0 {
+		cfg.Duration = 10 * time.Second
+	}
+	if cfg.ServeRate == 0 {
+		cfg.ServeRate = 200
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if cfg.Partitions == 0 {
+		cfg.Partitions = 8
+	}
+	if cfg.Users == 0 {
+		cfg.Users = 10_000
+	}
+	if cfg.Rate <= 0 {
+		return nil, errors.New("bench live: rate must be positive")
+	}
+	probe := -1
+	for i, f := range cfg.Top.Features {
+		if f.Kind == topology.AggLastK && f.Lifetime() {
+			probe = i
+			break
+		}
+	}
+	if probe < 0 {
+		return nil, errors.New("bench live: the spec needs a lifetime last_k feature for the freshness probes")
+	}
+	probeFeature := cfg.Top.Features[probe]
+	if probeFeature.Field != "item_id" {
+		return nil, fmt.Errorf("bench live: the probes write item_id, but last_k feature %s reads %s", probeFeature.Name, probeFeature.Field)
+	}
+	dir := cfg.Dir
+	if dir == "" {
+		var err error
+		if dir, err = os.MkdirTemp("", "featurestream-live-"); err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(dir)
+	}
+
+	cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...), kgo.ProducerLinger(time.Millisecond))
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	id := strconv.FormatInt(time.Now().UnixNano(), 36)
+	topic := "bench-live-" + id
+	if _, err := state.EnsureTopic(ctx, kadm.NewClient(cl), topic, int32(cfg.Partitions), false); err != nil {
+		return nil, err
+	}
+	spec := *cfg.Top.Spec
+	spec.App, spec.Source.Topic = "bench_live_"+id, topic
+	top, err := topology.Compile(&spec)
+	if err != nil {
+		return nil, err
+	}
+	store, err := state.Open(state.Options{Dir: filepath.Join(dir, "state"), Logger: cfg.Logger}, top)
+	if err != nil {
+		return nil, err
+	}
+	defer store.Close()
+	rdb := redis.NewClient(&redis.Options{Addr: cfg.RedisAddr})
+	defer rdb.Close()
+	sink, err := sinks.NewStore(rdb, top, cfg.Logger, prometheus.NewRegistry())
+	if err != nil {
+		return nil, err
+	}
+	proc, err := processor.New(processor.Config{Brokers: cfg.Brokers}, top, store, sink, cfg.Logger, prometheus.NewRegistry())
+	if err != nil {
+		return nil, err
+	}
+	srv, err := serving.New(serving.Config{Addr: "127.0.0.1:0"}, top, sink, cfg.Logger, prometheus.NewRegistry())
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	rctx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	errs := make(chan error, 2)
+	wg.Go(func() { errs <- proc.Run(rctx) })
+	wg.Go(func() { errs <- srv.Serve(rctx, ln) })
+	defer func() {
+		stop()
+		wg.Wait()
+	}()
+	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	client := featurestreamv1.NewFeatureServiceClient(conn)
+	for !proc.Ready() {
+		select {
+		case err := <-errs:
+			return nil, fmt.Errorf("bench live: %v", err)
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	fmt.Fprintf(progress, "live: %d events/s for %s, probing freshness, GetFeatures at %d/s...\n", cfg.Rate, cfg.Duration, cfg.ServeRate)
+
+	res := &LiveResult{Rate: cfg.Rate}
+	secs := int(cfg.Duration / time.Second)
+	res.PerSecond = make([]SecondSample, max(secs, 1))
+	var mu sync.Mutex
+	perSecondProbe := make([][]time.Duration, len(res.PerSecond))
+	start := time.Now()
+	mctx, mstop := context.WithTimeout(ctx, cfg.Duration)
+	defer mstop()
+	var load sync.WaitGroup
+
+	// Background traffic.
+	load.Go(func() {
+		gen := NewShopGenerator(11, uint64(cfg.Users), 50_000)
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		per := max(cfg.Rate/100, 1)
+		for {
+			select {
+			case <-mctx.Done():
+				return
+			case now := <-tick.C:
+				for range per {
+					rec, _ := gen.Next(now).Record(topic)
+					cl.Produce(ctx, rec, nil)
+				}
+				if s := int(now.Sub(start) / time.Second); s < len(res.PerSecond) {
+					mu.Lock()
+					res.PerSecond[s].Events += per
+					mu.Unlock()
+				}
+			}
+		}
+	})
+
+	// Freshness probes, one at a time.
+	var fresh []time.Duration
+	load.Go(func() {
+		for i := 0; mctx.Err() == nil; i++ {
+			user := "probe-" + strconv.Itoa(i%64)
+			item := "p" + strconv.Itoa(i)
+			sent := time.Now()
+			rec := &kgo.Record{Topic: topic, Key: []byte(user)}
+			rec.Value = fmt.Appendf(nil, `{"user_id":%q,"ts":%d,"type":"view","item_id":%q,"category":"probe","price":1}`, user, sent.UnixMilli(), item)
+			cl.Produce(ctx, rec, nil)
+			for mctx.Err() == nil {
+				resp, err := client.GetFeatures(mctx, &featurestreamv1.GetFeaturesRequest{EntityIds: []string{user}, Features: []string{probeFeature.Name}})
+				if err == nil {
+					if v := resp.Results[0].Values[0].GetStringListValue().GetValues(); len(v) > 0 && v[0] == item {
+						d := time.Since(sent)
+						fresh = append(fresh, d)
+						if s := int(sent.Sub(start) / time.Second); s < len(perSecondProbe) {
+							perSecondProbe[s] = append(perSecondProbe[s], d)
+						}
+						break
+					}
+				}
+				time.Sleep(time.Millisecond)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
+
+	// GetFeatures under load, at a fixed rate.
+	var served []time.Duration
+	load.Go(func() {
+		rng := rand.New(rand.NewPCG(1, 1))
+		tick := time.NewTicker(time.Second / time.Duration(cfg.ServeRate))
+		defer tick.Stop()
+		var inner sync.WaitGroup
+		var smu sync.Mutex
+		for {
+			select {
+			case <-mctx.Done():
+				inner.Wait()
+				return
+			case <-tick.C:
+				user := "u" + strconv.Itoa(rng.IntN(cfg.Users))
+				inner.Go(func() {
+					t0 := time.Now()
+					_, err := client.GetFeatures(mctx, &featurestreamv1.GetFeaturesRequest{EntityIds: []string{user}})
+					if err == nil {
+						smu.Lock()
+						served = append(served, time.Since(t0))
+						smu.Unlock()
+					}
+				})
+			}
+		}
+	})
+	load.Wait()
+	if err := cl.Flush(ctx); err != nil {
+		return nil, err
+	}
+	res.Freshness = summarize(fresh)
+	res.Serving = summarize(served)
+	for s := range res.PerSecond {
+		res.PerSecond[s].Freshness = summarize(perSecondProbe[s]).P50
+	}
+	fmt.Fprintf(progress, "freshness: p50 %s p99 %s p999 %s (%d probes); GetFeatures under load: p50 %s p99 %s (%d calls)\n",
+		res.Freshness.P50, res.Freshness.P99, res.Freshness.P999, res.Freshness.N, res.Serving.P50, res.Serving.P99, res.Serving.N)
+	return res, nil
+}

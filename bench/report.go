@@ -1,0 +1,168 @@
+package bench
+
+import (
+	"fmt"
+	"html/template"
+	"io"
+	"math"
+	"os"
+	"runtime"
+	"strings"
+	"time"
+)
+
+// Report is one end-to-end benchmark run: what `featurestream bench`
+// prints, writes as JSON and renders as HTML.
+type Report struct {
+	Command string
+	Machine string
+	Started time.Time
+	Ingest  *IngestResult
+	Live    *LiveResult
+}
+
+// WriteText prints the report as a table.
+func (r *Report) WriteText(w io.Writer) {
+	in := r.Ingest
+	fmt.Fprintf(w, "\n%-36s %12s %8s %14s\n", fmt.Sprintf("ingest (%d events)", in.Events), "events/s", "× raw", "CPU s/M events")
+	fmt.Fprintf(w, "%-36s %12.0f %8s\n", "raw franz-go consume", in.RawConsume, "1.00")
+	for _, run := range in.Runs {
+		fmt.Fprintf(w, "%-36s %12.0f %8.2f %14.1f\n", "processor "+string(run.Guarantee), run.Rate, run.Rate/in.RawConsume, run.CPUPerMillion)
+	}
+	if len(in.Runs) == 2 {
+		fmt.Fprintf(w, "%-36s %12s %8.2f\n", in.Runs[1].Guarantee+" / "+in.Runs[0].Guarantee, "", in.Runs[1].Rate/in.Runs[0].Rate)
+	}
+	if in.RestoreRate > 0 {
+		fmt.Fprintf(w, "%-36s %12.0f %8.2f   (%d records)\n", "restore from the changelog", in.RestoreRate, in.RestoreRate/in.RawChangelog, in.RestoreRecords)
+		fmt.Fprintf(w, "%-36s %12.0f %8s\n", "raw read_committed changelog read", in.RawChangelog, "1.00")
+	}
+	if l := r.Live; l != nil {
+		fmt.Fprintf(w, "\nlive at %d events/s (half the exactly-once maximum)\n", l.Rate)
+		fmt.Fprintf(w, "%-36s %10s %10s %10s %8s\n", "", "p50", "p99", "p999", "n")
+		fmt.Fprintf(w, "%-36s %10s %10s %10s %8d\n", "freshness (produce → GetFeatures)", ms(l.Freshness.P50), ms(l.Freshness.P99), ms(l.Freshness.P999), l.Freshness.N)
+		fmt.Fprintf(w, "%-36s %10s %10s %10s %8d\n", "GetFeatures while ingesting", ms(l.Serving.P50), ms(l.Serving.P99), ms(l.Serving.P999), l.Serving.N)
+	}
+	fmt.Fprintf(w, "\nmachine: %s\n", r.Machine)
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2fms", float64(d)/1e6) }
+
+// bar is one bar of an SVG bar chart.
+type bar struct {
+	Label string
+	Value float64
+	Text  string
+	Y     int
+	W     float64
+}
+
+// histogram buckets a latency sample on a log scale for an SVG chart.
+func histogram(sample []time.Duration) []bar {
+	if len(sample) == 0 {
+		return nil
+	}
+	edges := []time.Duration{}
+	for d := 100 * time.Microsecond; d < 10*time.Second; d *= 2 {
+		edges = append(edges, d)
+	}
+	counts := make([]int, len(edges))
+	for _, d := range sample {
+		i := 0
+		for i < len(edges)-1 && d > edges[i] {
+			i++
+		}
+		counts[i]++
+	}
+	lo, hi := len(counts), 0
+	for i, c := range counts {
+		if c > 0 {
+			lo, hi = min(lo, i), max(hi, i)
+		}
+	}
+	var bars []bar
+	for i := lo; i <= hi; i++ {
+		bars = append(bars, bar{Label: "≤ " + ms(edges[i]), Value: float64(counts[i]), Text: fmt.Sprint(counts[i])})
+	}
+	return scale(bars)
+}
+
+func scale(bars []bar) []bar {
+	top := 0.0
+	for _, b := range bars {
+		top = math.Max(top, b.Value)
+	}
+	for i := range bars {
+		bars[i].Y = 22 * i
+		if top > 0 {
+			bars[i].W = 420 * bars[i].Value / top
+		}
+	}
+	return bars
+}
+
+// WriteHTML renders the report as a self-contained page with charts.
+func (r *Report) WriteHTML(w io.Writer) error {
+	in := r.Ingest
+	throughput := []bar{{Label: "raw consume", Value: in.RawConsume, Text: fmt.Sprintf("%.0f/s", in.RawConsume)}}
+	for _, run := range in.Runs {
+		throughput = append(throughput, bar{Label: string(run.Guarantee), Value: run.Rate, Text: fmt.Sprintf("%.0f/s (%.2f×)", run.Rate, run.Rate/in.RawConsume)})
+	}
+	if in.RestoreRate > 0 {
+		throughput = append(throughput,
+			bar{Label: "changelog read", Value: in.RawChangelog, Text: fmt.Sprintf("%.0f/s", in.RawChangelog)},
+			bar{Label: "restore", Value: in.RestoreRate, Text: fmt.Sprintf("%.0f/s (%.2f×)", in.RestoreRate, in.RestoreRate/in.RawChangelog)})
+	}
+	data := map[string]any{"R": r, "Throughput": scale(throughput)}
+	if l := r.Live; l != nil {
+		data["Fresh"] = histogram(l.Freshness.Sample)
+		data["Serving"] = histogram(l.Serving.Sample)
+		var over []bar
+		for i, s := range l.PerSecond {
+			over = append(over, bar{Label: fmt.Sprintf("second %d", i+1), Value: float64(s.Events), Text: fmt.Sprintf("%d events, freshness p50 %s", s.Events, ms(s.Freshness))})
+		}
+		data["Over"] = scale(over)
+	}
+	return reportTmpl.Execute(w, data)
+}
+
+var reportTmpl = template.Must(template.New("report").Funcs(template.FuncMap{
+	"ms": ms, "h": func(n int) int { return 22*n + 10 },
+}).Parse(`<!doctype html>
+<html><head><meta charset="utf-8"><title>featurestream bench</title>
+<style>body{font:14px system-ui,sans-serif;margin:2em;max-width:60em}svg text{font:12px system-ui,sans-serif}
+table{border-collapse:collapse}td,th{padding:.2em .8em;border-bottom:1px solid #ddd;text-align:right}td:first-child,th:first-child{text-align:left}</style>
+</head><body>
+<h1>featurestream bench</h1>
+<p><code>{{.R.Command}}</code><br>{{.R.Machine}}, started {{.R.Started.Format "2006-01-02 15:04:05 MST"}}</p>
+{{define "bars"}}<svg width="820" height="{{h (len .)}}">{{range .}}<text x="0" y="{{.Y}}" dy="14">{{.Label}}</text><rect x="150" y="{{.Y}}" width="{{.W}}" height="16" fill="#4a7bd0"/><text x="{{.W}}" dx="156" y="{{.Y}}" dy="13">{{.Text}}</text>{{end}}</svg>{{end}}
+<h2>Throughput ({{.R.Ingest.Events}} events)</h2>
+{{template "bars" .Throughput}}
+{{with .R.Live}}
+<h2>Live at {{.Rate}} events/s</h2>
+<table><tr><th></th><th>p50</th><th>p99</th><th>p999</th><th>n</th></tr>
+<tr><td>freshness: produce → visible in GetFeatures</td><td>{{ms .Freshness.P50}}</td><td>{{ms .Freshness.P99}}</td><td>{{ms .Freshness.P999}}</td><td>{{.Freshness.N}}</td></tr>
+<tr><td>GetFeatures while ingesting</td><td>{{ms .Serving.P50}}</td><td>{{ms .Serving.P99}}</td><td>{{ms .Serving.P999}}</td><td>{{.Serving.N}}</td></tr></table>
+{{end}}
+{{with .Fresh}}<h3>Freshness histogram</h3>{{template "bars" .}}{{end}}
+{{with .Serving}}<h3>GetFeatures latency histogram</h3>{{template "bars" .}}{{end}}
+{{with .Over}}<h3>Events produced per second</h3>{{template "bars" .}}{{end}}
+</body></html>
+`))
+
+// MachineString describes this machine for reports.
+func MachineString() string {
+	return fmt.Sprintf("%d CPUs, %s, %s", runtime.NumCPU(), cpuName(), runtime.Version())
+}
+
+func cpuName() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return runtime.GOARCH
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if name, ok := strings.CutPrefix(line, "model name"); ok {
+			return strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(name), ":"))
+		}
+	}
+	return runtime.GOARCH
+}
