@@ -28,7 +28,18 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // address.
 func startServer(t *testing.T, cfg serving.Config) (addr string, lastEvent time.Time) {
 	t.Helper()
-	spec, err := topology.LoadSpec("../examples/shop/spec.yaml")
+	return startSpec(t, cfg, "../examples/shop/spec.yaml", []map[string]any{
+		{"type": "view", "item_id": "i1"},
+		{"type": "purchase", "item_id": "i1", "price": 12.5},
+		{"type": "view", "item_id": "i2"},
+	})
+}
+
+// startSpec is startServer for another spec and u1's events, a minute
+// apart, the last a minute ago.
+func startSpec(t *testing.T, cfg serving.Config, specFile string, events []map[string]any) (addr string, lastEvent time.Time) {
+	t.Helper()
+	spec, err := topology.LoadSpec(specFile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,12 +59,8 @@ func startServer(t *testing.T, cfg serving.Config) (addr string, lastEvent time.
 	}
 	now := time.Now().Truncate(time.Millisecond)
 	st := top.NewEntityState()
-	for i, ev := range []map[string]any{
-		{"type": "view", "item_id": "i1"},
-		{"type": "purchase", "item_id": "i1", "price": 12.5},
-		{"type": "view", "item_id": "i2"},
-	} {
-		e := topology.Event{Key: "u1", TimeMs: now.Add(time.Duration(i-3) * time.Minute).UnixMilli(), Fields: ev}
+	for i, ev := range events {
+		e := topology.Event{Key: "u1", TimeMs: now.Add(time.Duration(i-len(events)) * time.Minute).UnixMilli(), Fields: ev}
 		if err := top.Apply(st, &e, e.TimeMs); err != nil {
 			t.Fatal(err)
 		}
@@ -215,5 +222,40 @@ func TestNewOptionErrors(t *testing.T) {
 	defer cancel()
 	if _, err := c.GetFeatures(ctx, client.Request{EntityIDs: []string{"u1"}}); status.Code(err) != codes.Unavailable || errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("TLS client against plaintext server: %v, want Unavailable", err)
+	}
+}
+
+func TestEveryValueType(t *testing.T) {
+	var events []map[string]any
+	for i, item := range []string{"a", "b", "a", "c", "a"} {
+		events = append(events, map[string]any{"item_id": item, "price": float64(10 * (i + 1))})
+	}
+	addr, _ := startSpec(t, serving.Config{}, "../serving/testdata/every-type.yaml", events)
+	c, err := client.New(addr, client.Insecure())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fs, err := c.GetFeatures(context.Background(), client.Request{EntityIDs: []string{"u1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := fs.Entity(0)
+	if got := u.Float64s("price_quantiles"); len(got) != 2 || got[0] > got[1] || got[1] < 30 {
+		t.Errorf("price_quantiles = %v", got)
+	}
+	if got := u.ItemCounts("top_items"); len(got) != 2 || got[0] != (client.ItemCount{Value: "a", Count: 3}) {
+		t.Errorf("top_items = %v", got)
+	}
+	if got, ok := u.ByName("top_items").Any().([]client.ItemCount); !ok || len(got) != 2 {
+		t.Errorf("top_items Any = %#v", u.ByName("top_items").Any())
+	}
+	// Whether items_seen is an estimate depends on how the events fall in
+	// tiles; serving's tests pin Approximate down.
+	if v := u.ByName("items_seen"); v.Int64() < 2 {
+		t.Errorf("items_seen = %d", v.Int64())
+	}
+	if u.ByName("views").Approximate() || u.Int64("views") != 5 {
+		t.Errorf("views = %d approximate %v", u.Int64("views"), u.ByName("views").Approximate())
 	}
 }

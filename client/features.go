@@ -156,6 +156,20 @@ func (e Entity) Str(name string) string { return e.ByName(name).Str() }
 // none. Do not modify it.
 func (e Entity) Strings(name string) []string { return e.ByName(name).Strings() }
 
+// Float64s returns the double list value of feature name (approx_quantile
+// with quantiles); nil if it has none. Do not modify it.
+func (e Entity) Float64s(name string) []float64 { return e.ByName(name).Float64s() }
+
+// ItemCounts returns the top_k value of feature name, most frequent first;
+// nil if it has none.
+func (e Entity) ItemCounts(name string) []ItemCount { return e.ByName(name).ItemCounts() }
+
+// ItemCount is one of top_k's values and how often it occurred.
+type ItemCount struct {
+	Value string
+	Count int64
+}
+
 // Value is one feature's value for one entity. Its accessors return the
 // zero value when the value is of another type or there is none.
 type Value struct {
@@ -186,8 +200,30 @@ func (v Value) Str() string { return v.v.GetStringValue() }
 // modify it.
 func (v Value) Strings() []string { return v.v.GetStringListValue().GetValues() }
 
-// Any is the value as int64, float64, string or []string, whichever the
-// feature has; nil when there is none.
+// Float64s is the value of a double list feature (approx_quantile with
+// quantiles), one per quantile. Do not modify it.
+func (v Value) Float64s() []float64 { return v.v.GetDoubleListValue().GetValues() }
+
+// ItemCounts is the value of an item counts feature (top_k), most frequent
+// first. It is a new slice.
+func (v Value) ItemCounts() []ItemCount {
+	items := v.v.GetItemCountsValue().GetItems()
+	if items == nil {
+		return nil
+	}
+	out := make([]ItemCount, len(items))
+	for i, it := range items {
+		out[i] = ItemCount{Value: it.GetValue(), Count: it.GetCount()}
+	}
+	return out
+}
+
+// Approximate reports that an exact aggregation fell back to an estimate
+// (count_distinct past its max_distinct).
+func (v Value) Approximate() bool { return v.v.GetApproximate() }
+
+// Any is the value as int64, float64, string, []string, []float64 or
+// []ItemCount, whichever the feature has; nil when there is none.
 func (v Value) Any() any {
 	switch x := v.v.GetValue().(type) {
 	case *pb.FeatureValue_Int64Value:
@@ -198,6 +234,10 @@ func (v Value) Any() any {
 		return x.StringValue
 	case *pb.FeatureValue_StringListValue:
 		return x.StringListValue.GetValues()
+	case *pb.FeatureValue_DoubleListValue:
+		return x.DoubleListValue.GetValues()
+	case *pb.FeatureValue_ItemCountsValue:
+		return v.ItemCounts()
 	}
 	return nil
 }

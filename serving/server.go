@@ -62,19 +62,12 @@ type Server struct {
 	restoring atomic.Pointer[[]int32]
 	// staleMs is each feature's max_staleness in ms; 0 never stale by age.
 	staleMs []int64
-	// horizonMs is how far before now an as_of may lie: the longest window
-	// plus a day, past which the processor has pruned the tiles.
-	horizonMs int64
 }
 
 // AsOfFuture is how far after the server's clock an as_of may lie: tiles
 // of the future do not exist yet, so such a read is almost surely a unit
 // mistake.
 const AsOfFuture = time.Hour
-
-// AsOfRetention is added to the longest window to give the oldest as_of
-// served: older reads would merge tiles the processor has dropped.
-const AsOfRetention = 24 * time.Hour
 
 // New returns a Server for top's features, read from store, registering its
 // metrics (gRPC server metrics with a handling-time histogram, and
@@ -107,7 +100,6 @@ func New(cfg Config, top *topology.Topology, store *sinks.Store, logger *slog.Lo
 	names := make([]string, len(top.Features))
 	s.allFeatures = make([]int, len(top.Features))
 	s.staleMs = make([]int64, len(top.Features))
-	s.horizonMs = (top.MaxWindow() + AsOfRetention).Milliseconds()
 	s.list = &pb.ListFeaturesResponse{App: top.Spec.App}
 	for i := range top.Features {
 		f := &top.Features[i]
@@ -124,6 +116,16 @@ func New(cfg Config, top *topology.Topology, store *sinks.Store, logger *slog.Lo
 		}
 		if !f.Lifetime() {
 			info.Window, info.Tile = f.Window.String(), f.Tile.String()
+		}
+		if f.MaxStaleness > 0 {
+			info.MaxStaleness = f.MaxStaleness.String()
+		}
+		info.K = int32(f.K)
+		switch {
+		case f.Q != nil:
+			info.Quantiles = []float64{*f.Q}
+		case len(f.Quantiles) > 0:
+			info.Quantiles = slices.Clone(f.Quantiles)
 		}
 		s.list.Features = append(s.list.Features, info)
 	}
@@ -436,7 +438,7 @@ func (s *Server) respond(entries []sinks.Entry, ids []string, features []int, as
 	// message type, rather than one allocation per value: a response of
 	// 100 entities × 4 features is a handful of allocations, not a
 	// thousand. The oneof wrappers are counted per value type.
-	var nInt, nDouble, nString, nList int
+	var nInt, nDouble, nString, nList, nDoubles, nCounts int
 	for _, fi := range features {
 		switch s.top.Features[fi].Type {
 		case topology.TypeInt64:
@@ -447,6 +449,10 @@ func (s *Server) respond(entries []sinks.Entry, ids []string, features []int, as
 			nString++
 		case topology.TypeStringList:
 			nList++
+		case topology.TypeDoubleList:
+			nDoubles++
+		case topology.TypeItemCounts:
+			nCounts++
 		}
 	}
 	n := len(ids)
@@ -456,6 +462,10 @@ func (s *Server) respond(entries []sinks.Entry, ids []string, features []int, as
 		strs    = make([]pb.FeatureValue_StringValue, n*nString)
 		lists   = make([]pb.FeatureValue_StringListValue, n*nList)
 		listMsg = make([]pb.StringList, n*nList)
+		dlists  = make([]pb.FeatureValue_DoubleListValue, n*nDoubles)
+		dlMsg   = make([]pb.DoubleList, n*nDoubles)
+		counts  = make([]pb.FeatureValue_ItemCountsValue, n*nCounts)
+		countMs = make([]pb.ItemCounts, n*nCounts)
 		lastTs  = make([]timestamppb.Timestamp, n)
 		ents    = make([]pb.EntityFeatures, n)
 		entPtrs = make([]*pb.EntityFeatures, n)
@@ -521,11 +531,29 @@ func (s *Server) respond(entries []sinks.Entry, ids []string, features []int, as
 				l.Values = v.List
 				w.StringListValue = l
 				fv.Value = w
+			case topology.TypeDoubleList:
+				w, l := &dlists[len(dlists)-1], &dlMsg[len(dlMsg)-1]
+				dlists, dlMsg = dlists[:len(dlists)-1], dlMsg[:len(dlMsg)-1]
+				l.Values = v.Floats
+				w.DoubleListValue = l
+				fv.Value = w
+			case topology.TypeItemCounts:
+				w, l := &counts[len(counts)-1], &countMs[len(countMs)-1]
+				counts, countMs = counts[:len(counts)-1], countMs[:len(countMs)-1]
+				items := make([]pb.ItemCount, len(v.Counts))
+				l.Items = make([]*pb.ItemCount, len(v.Counts))
+				for k, c := range v.Counts {
+					items[k].Value, items[k].Count = c.Value, c.Count
+					l.Items[k] = &items[k]
+				}
+				w.ItemCountsValue = l
+				fv.Value = w
 			default:
-				// Unreachable while topology has these four types; never
+				// Unreachable while serving knows every topology type; never
 				// claim a value we cannot say.
 				fv.Status = pb.FeatureValue_NOT_FOUND
 			}
+			fv.Approximate = v.Approximate
 		}
 		entPtrs[i] = ent
 	}

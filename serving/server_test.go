@@ -398,7 +398,7 @@ func TestListFeatures(t *testing.T) {
 		{Name: "views_1h", Aggregation: "count", Window: "1h0m0s", Tile: "5m0s", Where: `type == "view"`, ValueType: "int64", Description: "Items viewed in the last hour."},
 		{Name: "purchases_24h", Aggregation: "count", Window: "24h0m0s", Tile: "2h0m0s", Where: `type == "purchase"`, ValueType: "int64", Description: "Purchases in the last 24 hours."},
 		{Name: "spend_24h", Aggregation: "sum", Window: "24h0m0s", Tile: "2h0m0s", Field: "price", Where: `type == "purchase"`, ValueType: "double", Description: "Money spent in the last 24 hours."},
-		{Name: "last_items", Aggregation: "last_k", Field: "item_id", ValueType: "string_list", Description: "The last 10 items the user interacted with, newest first."},
+		{Name: "last_items", Aggregation: "last_k", Field: "item_id", ValueType: "string_list", K: 10, Description: "The last 10 items the user interacted with, newest first."},
 	}})
 }
 
