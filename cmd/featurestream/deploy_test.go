@@ -37,15 +37,20 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	"github.com/redis/go-redis/v9"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"go.yaml.in/yaml/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/featurestream/featurestream/bench"
 	"github.com/featurestream/featurestream/processor"
 	featurestreamv1 "github.com/featurestream/featurestream/proto/featurestream/v1"
 	"github.com/featurestream/featurestream/serving"
 	"github.com/featurestream/featurestream/sinks"
+	"github.com/featurestream/featurestream/sinks/redisserver"
 	"github.com/featurestream/featurestream/state"
+	"github.com/featurestream/featurestream/topology"
 )
 
 const (
@@ -622,8 +627,20 @@ func TestCompose(t *testing.T) {
 	if !strings.Contains(initCmd, "--topic "+top.Spec.Source.Topic+" ") || !strings.Contains(initCmd, "--create") {
 		t.Errorf("kafka-init: %q does not create the spec's input topic %s", initCmd, top.Spec.Source.Topic)
 	}
-	if _, ok := c.Services["redis"]; !ok {
-		t.Error("compose: no redis service")
+	// The redis service's settings, on a real redis-server.
+	if rc := c.Services["redis"].Command; len(rc) < 1 || rc[0] != "redis-server" || len(rc)%2 != 1 {
+		t.Errorf("compose: redis command %v: want redis-server --name value ...", rc)
+	} else {
+		rs := redisserver.StartForTest(t, rc[1:]...)
+		rdb := redis.NewClient(&redis.Options{Addr: rs.Addr()})
+		defer rdb.Close()
+		for i := 1; i < len(rc); i += 2 {
+			name := strings.TrimPrefix(rc[i], "--")
+			got, err := rdb.ConfigGet(context.Background(), name).Result()
+			if err != nil || got[name] != rc[i+1] {
+				t.Errorf("compose redis: %s is %q (%v), want %q", name, got[name], err, rc[i+1])
+			}
+		}
 	}
 
 	// Every featurestream service: flags, environment, addresses, ports.
@@ -1622,5 +1639,232 @@ func TestMonitoring(t *testing.T) {
 	if len(unused) > 0 {
 		slices.Sort(unused)
 		t.Logf("registered but on no dashboard panel or alert: %v", unused)
+	}
+}
+
+// ---- sizing ----
+
+// shopEntity applies n shop events spread evenly over span, ending at end,
+// to a fresh state of the shop spec as a processor does (watermark =
+// newest event − grace, so tiles out of every window are pruned).
+func shopEntity(t *testing.T, top *topology.Topology, user string, n int, span time.Duration, end time.Time, seed uint64) *topology.EntityState {
+	t.Helper()
+	gen := bench.NewShopGenerator(seed, 2, 100_000)
+	st := top.NewEntityState()
+	grace := time.Duration(top.Spec.Source.Grace)
+	for i := range n {
+		at := end.Add(-span + time.Duration(i+1)*span/time.Duration(n))
+		ev := gen.Next(at)
+		fields := map[string]any{"user_id": user, "ts": float64(ev.TS), "type": ev.Type, "item_id": ev.ItemID, "category": ev.Category, "price": ev.Price}
+		if err := top.Apply(st, &topology.Event{Key: user, TimeMs: ev.TS, Fields: fields}, at.Add(-grace).UnixMilli()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return st
+}
+
+// TestSizing measures what docs/operations.md (sizing) quotes, and fails
+// when a figure outgrows the bound written there: the encoded state of a
+// shop entity (the changelog record and the Pebble value) and what a real
+// redis-server spends per entity, with its default hash encoding limits
+// and with hash-max-listpack-value 1024 (as deploy/compose.yaml sets).
+func TestSizing(t *testing.T) {
+	top, err := loadTopology(shopSpec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs := redisserver.StartForTest(t)
+	rdb := redis.NewClient(&redis.Options{Addr: rs.Addr()})
+	defer rdb.Close()
+	store, err := sinks.NewStore(rdb, top, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	end := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+	// Bounds in bytes, as docs/operations.md states them.
+	for _, tc := range []struct {
+		name                          string
+		events                        int
+		span                          time.Duration
+		encoded, redis, redisListpack int64
+	}{
+		{"light: 5 events in the last hour", 5, time.Hour, 200, 500, 500},
+		{"typical: 50 events over a day", 50, 24 * time.Hour, 300, 1200, 500},
+		{"busy: an event a minute for a day", 1440, 24 * time.Hour, 600, 1500, 800},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			const distinct, entities = 20, 2000
+			states := make([]*topology.EntityState, distinct)
+			var encoded int
+			for i := range states {
+				states[i] = shopEntity(t, top, "u"+strconv.Itoa(1_000_000+i), tc.events, tc.span, end, uint64(i))
+				encoded = max(encoded, len(top.AppendState(nil, states[i])))
+			}
+			if int64(encoded) > tc.encoded {
+				t.Errorf("encoded state %d bytes, docs/operations.md says at most %d", encoded, tc.encoded)
+			}
+			for _, cfg := range []struct {
+				listpack string
+				bound    int64
+			}{{"64", tc.redis}, {"1024", tc.redisListpack}} {
+				if err := rdb.FlushAll(ctx).Err(); err != nil {
+					t.Fatal(err)
+				}
+				if err := rdb.ConfigSet(ctx, "hash-max-listpack-value", cfg.listpack).Err(); err != nil {
+					t.Fatal(err)
+				}
+				before := usedMemory(t, rdb)
+				var recs []sinks.Record
+				for i := range entities {
+					recs = append(recs, sinks.Record{Entity: "u" + strconv.Itoa(1_000_000+i), Partition: int32(i % 12),
+						Version: uint64(1_000_000 + i), Generation: "hOJOz9lwIVDZJGnLHy+YNQ==", State: states[i%distinct]})
+					if len(recs) == 500 {
+						if err := store.Write(ctx, recs); err != nil {
+							t.Fatal(err)
+						}
+						recs = recs[:0]
+					}
+				}
+				perEntity := (usedMemory(t, rdb) - before) / entities
+				usage, err := rdb.MemoryUsage(ctx, store.Key("u1000000"), 0).Result()
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Logf("encoded %d B; redis (hash-max-listpack-value %s): MEMORY USAGE %d B, used_memory %d B per entity", encoded, cfg.listpack, usage, perEntity)
+				if perEntity > cfg.bound {
+					t.Errorf("redis with hash-max-listpack-value %s: %d bytes per entity, docs/operations.md says at most %d", cfg.listpack, perEntity, cfg.bound)
+				}
+			}
+		})
+	}
+}
+
+func usedMemory(t *testing.T, rdb *redis.Client) int64 {
+	t.Helper()
+	info, err := rdb.Info(context.Background(), "memory").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "used_memory:"); ok {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+	}
+	t.Fatal("INFO memory has no used_memory")
+	return 0
+}
+
+// ---- operations procedures ----
+
+// shellWords splits a command line written for sh: words separated by
+// blanks, single-quoted parts literal, backslash-newline a blank.
+func shellWords(line string) []string {
+	var words []string
+	var cur strings.Builder
+	in, quoted := false, false
+	for i := 0; i < len(line); i++ {
+		c := line[i]
+		switch {
+		case quoted && c == '\'':
+			quoted = false
+		case quoted:
+			cur.WriteByte(c)
+		case c == '\'':
+			quoted, in = true, true
+		case c == '\\' && i+1 < len(line) && line[i+1] == '\n':
+			i++
+		case c == ' ' || c == '\t' || c == '\n':
+			if in {
+				words = append(words, cur.String())
+				cur.Reset()
+				in = false
+			}
+		default:
+			cur.WriteByte(c)
+			in = true
+		}
+	}
+	if in {
+		words = append(words, cur.String())
+	}
+	return words
+}
+
+// docCommand returns the command of docs/operations.md that starts with
+// prefix and contains marker, continuation lines joined.
+func docCommand(t *testing.T, prefix, marker string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(repoRoot, "docs", "operations.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(string(b), "\n")
+	for i := 0; i < len(lines); i++ {
+		if !strings.HasPrefix(lines[i], prefix) {
+			continue
+		}
+		cmd := lines[i]
+		for strings.HasSuffix(cmd, "\\") && i+1 < len(lines) {
+			i++
+			cmd += "\n" + lines[i]
+		}
+		if strings.Contains(cmd, marker) {
+			return cmd
+		}
+	}
+	t.Fatalf("docs/operations.md has no command starting %q containing %q", prefix, marker)
+	return ""
+}
+
+// TestDeadLetterKcat runs the kcat command docs/operations.md gives for
+// reading the dead-letter topic, against a processor that dead-lettered
+// real poison, and checks it shows where each record came from and why.
+func TestDeadLetterKcat(t *testing.T) {
+	kcat, err := exec.LookPath("kcat")
+	if err != nil {
+		t.Skip("kcat not installed (apt-get install kcat): the documented command is not run")
+	}
+	env := newE2EEnv(t, 2)
+	stop := env.startProcessor(t.TempDir(), processor.ExactlyOnce)
+	defer stop()
+	now := time.Now().UnixMilli()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(env.brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	for _, r := range []*kgo.Record{
+		{Topic: "events", Key: []byte("u1"), Value: []byte(fmt.Sprintf(`{"user_id":"u1","ts":%d,"type":"view","item_id":"i1"}`, now))},
+		{Topic: "events", Key: []byte("u1"), Value: []byte(`{not json`)},
+		{Topic: "events", Key: []byte("u2"), Value: []byte(`{"user_id":"u2","type":"view"}`)},
+	} {
+		if err := cl.ProduceSync(context.Background(), r).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := env.deadLetters(); got["decode"] != 1 || got["no_time"] != 1 {
+		t.Fatalf("dead letters %v: want one decode and one no_time", got)
+	}
+
+	words := shellWords(docCommand(t, "kcat ", processor.DLQTopic("shop")))
+	if words[0] != "kcat" || !slices.Contains(words, "-b") {
+		t.Fatalf("documented command %q: want kcat -b BROKER ...", words)
+	}
+	words[slices.Index(words, "-b")+1] = env.brokers[0]
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, kcat, words[1:]...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", strings.Join(words, " "), err, out)
+	}
+	for _, want := range []string{"fs.topic=events", "fs.partition=", "fs.offset=", "fs.reason=decode", "fs.reason=no_time", "fs.error=", "{not json"} {
+		if !bytes.Contains(out, []byte(want)) {
+			t.Errorf("the documented kcat command's output lacks %q:\n%s", want, out)
+		}
 	}
 }
