@@ -271,9 +271,12 @@ func (f *CompiledFeature) decodeTile(d *decoder, tl *Tile) error {
 func (t *Topology) AppendState(dst []byte, st *EntityState) []byte {
 	dst = append(dst, stateVersion)
 	dst = binary.AppendVarint(dst, st.LastEventMs)
-	dst = binary.AppendUvarint(dst, uint64(len(t.Features)))
+	dst = binary.AppendUvarint(dst, uint64(t.stateful))
 	var scratch []byte
 	for i := range t.Features {
+		if t.Features[i].Derived() {
+			continue // no state
+		}
 		dst = binary.AppendUvarint(dst, uint64(len(t.Features[i].Name)))
 		dst = append(dst, t.Features[i].Name...)
 		scratch = t.AppendFeature(scratch[:0], i, st.Features[i])
@@ -301,7 +304,7 @@ func (t *Topology) DecodeState(data []byte) (*EntityState, error) {
 			break
 		}
 		fi, ok := t.byName[string(name)]
-		if !ok {
+		if !ok || t.Features[fi].Derived() {
 			continue
 		}
 		tiles, err := t.DecodeFeature(fi, payload)

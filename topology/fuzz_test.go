@@ -112,6 +112,8 @@ features:
     k: 2
     window: {kind: session, gap: 30m}
     emit: last_closed
+  - name: ratio
+    expr: n_1h / n
 `
 
 func fuzzTopology(tb testing.TB) *Topology {

@@ -62,6 +62,9 @@ type modelFeature struct {
 	emitLast bool
 	hopS     string
 	gapS     string
+	// expr makes a derived feature dividing feature num by feature den.
+	expr     string
+	num, den int
 }
 
 type modelEvent struct {
@@ -104,6 +107,10 @@ func specYAML(fs []modelFeature) string {
 	var b strings.Builder
 	b.WriteString("app: model\nsource:\n  topic: events\nfeatures:\n")
 	for _, f := range fs {
+		if f.expr != "" {
+			fmt.Fprintf(&b, "  - name: %s\n    expr: %s\n", f.name, f.expr)
+			continue
+		}
 		fmt.Fprintf(&b, "  - name: %s\n    agg: %s\n", f.name, f.agg)
 		if f.field != "" {
 			fmt.Fprintf(&b, "    field: %s\n", f.field)
@@ -720,6 +727,21 @@ func genFeatures(t *rapid.T) []modelFeature {
 			fs = append(fs, f)
 		}
 	}
+	// A derived ratio of two numeric features: a count over a sum (a
+	// division by zero when the sum is 0) or over another count.
+	var counts, sums []int
+	for i, f := range fs {
+		switch f.agg {
+		case "count":
+			counts = append(counts, i)
+		case "sum":
+			sums = append(sums, i)
+		}
+	}
+	num := rapid.SampledFrom(counts).Draw(t, "derived_num")
+	den := rapid.SampledFrom(append(counts, sums...)).Draw(t, "derived_den")
+	fs = append(fs, modelFeature{name: "d_ratio", agg: "derived", kind: "lifetime", num: num, den: den,
+		expr: fs[num].name + " / " + fs[den].name})
 	return fs
 }
 
@@ -897,7 +919,46 @@ func TestApplyEvaluateMatchesModel(t *testing.T) {
 			if st2.LastEventMs != st.LastEventMs {
 				t.Fatalf("%s: decoded LastEventMs %d, want %d", key, st2.LastEventMs, st.LastEventMs)
 			}
+			all := make([]int, len(fs))
+			known := make([][]Tile, len(fs))
 			for fi := range fs {
+				all[fi] = fi
+				known[fi] = st.Features[fi]
+				if known[fi] == nil {
+					known[fi] = []Tile{}
+				}
+			}
+			evaluated := make([]Value, len(fs))
+			for _, a := range asOfs {
+				top.EvaluateAll(known, a, all, evaluated)
+				for fi, f := range fs {
+					if f.expr == "" {
+						if want := top.Evaluate(fi, st.Features[fi], a); !valuesIdentical(evaluated[fi], want) {
+							t.Fatalf("%s %s as of t0%+dms: EvaluateAll %+v, Evaluate %+v", key, f.name, a-t0, evaluated[fi], want)
+						}
+						continue
+					}
+					// The model's ratio of the model's values.
+					n, _ := m.value(key, f.num, a)
+					d, _ := m.value(key, f.den, a)
+					want := Value{Type: TypeDouble}
+					dv := float64(d.Int)
+					if d.Type == TypeDouble {
+						dv = d.Float
+					}
+					if r := float64(n.Int) / dv; n.Present && d.Present && !math.IsNaN(r) && !math.IsInf(r, 0) {
+						want.Float, want.Present = r, true
+					}
+					got := evaluated[fi]
+					if got.Present != want.Present || got.Type != want.Type || math.Abs(got.Float-want.Float) > 1e-9*math.Max(1, math.Abs(want.Float)) {
+						t.Fatalf("%s %s = %s as of t0%+dms: %+v, want %+v", key, f.name, f.expr, a-t0, got, want)
+					}
+				}
+			}
+			for fi := range fs {
+				if fs[fi].expr != "" {
+					continue
+				}
 				tiles, err := top.DecodeFeature(fi, top.AppendFeature(nil, fi, st.Features[fi]))
 				if err != nil {
 					t.Fatalf("%s %s: DecodeFeature: %v", key, fs[fi].name, err)

@@ -110,6 +110,10 @@ type Feature struct {
 	// MaxDistinct is how many distinct values count_distinct keeps exactly
 	// per tile before falling back to HyperLogLog. Default 1000.
 	MaxDistinct int `yaml:"max_distinct"`
+	// Expr makes a derived feature: an expression over other features of
+	// the same entity (such as clicks_1h / views_1h), evaluated at read
+	// time. A derived feature has no agg, where, field or window.
+	Expr string `yaml:"expr"`
 	// MaxStaleness marks a served value STALE when the entity's state was
 	// last updated longer ago than this. Zero: never stale by age.
 	MaxStaleness Duration `yaml:"max_staleness"`
@@ -284,7 +288,7 @@ func (s *Source) UnmarshalYAML(n *yaml.Node) error {
 
 // featureKeys are the keys a feature may have.
 var featureKeys = []string{"name", "description", "where", "agg", "field", "window", "tile", "emit", "k",
-	"q", "quantiles", "relative_accuracy", "precision", "max_distinct", "max_staleness"}
+	"q", "quantiles", "relative_accuracy", "precision", "max_distinct", "expr", "max_staleness"}
 
 // UnmarshalYAML implements yaml.Unmarshaler, rejecting unknown keys and
 // remembering the feature's line.
@@ -390,8 +394,14 @@ func (s *Spec) validate() error {
 }
 
 func (f *Feature) validate() error {
+	if f.Expr != "" {
+		return f.validateDerived()
+	}
 	kind, ok := aggByName[f.Agg]
 	if !ok {
+		if f.Agg == "" {
+			return fmt.Errorf("agg is required (known: %s), or expr for a feature derived from others", strings.Join(AggregationNames(), ", "))
+		}
 		return fmt.Errorf("unknown agg %q (known: %s)", f.Agg, strings.Join(AggregationNames(), ", "))
 	}
 	spec := aggSpecs[kind]
@@ -412,6 +422,25 @@ func (f *Feature) validate() error {
 		return err
 	}
 	return f.validateWindow()
+}
+
+// validateDerived checks that a derived feature (expr) sets nothing that
+// only aggregations take. Compile checks the expression.
+func (f *Feature) validateDerived() error {
+	for _, k := range []struct {
+		key string
+		set bool
+	}{
+		{"agg", f.Agg != ""}, {"where", f.Where != ""}, {"field", f.Field != ""},
+		{"window", f.Window != 0 || f.WindowKind != "" || f.Gap != 0 || f.Hop != 0}, {"tile", f.Tile != 0},
+		{"emit", f.Emit != ""}, {"k", f.K != 0}, {"q", f.Q != nil}, {"quantiles", len(f.Quantiles) > 0},
+		{"relative_accuracy", f.RelativeAccuracy != 0}, {"precision", f.Precision != 0}, {"max_distinct", f.MaxDistinct != 0},
+	} {
+		if k.set {
+			return fmt.Errorf("a derived feature (expr) takes no %s: its value comes from the features it names", k.key)
+		}
+	}
+	return nil
 }
 
 // validateWindow checks the window keys for the window's kind and fills

@@ -28,6 +28,8 @@ type Topology struct {
 
 	byName    map[string]int
 	maxWindow int64
+	// stateful counts the features that are not derived.
+	stateful int
 }
 
 // CompiledFeature is a feature ready to run.
@@ -59,6 +61,11 @@ type CompiledFeature struct {
 	filter                  *vm.Program
 	fieldPath               []string
 
+	// program and inputs: a derived feature's expression and the features
+	// it reads.
+	program *vm.Program
+	inputs  []int
+
 	// Sketch parameters: top_k's capacity per tile, count_distinct's exact
 	// bound, the HyperLogLog precision, approx_quantile's quantiles and
 	// index mapping.
@@ -69,7 +76,8 @@ type CompiledFeature struct {
 	ddMapping   mapping.IndexMapping
 }
 
-// Lifetime reports whether the feature has no window.
+// Lifetime reports whether the feature has no window: lifetime features,
+// and derived ones (which have no state either).
 func (f *CompiledFeature) Lifetime() bool { return f.WindowKind == WindowLifetime }
 
 // Compile checks a parsed spec's expressions and builds its Topology.
@@ -91,6 +99,15 @@ func Compile(s *Spec) (*Topology, error) {
 			k:            kOf(kind, f.K),
 			numeric:      as.numeric,
 		}
+		if f.Expr != "" {
+			cf.Kind, cf.numeric, cf.WindowKind = 0, false, WindowLifetime
+			if err := t.compileDerived(&cf, s.Features); err != nil {
+				return nil, &SpecError{File: s.File, Line: f.Line, Msg: fmt.Sprintf("feature %q: %v", f.Name, err)}
+			}
+			t.byName[f.Name] = i
+			t.Features = append(t.Features, cf)
+			continue
+		}
 		if err := cf.compileWindow(); err != nil {
 			return nil, &SpecError{File: s.File, Line: f.Line, Msg: fmt.Sprintf("feature %q: %v", f.Name, err)}
 		}
@@ -108,6 +125,7 @@ func Compile(s *Spec) (*Topology, error) {
 			cf.filter = prog
 		}
 		t.maxWindow = max(t.maxWindow, cf.extentMs())
+		t.stateful++
 		t.byName[f.Name] = i
 		t.Features = append(t.Features, cf)
 	}
@@ -295,6 +313,9 @@ func (t *Topology) Apply(st *EntityState, ev *Event, watermarkMs int64) error {
 }
 
 func (f *CompiledFeature) contribution(ev *Event) (contribution, error) {
+	if f.program != nil {
+		return contribution{}, nil // derived: no state
+	}
 	if f.filter != nil {
 		out, err := expr.Run(f.filter, ev.Fields)
 		if err != nil {
