@@ -339,7 +339,9 @@ func (s *Server) GetFeatures(ctx context.Context, req *pb.GetFeaturesRequest) (*
 		}
 		entryPool.Put(ep)
 	}()
-	entries, err := s.store.Read(ctx, ids, features, (*ep)[:0])
+	// Derived features have no state: read the stored features they use.
+	read := s.top.Needs(features)
+	entries, err := s.store.Read(ctx, ids, read, (*ep)[:0])
 	*ep = entries
 	if err != nil {
 		if cerr := ctx.Err(); cerr != nil {
@@ -352,7 +354,7 @@ func (s *Server) GetFeatures(ctx context.Context, req *pb.GetFeaturesRequest) (*
 		s.logger.Warn("read features", "err", err, "entities", len(ids))
 		return nil, status.Errorf(codes.Unavailable, "read features: %v", err)
 	}
-	return s.respond(entries, ids, features, asOfMs, nowMs), nil
+	return s.respond(entries, ids, features, read, asOfMs, nowMs), nil
 }
 
 // entryPool recycles the entries Read decodes into; the response copies
@@ -417,22 +419,31 @@ func (s *Server) resolveFeatures(names []string) ([]int, error) {
 	return out, nil
 }
 
-func (s *Server) respond(entries []sinks.Entry, ids []string, features []int, asOfMs, nowMs int64) *pb.GetFeaturesResponse {
+// respond renders features for each entity; entries hold the tiles of the
+// stored features read (topology.Needs of features).
+func (s *Server) respond(entries []sinks.Entry, ids []string, features, read []int, asOfMs, nowMs int64) *pb.GetFeaturesResponse {
 	var restoring []int32
 	if r := s.restoring.Load(); r != nil {
 		restoring = *r
 	}
-	// A feature's covered window depends only on as_of, so one timestamp per
-	// feature is shared by every entity's value: fewer allocations, and
-	// marshaling does not mind the sharing.
-	type window struct{ start, end *timestamppb.Timestamp }
+	// A feature's covered window mostly depends only on as_of, so one
+	// timestamp per feature is shared by every entity's value: fewer
+	// allocations, and marshaling does not mind the sharing. Session
+	// windows differ per entity and get their own.
+	type window struct {
+		startMs, endMs int64
+		start, end     *timestamppb.Timestamp
+	}
 	windows := make([]window, len(features))
 	for j, fi := range features {
 		if f := &s.top.Features[fi]; !f.Lifetime() {
 			start, end := f.CoveredWindow(asOfMs) // as Evaluate reports it
-			windows[j] = window{msTimestamp(start), msTimestamp(end)}
+			windows[j] = window{start, end, msTimestamp(start), msTimestamp(end)}
 		}
 	}
+	// Tiles by feature index, as EvaluateAll takes them; nil: not stored.
+	tiles := make([][]topology.Tile, len(s.top.Features))
+	tvals := make([]topology.Value, len(features))
 
 	// Every message of the response comes from a few slices, one per
 	// message type, rather than one allocation per value: a response of
@@ -488,18 +499,31 @@ func (s *Server) respond(entries []sinks.Entry, ids []string, features []int, as
 				_, partRestoring = slices.BinarySearch(restoring, e.Partition)
 			}
 		}
+		if e.Found {
+			// A nil tile slice is a feature the stored state lacks (written
+			// under an older spec): nothing is known, which is not zero,
+			// and EvaluateAll leaves it (and what derives from it) unset.
+			for k, fi := range read {
+				tiles[fi] = e.Tiles[k]
+			}
+			s.top.EvaluateAll(tiles, asOfMs, features, tvals)
+		}
 		for j, fi := range features {
 			fv := &vals[i*len(features)+j]
 			fv.Name = s.top.Features[fi].Name
 			fv.Status = pb.FeatureValue_NOT_FOUND
 			ent.Values[j] = fv
-			// A nil tile slice is a feature the stored state lacks (written
-			// under an older spec): nothing is known, which is not zero.
-			if !e.Found || e.Tiles[j] == nil {
+			if !e.Found {
 				continue
 			}
-			fv.WindowStart, fv.WindowEnd = windows[j].start, windows[j].end
-			v := s.top.Evaluate(fi, e.Tiles[j], asOfMs)
+			v := &tvals[j]
+			switch w := &windows[j]; {
+			case v.WindowStartMs == 0 && v.WindowEndMs == 0:
+			case v.WindowStartMs == w.startMs && v.WindowEndMs == w.endMs:
+				fv.WindowStart, fv.WindowEnd = w.start, w.end
+			default:
+				fv.WindowStart, fv.WindowEnd = msTimestamp(v.WindowStartMs), msTimestamp(v.WindowEndMs)
+			}
 			if !v.Present {
 				continue
 			}
