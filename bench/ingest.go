@@ -55,7 +55,7 @@ type IngestResult struct {
 	RestoreRecords   int64
 	ChangelogRecords int64
 	RestoreRate      float64
-	RawChangelog   float64
+	RawChangelog     float64
 }
 
 // IngestRun is one processor run over the whole input.
