@@ -51,6 +51,9 @@ type ServeConfig struct {
 	// Conns is how many gRPC connections the callers share. Default 1, as
 	// a typical client has.
 	Conns int
+	// Verbose asks GetFeatures for verbose responses (each value with its
+	// name and window) instead of compact ones, as package client sends.
+	Verbose bool
 	// CPUProfile, if set, is where a CPU profile of the measured cells is
 	// written.
 	CPUProfile string
@@ -322,7 +325,7 @@ func RunServe(ctx context.Context, cfg ServeConfig, progress io.Writer) (*ServeR
 					if path == "raw" {
 						return rawCall
 					}
-					req := &pb.GetFeaturesRequest{EntityIds: make([]string, batch)}
+					req := &pb.GetFeaturesRequest{EntityIds: make([]string, batch), Compact: !cfg.Verbose}
 					c := conns[worker%len(conns)]
 					return func(ctx context.Context, rng *rand.Rand) error { return grpcCall(ctx, rng, req, c) }
 				})
@@ -604,9 +607,9 @@ func (r *ServeReport) WriteMarkdown(w io.Writer, command string) error {
 	_, err := fmt.Fprintf(w, "Command: `%s`\n\nMachine: %s; redis-server %s on loopback, on the same machine; load average %s before the cells, %s after (other work shares the machine).\n\n"+
 		"Data: %d shop entities, each from %d generated events over the last day (loaded in %s). Each cell runs %s after a %s warm-up; "+
 		"callers pick entities uniformly at random; `raw` is go-redis HGETALL (a pipeline of HGETALLs for a batch) of the same keys, "+
-		"`GetFeatures` is a gRPC call over %d loopback connection(s) to the feature server, reading every feature of the spec. "+
+		"`GetFeatures` is a gRPC call over %d loopback connection(s) to the feature server, reading every feature of the spec, %s. "+
 		"CPU/call is this process's CPU time (callers, and for GetFeatures the server) plus redis-server's, per call.\n\n",
-		command, r.Machine, r.Redis, r.LoadAvg[0], r.LoadAvg[1], cfg.Entities, cfg.EventsPerEntity, r.Loaded.Round(time.Second), cfg.Duration, cfg.Duration/5, cfg.Conns)
+		command, r.Machine, r.Redis, r.LoadAvg[0], r.LoadAvg[1], cfg.Entities, cfg.EventsPerEntity, r.Loaded.Round(time.Second), cfg.Duration, cfg.Duration/5, cfg.Conns, map[bool]string{false: "compact responses (what package client asks for)", true: "verbose responses"}[cfg.Verbose])
 	if err != nil {
 		return err
 	}

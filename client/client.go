@@ -166,7 +166,8 @@ type Request struct {
 // (use status.Code): InvalidArgument names the offending id, feature or
 // as_of; Unavailable means the server or its Redis cannot answer now.
 func (c *Client) GetFeatures(ctx context.Context, req Request, opts ...grpc.CallOption) (*Features, error) {
-	in := &pb.GetFeaturesRequest{EntityIds: req.EntityIDs, Features: req.Features}
+	// Compact: names and windows once per response, not per value.
+	in := &pb.GetFeaturesRequest{EntityIds: req.EntityIDs, Features: req.Features, Compact: true}
 	if !req.AsOf.IsZero() {
 		in.AsOf = timestamppb.New(req.AsOf)
 	}

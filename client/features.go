@@ -65,7 +65,13 @@ type Features struct {
 
 func newFeatures(resp *pb.GetFeaturesResponse) *Features {
 	f := &Features{resp: resp}
-	if rs := resp.GetResults(); len(rs) > 0 {
+	if cols := resp.GetColumns(); len(cols) > 0 {
+		f.names = make([]string, len(cols))
+		for j, c := range cols {
+			f.names[j] = c.GetName()
+		}
+	} else if rs := resp.GetResults(); len(rs) > 0 {
+		// A server from before columns names each value.
 		vals := rs[0].GetValues()
 		f.names = make([]string, len(vals))
 		for j, v := range vals {
@@ -127,7 +133,15 @@ func (e Entity) Found() bool { return e.r.GetLastEventTime() != nil }
 func (e Entity) Len() int { return len(e.r.GetValues()) }
 
 // Value returns the j-th value, in the order of Features.Names.
-func (e Entity) Value(j int) Value { return Value{v: e.r.GetValues()[j]} }
+func (e Entity) Value(j int) Value { return e.value(j) }
+
+func (e Entity) value(j int) Value {
+	v := Value{v: e.r.GetValues()[j], found: e.r.GetLastEventTime() != nil}
+	if cols := e.f.resp.GetColumns(); j < len(cols) {
+		v.col = cols[j]
+	}
+	return v
+}
 
 // ByName returns the value of feature name; a feature not requested has
 // status Missing.
@@ -136,7 +150,7 @@ func (e Entity) ByName(name string) Value {
 	if j < 0 || j >= len(e.r.GetValues()) {
 		return Value{}
 	}
-	return Value{v: e.r.GetValues()[j]}
+	return e.value(j)
 }
 
 // Status returns the status of feature name (Missing if not requested).
@@ -174,10 +188,19 @@ type ItemCount struct {
 // zero value when the value is of another type or there is none.
 type Value struct {
 	v *pb.FeatureValue // nil: not requested
+	// col is the value's column, which in a compact response holds the
+	// name and window the value leaves out.
+	col   *pb.FeatureColumn
+	found bool // the entity is known
 }
 
 // Name is the feature's name.
-func (v Value) Name() string { return v.v.GetName() }
+func (v Value) Name() string {
+	if n := v.v.GetName(); n != "" {
+		return n
+	}
+	return v.col.GetName()
+}
 
 // Status says whether there is a value and whether it is fresh.
 func (v Value) Status() Status {
@@ -245,8 +268,13 @@ func (v Value) Any() any {
 // Window is the event-time interval a windowed value covers; ok is false
 // for lifetime features and values not found.
 func (v Value) Window() (start, end time.Time, ok bool) {
-	if v.v.GetWindowEnd() == nil {
-		return time.Time{}, time.Time{}, false
+	switch {
+	case v.v.GetWindowEnd() != nil:
+		// Set on the value: a verbose response, or a window of its own
+		// (a session).
+		return v.v.GetWindowStart().AsTime(), v.v.GetWindowEnd().AsTime(), true
+	case v.v != nil && v.found && v.col.GetWindowEnd() != nil:
+		return v.col.GetWindowStart().AsTime(), v.col.GetWindowEnd().AsTime(), true
 	}
-	return v.v.GetWindowStart().AsTime(), v.v.GetWindowEnd().AsTime(), true
+	return time.Time{}, time.Time{}, false
 }

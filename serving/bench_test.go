@@ -63,7 +63,7 @@ func BenchmarkRespond(b *testing.B) {
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		if resp := e.srv.respond(entries, ids, e.srv.allFeatures, read, t0+60*minute, t0+60*minute); len(resp.GetResults()) != len(ids) {
+		if resp := e.srv.respond(entries, ids, e.srv.allFeatures, read, t0+60*minute, t0+60*minute, false); len(resp.GetResults()) != len(ids) {
 			b.Fatal("short response")
 		}
 	}

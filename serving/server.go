@@ -354,7 +354,7 @@ func (s *Server) GetFeatures(ctx context.Context, req *pb.GetFeaturesRequest) (*
 		s.logger.Warn("read features", "err", err, "entities", len(ids))
 		return nil, status.Errorf(codes.Unavailable, "read features: %v", err)
 	}
-	return s.respond(entries, ids, features, read, asOfMs, nowMs), nil
+	return s.respond(entries, ids, features, read, asOfMs, nowMs, req.GetCompact()), nil
 }
 
 // entryPool recycles the entries Read decodes into; the response copies
@@ -421,7 +421,10 @@ func (s *Server) resolveFeatures(names []string) ([]int, error) {
 
 // respond renders features for each entity; entries hold the tiles of the
 // stored features read (topology.Needs of features).
-func (s *Server) respond(entries []sinks.Entry, ids []string, features, read []int, asOfMs, nowMs int64) *pb.GetFeaturesResponse {
+//
+// compact leaves each value's name and window out where its column says
+// the same; session windows, which differ per entity, stay on the value.
+func (s *Server) respond(entries []sinks.Entry, ids []string, features, read []int, asOfMs, nowMs int64, compact bool) *pb.GetFeaturesResponse {
 	var restoring []int32
 	if r := s.restoring.Load(); r != nil {
 		restoring = *r
@@ -483,7 +486,13 @@ func (s *Server) respond(entries []sinks.Entry, ids []string, features, read []i
 		vals    = make([]pb.FeatureValue, n*len(features))
 		valPtrs = make([]*pb.FeatureValue, n*len(features))
 	)
-	resp := &pb.GetFeaturesResponse{Results: entPtrs, AsOf: msTimestamp(asOfMs)}
+	cols, colPtrs := make([]pb.FeatureColumn, len(features)), make([]*pb.FeatureColumn, len(features))
+	for j, fi := range features {
+		cols[j].Name = s.top.Features[fi].Name
+		cols[j].WindowStart, cols[j].WindowEnd = windows[j].start, windows[j].end
+		colPtrs[j] = &cols[j]
+	}
+	resp := &pb.GetFeaturesResponse{Results: entPtrs, AsOf: msTimestamp(asOfMs), Columns: colPtrs}
 	var found int
 	for i := range ids {
 		e, ent := &entries[i], &ents[i]
@@ -510,7 +519,9 @@ func (s *Server) respond(entries []sinks.Entry, ids []string, features, read []i
 		}
 		for j, fi := range features {
 			fv := &vals[i*len(features)+j]
-			fv.Name = s.top.Features[fi].Name
+			if !compact {
+				fv.Name = s.top.Features[fi].Name
+			}
 			fv.Status = pb.FeatureValue_NOT_FOUND
 			ent.Values[j] = fv
 			if !e.Found {
@@ -520,7 +531,9 @@ func (s *Server) respond(entries []sinks.Entry, ids []string, features, read []i
 			switch w := &windows[j]; {
 			case v.WindowStartMs == 0 && v.WindowEndMs == 0:
 			case v.WindowStartMs == w.startMs && v.WindowEndMs == w.endMs:
-				fv.WindowStart, fv.WindowEnd = w.start, w.end
+				if !compact {
+					fv.WindowStart, fv.WindowEnd = w.start, w.end
+				}
 			default:
 				fv.WindowStart, fv.WindowEnd = msTimestamp(v.WindowStartMs), msTimestamp(v.WindowEndMs)
 			}

@@ -192,6 +192,12 @@ func notFound(names ...string) []*pb.FeatureValue {
 
 func checkResponse(t *testing.T, got, want proto.Message) {
 	t.Helper()
+	// Columns repeat what the values say; TestCompact checks them. A test
+	// that does not list them compares the values alone.
+	if g, ok := got.(*pb.GetFeaturesResponse); ok && len(want.(*pb.GetFeaturesResponse).GetColumns()) == 0 {
+		got = proto.CloneOf(g)
+		got.(*pb.GetFeaturesResponse).Columns = nil
+	}
 	if !proto.Equal(got, want) {
 		t.Errorf("response:\n%s\nwant:\n%s", prototext.Format(got), prototext.Format(want))
 	}

@@ -89,7 +89,7 @@ func (x FeatureValue_Status) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use FeatureValue_Status.Descriptor instead.
 func (FeatureValue_Status) EnumDescriptor() ([]byte, []int) {
-	return file_featurestream_v1_features_proto_rawDescGZIP(), []int{3, 0}
+	return file_featurestream_v1_features_proto_rawDescGZIP(), []int{4, 0}
 }
 
 type GetFeaturesRequest struct {
@@ -108,7 +108,13 @@ type GetFeaturesRequest struct {
 	// A read far behind an entity's newest event (more than its longest
 	// window plus the source's grace) may miss tiles the processor has
 	// already dropped.
-	AsOf          *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=as_of,json=asOf,proto3" json:"as_of,omitempty"`
+	AsOf *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=as_of,json=asOf,proto3" json:"as_of,omitempty"`
+	// compact leaves out of every FeatureValue what is the same for all
+	// entities of the response, name, window_start and window_end, which
+	// GetFeaturesResponse.columns carries once. For 100 entities it saves
+	// about a fifth of the CPU a call costs, on the server and the caller.
+	// The Go client (package client) always sets it.
+	Compact       bool `protobuf:"varint,4,opt,name=compact,proto3" json:"compact,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -164,6 +170,13 @@ func (x *GetFeaturesRequest) GetAsOf() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *GetFeaturesRequest) GetCompact() bool {
+	if x != nil {
+		return x.Compact
+	}
+	return false
+}
+
 type GetFeaturesResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// results holds one entry per requested entity, in request order.
@@ -171,7 +184,11 @@ type GetFeaturesResponse struct {
 	// as_of is the instant the values were evaluated at (the request's, or
 	// the server's clock when the request left it unset), to the
 	// millisecond.
-	AsOf          *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=as_of,json=asOf,proto3" json:"as_of,omitempty"`
+	AsOf *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=as_of,json=asOf,proto3" json:"as_of,omitempty"`
+	// columns describes the values of every entity, one per requested
+	// feature in request order: values[j] of each result is columns[j]'s
+	// feature. Always set, compact or not.
+	Columns       []*FeatureColumn `protobuf:"bytes,3,rep,name=columns,proto3" json:"columns,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -220,6 +237,78 @@ func (x *GetFeaturesResponse) GetAsOf() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *GetFeaturesResponse) GetColumns() []*FeatureColumn {
+	if x != nil {
+		return x.Columns
+	}
+	return nil
+}
+
+// FeatureColumn is what one feature's values share in a response.
+type FeatureColumn struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name is the feature's name.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// window_start and window_end bound the event times the feature's
+	// values cover at the response's as_of, as FeatureValue's fields of
+	// the same names; unset for a lifetime feature.
+	WindowStart   *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=window_start,json=windowStart,proto3" json:"window_start,omitempty"`
+	WindowEnd     *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=window_end,json=windowEnd,proto3" json:"window_end,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FeatureColumn) Reset() {
+	*x = FeatureColumn{}
+	mi := &file_featurestream_v1_features_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FeatureColumn) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FeatureColumn) ProtoMessage() {}
+
+func (x *FeatureColumn) ProtoReflect() protoreflect.Message {
+	mi := &file_featurestream_v1_features_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FeatureColumn.ProtoReflect.Descriptor instead.
+func (*FeatureColumn) Descriptor() ([]byte, []int) {
+	return file_featurestream_v1_features_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *FeatureColumn) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *FeatureColumn) GetWindowStart() *timestamppb.Timestamp {
+	if x != nil {
+		return x.WindowStart
+	}
+	return nil
+}
+
+func (x *FeatureColumn) GetWindowEnd() *timestamppb.Timestamp {
+	if x != nil {
+		return x.WindowEnd
+	}
+	return nil
+}
+
 type EntityFeatures struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// entity_id is the requested id, as given.
@@ -237,7 +326,7 @@ type EntityFeatures struct {
 
 func (x *EntityFeatures) Reset() {
 	*x = EntityFeatures{}
-	mi := &file_featurestream_v1_features_proto_msgTypes[2]
+	mi := &file_featurestream_v1_features_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -249,7 +338,7 @@ func (x *EntityFeatures) String() string {
 func (*EntityFeatures) ProtoMessage() {}
 
 func (x *EntityFeatures) ProtoReflect() protoreflect.Message {
-	mi := &file_featurestream_v1_features_proto_msgTypes[2]
+	mi := &file_featurestream_v1_features_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -262,7 +351,7 @@ func (x *EntityFeatures) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EntityFeatures.ProtoReflect.Descriptor instead.
 func (*EntityFeatures) Descriptor() ([]byte, []int) {
-	return file_featurestream_v1_features_proto_rawDescGZIP(), []int{2}
+	return file_featurestream_v1_features_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *EntityFeatures) GetEntityId() string {
@@ -288,7 +377,8 @@ func (x *EntityFeatures) GetLastEventTime() *timestamppb.Timestamp {
 
 type FeatureValue struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// name is the feature's name, as in the spec.
+	// name is the feature's name, as in the spec. Empty in a compact
+	// response (see GetFeaturesResponse.columns).
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// value is the feature's value; which field is set follows the
 	// feature's value_type (see FeatureInfo). Unset when status is
@@ -308,8 +398,9 @@ type FeatureValue struct {
 	// window_start and window_end bound the event times the value covers:
 	// for a sliding window, from the first tile boundary inside
 	// [as_of - window, as_of] up to as_of, so the span is short of the
-	// window by less than one tile. Unset for lifetime features and when
-	// status is NOT_FOUND because nothing is known.
+	// window by less than one tile. Unset for lifetime features, when
+	// status is NOT_FOUND because nothing is known, and in a compact
+	// response (see GetFeaturesResponse.columns).
 	WindowStart *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=window_start,json=windowStart,proto3" json:"window_start,omitempty"`
 	WindowEnd   *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=window_end,json=windowEnd,proto3" json:"window_end,omitempty"`
 	// approximate is set when an exact aggregation had to fall back to an
@@ -323,7 +414,7 @@ type FeatureValue struct {
 
 func (x *FeatureValue) Reset() {
 	*x = FeatureValue{}
-	mi := &file_featurestream_v1_features_proto_msgTypes[3]
+	mi := &file_featurestream_v1_features_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -335,7 +426,7 @@ func (x *FeatureValue) String() string {
 func (*FeatureValue) ProtoMessage() {}
 
 func (x *FeatureValue) ProtoReflect() protoreflect.Message {
-	mi := &file_featurestream_v1_features_proto_msgTypes[3]
+	mi := &file_featurestream_v1_features_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -348,7 +439,7 @@ func (x *FeatureValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FeatureValue.ProtoReflect.Descriptor instead.
 func (*FeatureValue) Descriptor() ([]byte, []int) {
-	return file_featurestream_v1_features_proto_rawDescGZIP(), []int{3}
+	return file_featurestream_v1_features_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *FeatureValue) GetName() string {
@@ -505,7 +596,7 @@ type StringList struct {
 
 func (x *StringList) Reset() {
 	*x = StringList{}
-	mi := &file_featurestream_v1_features_proto_msgTypes[4]
+	mi := &file_featurestream_v1_features_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -517,7 +608,7 @@ func (x *StringList) String() string {
 func (*StringList) ProtoMessage() {}
 
 func (x *StringList) ProtoReflect() protoreflect.Message {
-	mi := &file_featurestream_v1_features_proto_msgTypes[4]
+	mi := &file_featurestream_v1_features_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -530,7 +621,7 @@ func (x *StringList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StringList.ProtoReflect.Descriptor instead.
 func (*StringList) Descriptor() ([]byte, []int) {
-	return file_featurestream_v1_features_proto_rawDescGZIP(), []int{4}
+	return file_featurestream_v1_features_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *StringList) GetValues() []string {
@@ -550,7 +641,7 @@ type DoubleList struct {
 
 func (x *DoubleList) Reset() {
 	*x = DoubleList{}
-	mi := &file_featurestream_v1_features_proto_msgTypes[5]
+	mi := &file_featurestream_v1_features_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -562,7 +653,7 @@ func (x *DoubleList) String() string {
 func (*DoubleList) ProtoMessage() {}
 
 func (x *DoubleList) ProtoReflect() protoreflect.Message {
-	mi := &file_featurestream_v1_features_proto_msgTypes[5]
+	mi := &file_featurestream_v1_features_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -575,7 +666,7 @@ func (x *DoubleList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DoubleList.ProtoReflect.Descriptor instead.
 func (*DoubleList) Descriptor() ([]byte, []int) {
-	return file_featurestream_v1_features_proto_rawDescGZIP(), []int{5}
+	return file_featurestream_v1_features_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *DoubleList) GetValues() []float64 {
@@ -596,7 +687,7 @@ type ItemCount struct {
 
 func (x *ItemCount) Reset() {
 	*x = ItemCount{}
-	mi := &file_featurestream_v1_features_proto_msgTypes[6]
+	mi := &file_featurestream_v1_features_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -608,7 +699,7 @@ func (x *ItemCount) String() string {
 func (*ItemCount) ProtoMessage() {}
 
 func (x *ItemCount) ProtoReflect() protoreflect.Message {
-	mi := &file_featurestream_v1_features_proto_msgTypes[6]
+	mi := &file_featurestream_v1_features_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -621,7 +712,7 @@ func (x *ItemCount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ItemCount.ProtoReflect.Descriptor instead.
 func (*ItemCount) Descriptor() ([]byte, []int) {
-	return file_featurestream_v1_features_proto_rawDescGZIP(), []int{6}
+	return file_featurestream_v1_features_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ItemCount) GetValue() string {
@@ -649,7 +740,7 @@ type ItemCounts struct {
 
 func (x *ItemCounts) Reset() {
 	*x = ItemCounts{}
-	mi := &file_featurestream_v1_features_proto_msgTypes[7]
+	mi := &file_featurestream_v1_features_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -661,7 +752,7 @@ func (x *ItemCounts) String() string {
 func (*ItemCounts) ProtoMessage() {}
 
 func (x *ItemCounts) ProtoReflect() protoreflect.Message {
-	mi := &file_featurestream_v1_features_proto_msgTypes[7]
+	mi := &file_featurestream_v1_features_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -674,7 +765,7 @@ func (x *ItemCounts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ItemCounts.ProtoReflect.Descriptor instead.
 func (*ItemCounts) Descriptor() ([]byte, []int) {
-	return file_featurestream_v1_features_proto_rawDescGZIP(), []int{7}
+	return file_featurestream_v1_features_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ItemCounts) GetItems() []*ItemCount {
@@ -692,7 +783,7 @@ type ListFeaturesRequest struct {
 
 func (x *ListFeaturesRequest) Reset() {
 	*x = ListFeaturesRequest{}
-	mi := &file_featurestream_v1_features_proto_msgTypes[8]
+	mi := &file_featurestream_v1_features_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -704,7 +795,7 @@ func (x *ListFeaturesRequest) String() string {
 func (*ListFeaturesRequest) ProtoMessage() {}
 
 func (x *ListFeaturesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_featurestream_v1_features_proto_msgTypes[8]
+	mi := &file_featurestream_v1_features_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -717,7 +808,7 @@ func (x *ListFeaturesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFeaturesRequest.ProtoReflect.Descriptor instead.
 func (*ListFeaturesRequest) Descriptor() ([]byte, []int) {
-	return file_featurestream_v1_features_proto_rawDescGZIP(), []int{8}
+	return file_featurestream_v1_features_proto_rawDescGZIP(), []int{9}
 }
 
 type ListFeaturesResponse struct {
@@ -732,7 +823,7 @@ type ListFeaturesResponse struct {
 
 func (x *ListFeaturesResponse) Reset() {
 	*x = ListFeaturesResponse{}
-	mi := &file_featurestream_v1_features_proto_msgTypes[9]
+	mi := &file_featurestream_v1_features_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -744,7 +835,7 @@ func (x *ListFeaturesResponse) String() string {
 func (*ListFeaturesResponse) ProtoMessage() {}
 
 func (x *ListFeaturesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_featurestream_v1_features_proto_msgTypes[9]
+	mi := &file_featurestream_v1_features_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -757,7 +848,7 @@ func (x *ListFeaturesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFeaturesResponse.ProtoReflect.Descriptor instead.
 func (*ListFeaturesResponse) Descriptor() ([]byte, []int) {
-	return file_featurestream_v1_features_proto_rawDescGZIP(), []int{9}
+	return file_featurestream_v1_features_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListFeaturesResponse) GetApp() string {
@@ -809,7 +900,7 @@ type FeatureInfo struct {
 
 func (x *FeatureInfo) Reset() {
 	*x = FeatureInfo{}
-	mi := &file_featurestream_v1_features_proto_msgTypes[10]
+	mi := &file_featurestream_v1_features_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -821,7 +912,7 @@ func (x *FeatureInfo) String() string {
 func (*FeatureInfo) ProtoMessage() {}
 
 func (x *FeatureInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_featurestream_v1_features_proto_msgTypes[10]
+	mi := &file_featurestream_v1_features_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -834,7 +925,7 @@ func (x *FeatureInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FeatureInfo.ProtoReflect.Descriptor instead.
 func (*FeatureInfo) Descriptor() ([]byte, []int) {
-	return file_featurestream_v1_features_proto_rawDescGZIP(), []int{10}
+	return file_featurestream_v1_features_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *FeatureInfo) GetName() string {
@@ -918,15 +1009,22 @@ var File_featurestream_v1_features_proto protoreflect.FileDescriptor
 
 const file_featurestream_v1_features_proto_rawDesc = "" +
 	"\n" +
-	"\x1ffeaturestream/v1/features.proto\x12\x10featurestream.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x80\x01\n" +
+	"\x1ffeaturestream/v1/features.proto\x12\x10featurestream.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9a\x01\n" +
 	"\x12GetFeaturesRequest\x12\x1d\n" +
 	"\n" +
 	"entity_ids\x18\x01 \x03(\tR\tentityIds\x12\x1a\n" +
 	"\bfeatures\x18\x02 \x03(\tR\bfeatures\x12/\n" +
-	"\x05as_of\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x04asOf\"\x82\x01\n" +
+	"\x05as_of\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x04asOf\x12\x18\n" +
+	"\acompact\x18\x04 \x01(\bR\acompact\"\xbd\x01\n" +
 	"\x13GetFeaturesResponse\x12:\n" +
 	"\aresults\x18\x01 \x03(\v2 .featurestream.v1.EntityFeaturesR\aresults\x12/\n" +
-	"\x05as_of\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04asOf\"\xa9\x01\n" +
+	"\x05as_of\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04asOf\x129\n" +
+	"\acolumns\x18\x03 \x03(\v2\x1f.featurestream.v1.FeatureColumnR\acolumns\"\x9d\x01\n" +
+	"\rFeatureColumn\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12=\n" +
+	"\fwindow_start\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\vwindowStart\x129\n" +
+	"\n" +
+	"window_end\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\twindowEnd\"\xa9\x01\n" +
 	"\x0eEntityFeatures\x12\x1b\n" +
 	"\tentity_id\x18\x01 \x01(\tR\bentityId\x126\n" +
 	"\x06values\x18\x02 \x03(\v2\x1e.featurestream.v1.FeatureValueR\x06values\x12B\n" +
@@ -999,45 +1097,49 @@ func file_featurestream_v1_features_proto_rawDescGZIP() []byte {
 }
 
 var file_featurestream_v1_features_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_featurestream_v1_features_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_featurestream_v1_features_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_featurestream_v1_features_proto_goTypes = []any{
 	(FeatureValue_Status)(0),      // 0: featurestream.v1.FeatureValue.Status
 	(*GetFeaturesRequest)(nil),    // 1: featurestream.v1.GetFeaturesRequest
 	(*GetFeaturesResponse)(nil),   // 2: featurestream.v1.GetFeaturesResponse
-	(*EntityFeatures)(nil),        // 3: featurestream.v1.EntityFeatures
-	(*FeatureValue)(nil),          // 4: featurestream.v1.FeatureValue
-	(*StringList)(nil),            // 5: featurestream.v1.StringList
-	(*DoubleList)(nil),            // 6: featurestream.v1.DoubleList
-	(*ItemCount)(nil),             // 7: featurestream.v1.ItemCount
-	(*ItemCounts)(nil),            // 8: featurestream.v1.ItemCounts
-	(*ListFeaturesRequest)(nil),   // 9: featurestream.v1.ListFeaturesRequest
-	(*ListFeaturesResponse)(nil),  // 10: featurestream.v1.ListFeaturesResponse
-	(*FeatureInfo)(nil),           // 11: featurestream.v1.FeatureInfo
-	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
+	(*FeatureColumn)(nil),         // 3: featurestream.v1.FeatureColumn
+	(*EntityFeatures)(nil),        // 4: featurestream.v1.EntityFeatures
+	(*FeatureValue)(nil),          // 5: featurestream.v1.FeatureValue
+	(*StringList)(nil),            // 6: featurestream.v1.StringList
+	(*DoubleList)(nil),            // 7: featurestream.v1.DoubleList
+	(*ItemCount)(nil),             // 8: featurestream.v1.ItemCount
+	(*ItemCounts)(nil),            // 9: featurestream.v1.ItemCounts
+	(*ListFeaturesRequest)(nil),   // 10: featurestream.v1.ListFeaturesRequest
+	(*ListFeaturesResponse)(nil),  // 11: featurestream.v1.ListFeaturesResponse
+	(*FeatureInfo)(nil),           // 12: featurestream.v1.FeatureInfo
+	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
 }
 var file_featurestream_v1_features_proto_depIdxs = []int32{
-	12, // 0: featurestream.v1.GetFeaturesRequest.as_of:type_name -> google.protobuf.Timestamp
-	3,  // 1: featurestream.v1.GetFeaturesResponse.results:type_name -> featurestream.v1.EntityFeatures
-	12, // 2: featurestream.v1.GetFeaturesResponse.as_of:type_name -> google.protobuf.Timestamp
-	4,  // 3: featurestream.v1.EntityFeatures.values:type_name -> featurestream.v1.FeatureValue
-	12, // 4: featurestream.v1.EntityFeatures.last_event_time:type_name -> google.protobuf.Timestamp
-	5,  // 5: featurestream.v1.FeatureValue.string_list_value:type_name -> featurestream.v1.StringList
-	6,  // 6: featurestream.v1.FeatureValue.double_list_value:type_name -> featurestream.v1.DoubleList
-	8,  // 7: featurestream.v1.FeatureValue.item_counts_value:type_name -> featurestream.v1.ItemCounts
-	0,  // 8: featurestream.v1.FeatureValue.status:type_name -> featurestream.v1.FeatureValue.Status
-	12, // 9: featurestream.v1.FeatureValue.window_start:type_name -> google.protobuf.Timestamp
-	12, // 10: featurestream.v1.FeatureValue.window_end:type_name -> google.protobuf.Timestamp
-	7,  // 11: featurestream.v1.ItemCounts.items:type_name -> featurestream.v1.ItemCount
-	11, // 12: featurestream.v1.ListFeaturesResponse.features:type_name -> featurestream.v1.FeatureInfo
-	1,  // 13: featurestream.v1.FeatureService.GetFeatures:input_type -> featurestream.v1.GetFeaturesRequest
-	9,  // 14: featurestream.v1.FeatureService.ListFeatures:input_type -> featurestream.v1.ListFeaturesRequest
-	2,  // 15: featurestream.v1.FeatureService.GetFeatures:output_type -> featurestream.v1.GetFeaturesResponse
-	10, // 16: featurestream.v1.FeatureService.ListFeatures:output_type -> featurestream.v1.ListFeaturesResponse
-	15, // [15:17] is the sub-list for method output_type
-	13, // [13:15] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	13, // 0: featurestream.v1.GetFeaturesRequest.as_of:type_name -> google.protobuf.Timestamp
+	4,  // 1: featurestream.v1.GetFeaturesResponse.results:type_name -> featurestream.v1.EntityFeatures
+	13, // 2: featurestream.v1.GetFeaturesResponse.as_of:type_name -> google.protobuf.Timestamp
+	3,  // 3: featurestream.v1.GetFeaturesResponse.columns:type_name -> featurestream.v1.FeatureColumn
+	13, // 4: featurestream.v1.FeatureColumn.window_start:type_name -> google.protobuf.Timestamp
+	13, // 5: featurestream.v1.FeatureColumn.window_end:type_name -> google.protobuf.Timestamp
+	5,  // 6: featurestream.v1.EntityFeatures.values:type_name -> featurestream.v1.FeatureValue
+	13, // 7: featurestream.v1.EntityFeatures.last_event_time:type_name -> google.protobuf.Timestamp
+	6,  // 8: featurestream.v1.FeatureValue.string_list_value:type_name -> featurestream.v1.StringList
+	7,  // 9: featurestream.v1.FeatureValue.double_list_value:type_name -> featurestream.v1.DoubleList
+	9,  // 10: featurestream.v1.FeatureValue.item_counts_value:type_name -> featurestream.v1.ItemCounts
+	0,  // 11: featurestream.v1.FeatureValue.status:type_name -> featurestream.v1.FeatureValue.Status
+	13, // 12: featurestream.v1.FeatureValue.window_start:type_name -> google.protobuf.Timestamp
+	13, // 13: featurestream.v1.FeatureValue.window_end:type_name -> google.protobuf.Timestamp
+	8,  // 14: featurestream.v1.ItemCounts.items:type_name -> featurestream.v1.ItemCount
+	12, // 15: featurestream.v1.ListFeaturesResponse.features:type_name -> featurestream.v1.FeatureInfo
+	1,  // 16: featurestream.v1.FeatureService.GetFeatures:input_type -> featurestream.v1.GetFeaturesRequest
+	10, // 17: featurestream.v1.FeatureService.ListFeatures:input_type -> featurestream.v1.ListFeaturesRequest
+	2,  // 18: featurestream.v1.FeatureService.GetFeatures:output_type -> featurestream.v1.GetFeaturesResponse
+	11, // 19: featurestream.v1.FeatureService.ListFeatures:output_type -> featurestream.v1.ListFeaturesResponse
+	18, // [18:20] is the sub-list for method output_type
+	16, // [16:18] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_featurestream_v1_features_proto_init() }
@@ -1045,7 +1147,7 @@ func file_featurestream_v1_features_proto_init() {
 	if File_featurestream_v1_features_proto != nil {
 		return
 	}
-	file_featurestream_v1_features_proto_msgTypes[3].OneofWrappers = []any{
+	file_featurestream_v1_features_proto_msgTypes[4].OneofWrappers = []any{
 		(*FeatureValue_Int64Value)(nil),
 		(*FeatureValue_DoubleValue)(nil),
 		(*FeatureValue_StringValue)(nil),
@@ -1059,7 +1161,7 @@ func file_featurestream_v1_features_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_featurestream_v1_features_proto_rawDesc), len(file_featurestream_v1_features_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
