@@ -89,20 +89,28 @@ func BenchmarkGetFeatures(b *testing.B) {
 		recs[i] = sinks.Record{Entity: ids[i], Version: 1, State: state(b, e.top, evs...)}
 	}
 	e.write(b, recs...)
-	ctx := context.Background()
 	for _, k := range []int{1, n} {
 		b.Run(fmt.Sprintf("entities=%d", k), func(b *testing.B) {
-			req := &pb.GetFeaturesRequest{EntityIds: ids[:k], AsOf: ts(t0 + 60*minute)}
-			b.ReportAllocs()
-			for b.Loop() {
-				resp, err := e.client.GetFeatures(ctx, req)
-				if err != nil {
-					b.Fatal(err)
-				}
-				if len(resp.GetResults()) != k {
-					b.Fatalf("%d results", len(resp.GetResults()))
-				}
-			}
+			benchCall(b, e, &pb.GetFeaturesRequest{EntityIds: ids[:k], AsOf: ts(t0 + 60*minute)})
 		})
+	}
+	// What package client asks for.
+	b.Run(fmt.Sprintf("entities=%d/compact", n), func(b *testing.B) {
+		benchCall(b, e, &pb.GetFeaturesRequest{EntityIds: ids, AsOf: ts(t0 + 60*minute), Compact: true})
+	})
+}
+
+func benchCall(b *testing.B, e *env, req *pb.GetFeaturesRequest) {
+	ctx := context.Background()
+	k := len(req.GetEntityIds())
+	b.ReportAllocs()
+	for b.Loop() {
+		resp, err := e.client.GetFeatures(ctx, req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(resp.GetResults()) != k {
+			b.Fatalf("%d results", len(resp.GetResults()))
+		}
 	}
 }
