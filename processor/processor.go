@@ -307,11 +307,7 @@ func (p *Processor) loop(ctx context.Context) error {
 		var err error
 		flushed := false
 		if time.Since(lastFlush) >= p.cfg.CommitInterval {
-			// A commit under way finishes even if ctx is cancelled
-			// meanwhile: stopping must not abort it half-way.
-			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-			err = p.flushLocked(fctx, p.allTasksLocked())
-			cancel()
+			err = p.flushLocked(ctx, p.allTasksLocked())
 			lastFlush, flushed = time.Now(), true
 		}
 		p.mu.Unlock()
