@@ -55,7 +55,9 @@ type Server struct {
 	list        *pb.ListFeaturesResponse
 
 	entities *prometheus.CounterVec
-	started  atomic.Bool
+	// found and notFound are entities' two series, looked up once.
+	found, notFound prometheus.Counter
+	started         atomic.Bool
 
 	// restoring holds the partitions being restored, ascending, as last
 	// read by watchRestoring; requests only load it.
@@ -130,8 +132,7 @@ func New(cfg Config, top *topology.Topology, store *sinks.Store, logger *slog.Lo
 		s.list.Features = append(s.list.Features, info)
 	}
 	s.known = strings.Join(names, ", ")
-	s.entities.WithLabelValues("found")
-	s.entities.WithLabelValues("not_found")
+	s.found, s.notFound = s.entities.WithLabelValues("found"), s.entities.WithLabelValues("not_found")
 
 	metrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
 		grpcprom.WithHistogramBuckets(prometheus.ExponentialBuckets(0.0001, 2, 16)),
@@ -438,10 +439,17 @@ func (s *Server) respond(entries []sinks.Entry, ids []string, features, read []i
 		start, end     *timestamppb.Timestamp
 	}
 	windows := make([]window, len(features))
+	stamps := make([]timestamppb.Timestamp, 2*len(features)+1)
+	stamp := func(ms int64) *timestamppb.Timestamp {
+		ts := &stamps[len(stamps)-1]
+		stamps = stamps[:len(stamps)-1]
+		ts.Seconds, ts.Nanos = msParts(ms)
+		return ts
+	}
 	for j, fi := range features {
 		if f := &s.top.Features[fi]; !f.Lifetime() {
 			start, end := f.CoveredWindow(asOfMs) // as Evaluate reports it
-			windows[j] = window{start, end, msTimestamp(start), msTimestamp(end)}
+			windows[j] = window{start, end, stamp(start), stamp(end)}
 		}
 	}
 	// Tiles by feature index, as EvaluateAll takes them; nil: not stored.
@@ -492,7 +500,7 @@ func (s *Server) respond(entries []sinks.Entry, ids []string, features, read []i
 		cols[j].WindowStart, cols[j].WindowEnd = windows[j].start, windows[j].end
 		colPtrs[j] = &cols[j]
 	}
-	resp := &pb.GetFeaturesResponse{Results: entPtrs, AsOf: msTimestamp(asOfMs), Columns: colPtrs}
+	resp := &pb.GetFeaturesResponse{Results: entPtrs, AsOf: stamp(asOfMs), Columns: colPtrs}
 	var found int
 	for i := range ids {
 		e, ent := &entries[i], &ents[i]
@@ -594,8 +602,8 @@ func (s *Server) respond(entries []sinks.Entry, ids []string, features, read []i
 		}
 		entPtrs[i] = ent
 	}
-	s.entities.WithLabelValues("found").Add(float64(found))
-	s.entities.WithLabelValues("not_found").Add(float64(len(ids) - found))
+	s.found.Add(float64(found))
+	s.notFound.Add(float64(len(ids) - found))
 	return resp
 }
 

@@ -45,7 +45,7 @@ func (b *readBatcher) do(ctx context.Context, cmds []*redis.StringSliceCmd) erro
 	if b.mu.inflight < b.max {
 		b.mu.inflight++
 		b.mu.Unlock()
-		b.exec(ctx, []*readOp{{cmds: cmds}})
+		b.exec(ctx, cmds, nil)
 		b.next()
 		return nil
 	}
@@ -77,17 +77,21 @@ func (b *readBatcher) next() {
 // No single caller's context governs a shared pipeline: each caller waits
 // on its own, and Redis's socket timeouts bound the pipeline.
 func (b *readBatcher) runQueued(batch []*readOp) {
-	b.exec(context.Background(), batch)
+	b.exec(context.Background(), nil, batch)
 	for _, op := range batch {
 		close(op.done)
 	}
 	b.next()
 }
 
-func (b *readBatcher) exec(ctx context.Context, batch []*readOp) {
+// exec sends one pipeline of cmds and of every op's commands.
+func (b *readBatcher) exec(ctx context.Context, cmds []*redis.StringSliceCmd, batch []*readOp) {
 	// Pipelined's error is the first failed command's; each is checked
 	// by its reader.
 	_, _ = b.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, c := range cmds {
+			_ = p.Process(ctx, c)
+		}
 		for _, op := range batch {
 			for _, c := range op.cmds {
 				_ = p.Process(ctx, c)

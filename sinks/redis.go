@@ -281,6 +281,10 @@ type Store struct {
 	logger *slog.Logger
 	prefix string
 	names  []string // feature field names by feature index
+	// hmgetHead and boxedNames are HMGET's fixed arguments and the
+	// feature names, boxed once: boxing a string allocates.
+	hmgetHead  []any
+	boxedNames []any
 	// now stamps FieldWritten; tests replace it.
 	now func() time.Time
 	// reads shares pipelines among concurrent reads.
@@ -334,8 +338,14 @@ func NewStore(client redis.UniversalClient, top *topology.Topology, logger *slog
 			Help: "Entity records not written because Redis already held the same or a newer version (replays, zombies).",
 		}),
 	}
+	s.hmgetHead = []any{"hmget", nil}
+	for _, f := range headerFields {
+		s.hmgetHead = append(s.hmgetHead, f)
+	}
+	s.boxedNames = make([]any, len(top.Features))
 	for i := range top.Features {
 		s.names[i] = top.Features[i].Name
+		s.boxedNames[i] = s.names[i]
 	}
 	for _, op := range []string{"write", "read", "ping", "script_load", "restoring"} {
 		s.errors.WithLabelValues(op)
@@ -497,17 +507,14 @@ func (s *Store) read(ctx context.Context, entities []string, features []int, dst
 	// HMGET key _v _g _t _p <features...>. The field names are boxed once
 	// and copied into each command's arguments.
 	nargs := 2 + len(headerFields) + len(features)
-	tmpl := make([]any, 2, nargs)
-	for _, f := range headerFields {
-		tmpl = append(tmpl, f)
-	}
+	tmpl := make([]any, 0, nargs)
+	tmpl = append(tmpl, s.hmgetHead...)
 	for j, fi := range features {
 		if fi < 0 || fi >= len(s.names) {
 			return dst, fmt.Errorf("features[%d]: index %d out of range [0, %d)", j, fi, len(s.names))
 		}
-		tmpl = append(tmpl, s.names[fi])
+		tmpl = append(tmpl, s.boxedNames[fi])
 	}
-	tmpl[0] = "hmget"
 	if len(entities) == 0 {
 		return dst, nil
 	}
