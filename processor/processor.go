@@ -76,6 +76,12 @@ type Config struct {
 	// TransactionTimeout bounds how long a crashed instance's open
 	// transaction blocks read_committed readers. Default 10s.
 	TransactionTimeout time.Duration
+	// Replay rebuilds all state from the earliest retained input: it
+	// deletes the changelog, the spec record, the group's committed offsets
+	// and the local state before starting. Every other processor of the
+	// app must be stopped. Needed after a spec change that alters what a
+	// feature's state means.
+	Replay bool
 	// Now is the clock, for tests. Default time.Now.
 	Now func() time.Time
 }
@@ -149,6 +155,8 @@ type Processor struct {
 
 	ready atomic.Bool
 
+	// base are the options every client gets (brokers, TLS, SASL).
+	base []kgo.Opt
 	// Set by Run before the group is joined. With ExactlyOnce sess wraps
 	// cl; with AtLeastOnce sess is nil.
 	cl         *kgo.Client
@@ -199,6 +207,7 @@ func (p *Processor) Ready() bool { return p.ready.Load() }
 // state stays consistent either way, and a restart resumes.
 func (p *Processor) Run(ctx context.Context) error {
 	base := append([]kgo.Opt{kgo.SeedBrokers(p.cfg.Brokers...)}, p.cfg.ClientOpts...)
+	p.base = base
 	admCl, err := kgo.NewClient(base...)
 	if err != nil {
 		return fmt.Errorf("processor: %w", err)
@@ -209,8 +218,16 @@ func (p *Processor) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if p.cfg.Replay {
+		if err := p.resetState(ctx, adm, partitions); err != nil {
+			return fmt.Errorf("processor: %w", err)
+		}
+	}
 	if p.generation, err = state.EnsureTopic(ctx, adm, p.clTopic, partitions, true); err != nil {
 		return fmt.Errorf("processor: changelog: %w", err)
+	}
+	if err := p.checkSpec(ctx, admCl, adm); err != nil {
+		return err
 	}
 	if _, err := state.EnsureTopic(ctx, adm, p.dlqTopic, partitions, false); err != nil {
 		return fmt.Errorf("processor: dead-letter topic: %w", err)

@@ -464,6 +464,13 @@ func TestKillNine(t *testing.T) {
 // checkValues compares every user's features in Redis with the model.
 func (c *cluster) checkValues(model *shopModel, users int) {
 	c.t.Helper()
+	c.checkValuesWith(model, users, nil)
+}
+
+// checkValuesWith is checkValues with another definition of the first
+// feature.
+func (c *cluster) checkValuesWith(model *shopModel, users int, views func(modelEvent, int64) bool) {
+	c.t.Helper()
 	rdb := redis.NewClient(&redis.Options{Addr: c.redis.Addr()})
 	defer rdb.Close()
 	store, err := sinks.NewStore(rdb, c.top, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
@@ -488,7 +495,7 @@ func (c *cluster) checkValues(model *shopModel, users int) {
 			c.t.Fatal(err)
 		}
 		for i, id := range ids {
-			want := model.values(id, asOf)
+			want := model.valuesWith(id, asOf, views)
 			e := entries[i]
 			if e.Found != want.found {
 				c.t.Errorf("%s: found %v, want %v", id, e.Found, want.found)

@@ -77,13 +77,24 @@ type shopValues struct {
 }
 
 func (m *shopModel) values(user string, asOf int64) shopValues {
+	return m.valuesWith(user, asOf, nil)
+}
+
+// valuesWith is values with another definition of the first feature
+// (views_1h), for specs that change it.
+func (m *shopModel) valuesWith(user string, asOf int64, views func(e modelEvent, asOf int64) bool) shopValues {
+	if views == nil {
+		views = func(e modelEvent, asOf int64) bool {
+			return e.Type == "view" && inWindow(e.TS, asOf, time.Hour, 5*time.Minute)
+		}
+	}
 	evs := m.byUser[user]
 	if len(evs) == 0 {
 		return shopValues{}
 	}
 	v := shopValues{found: true, lastItems: []string{}}
 	for _, e := range evs {
-		if e.Type == "view" && inWindow(e.TS, asOf, time.Hour, 5*time.Minute) {
+		if views(e, asOf) {
 			v.views1h++
 		}
 		if e.Type == "purchase" && inWindow(e.TS, asOf, 24*time.Hour, 2*time.Hour) {
