@@ -403,19 +403,7 @@ func TestKillNine(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer prod.Close()
-	produced := make(chan error, 1)
-	go func() {
-		const slices = 40
-		for i := range slices {
-			lo, hi := i*len(recs)/slices, (i+1)*len(recs)/slices
-			if err := prod.ProduceSync(context.Background(), recs[lo:hi]...).FirstErr(); err != nil {
-				produced <- err
-				return
-			}
-			time.Sleep(500 * time.Millisecond)
-		}
-		produced <- nil
-	}()
+	produced := produceOverTime(prod, recs, 40, 500*time.Millisecond)
 
 	rng := rand.New(rand.NewPCG(5, 6))
 	done := false
@@ -598,19 +586,7 @@ func TestZombie(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer prod.Close()
-	produced := make(chan error, 1)
-	go func() {
-		const slices = 30
-		for i := range slices {
-			lo, hi := i*len(recs)/slices, (i+1)*len(recs)/slices
-			if err := prod.ProduceSync(context.Background(), recs[lo:hi]...).FirstErr(); err != nil {
-				produced <- err
-				return
-			}
-			time.Sleep(500 * time.Millisecond)
-		}
-		produced <- nil
-	}()
+	produced := produceOverTime(prod, recs, 30, 500*time.Millisecond)
 
 	time.Sleep(3 * time.Second)
 	zombie := c.workers[0]
@@ -641,4 +617,22 @@ func TestZombie(t *testing.T) {
 			t.Logf("%s: %s", zombie.id, line)
 		}
 	}
+}
+
+// produceOverTime sends recs in slices with a pause after each, in the
+// background; the channel receives the outcome.
+func produceOverTime(prod *kgo.Client, recs []*kgo.Record, slices int, pause time.Duration) <-chan error {
+	produced := make(chan error, 1)
+	go func() {
+		for i := range slices {
+			lo, hi := i*len(recs)/slices, (i+1)*len(recs)/slices
+			if err := prod.ProduceSync(context.Background(), recs[lo:hi]...).FirstErr(); err != nil {
+				produced <- err
+				return
+			}
+			time.Sleep(pause)
+		}
+		produced <- nil
+	}()
+	return produced
 }
