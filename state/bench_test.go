@@ -16,9 +16,10 @@ func BenchmarkStore(b *testing.B) {
 	const entities = 200_000
 	enc := top.AppendState(nil, stateOf(b, top, "u", 10))
 	for _, tuned := range []bool{true, false} {
-		name := "tuned"
+		// Named key=value so that benchstat -col /pebble compares them.
+		name := "pebble=tuned"
 		if !tuned {
-			name = "pebble-defaults"
+			name = "pebble=defaults"
 		}
 		open := func(b *testing.B) *Store {
 			s, err := Open(Options{Dir: b.TempDir(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), pebbleDefaults: !tuned}, top)
@@ -28,7 +29,7 @@ func BenchmarkStore(b *testing.B) {
 			b.Cleanup(func() { s.Close() })
 			return s
 		}
-		b.Run(name+"/write", func(b *testing.B) {
+		b.Run(name+"/op=write", func(b *testing.B) {
 			s := open(b)
 			rng := rand.New(rand.NewPCG(1, 2))
 			b.SetBytes(int64(len(enc)))
@@ -43,7 +44,7 @@ func BenchmarkStore(b *testing.B) {
 				}
 			}
 		})
-		b.Run(name+"/get", func(b *testing.B) {
+		b.Run(name+"/op=get", func(b *testing.B) {
 			s := open(b)
 			for i := 0; i < entities; i += 1000 {
 				batch := s.NewBatch()
