@@ -31,9 +31,48 @@ func BenchmarkApply(b *testing.B) {
 		{"last", "    field: item_id\n"},
 		{"last_k", "    field: item_id\n    k: 10\n"},
 		{"first_k", "    field: item_id\n    k: 10\n"},
+		{"variance", "    field: price\n"},
+		{"stddev", "    field: price\n"},
+		{"top_k", "    field: item_id\n    k: 10\n"},
+		{"count_distinct", "    field: item_id\n"},
+		{"approx_distinct", "    field: item_id\n"},
+		{"approx_quantile", "    field: price\n    quantiles: [0.5, 0.99]\n"},
 	} {
 		b.Run(tc.agg, func(b *testing.B) {
 			top := mustTopology(b, fmt.Sprintf("app: bench\nsource:\n  topic: events\nfeatures:\n  - name: f\n    agg: %s\n    window: 1h\n%s", tc.agg, tc.extra))
+			benchApply(b, top, evs)
+		})
+	}
+}
+
+// BenchmarkApplyWindows applies events to a count in each window kind.
+func BenchmarkApplyWindows(b *testing.B) {
+	evs := benchEvents(1<<16, "type")
+	for _, tc := range []struct{ name, window string }{
+		{"sliding", "1h"},
+		{"tumbling", "{kind: tumbling, size: 1h}"},
+		{"hopping", "{kind: hopping, size: 1h, hop: 5m}"},
+		{"session", "{kind: session, gap: 30m}"},
+		{"lifetime", "{kind: lifetime}"},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			top := mustTopology(b, "app: bench\nsource:\n  topic: events\nfeatures:\n  - name: f\n    agg: count\n    window: "+tc.window+"\n")
+			benchApply(b, top, evs)
+		})
+	}
+}
+
+// BenchmarkWhere applies events to one count behind a where filter: the
+// filter's cost per event (compare BenchmarkApply/count). A filtered event
+// must not allocate.
+func BenchmarkWhere(b *testing.B) {
+	evs := benchEvents(1<<16, "type")
+	for _, tc := range []struct{ name, where string }{
+		{"eq", `type == "view"`},
+		{"3_clauses", `type == "purchase" && price > 10 && category in ["shoes", "bags"]`},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			top := mustTopology(b, "app: bench\nsource:\n  topic: events\nfeatures:\n  - name: f\n    agg: count\n    window: 1h\n    where: '"+tc.where+"'\n")
 			benchApply(b, top, evs)
 		})
 	}

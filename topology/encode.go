@@ -162,6 +162,24 @@ func (t *Topology) DecodeFeature(fi int, data []byte) ([]Tile, error) {
 }
 
 func (f *CompiledFeature) decode(data []byte) ([]Tile, error) {
+	return f.appendDecoded(nil, data)
+}
+
+// AppendDecodedFeature decodes tiles of feature fi encoded by AppendFeature
+// and appends them to dst, reusing its capacity: a reader that decodes
+// many entities can keep one slice per feature. The tiles do not alias
+// data; they do alias dst's backing array, which the caller owns. On error
+// dst is returned as it was.
+func (t *Topology) AppendDecodedFeature(dst []Tile, fi int, data []byte) ([]Tile, error) {
+	f := &t.Features[fi]
+	out, err := f.appendDecoded(dst, data)
+	if err != nil {
+		return dst, fmt.Errorf("decode feature %s: %w", f.Name, err)
+	}
+	return out, nil
+}
+
+func (f *CompiledFeature) appendDecoded(dst []Tile, data []byte) ([]Tile, error) {
 	d := decoder{b: data}
 	switch v := d.byte(); v {
 	case featureVersion:
@@ -186,19 +204,32 @@ func (f *CompiledFeature) decode(data []byte) ([]Tile, error) {
 	if n > uint64(len(data)) {
 		return nil, corrupt("tile count")
 	}
-	tiles := make([]Tile, 0, n)
+	if dst == nil {
+		dst = make([]Tile, 0, n)
+	}
+	base := len(dst)
+	tiles := slices.Grow(dst, int(n))
+	if f.itemKind() && len(d.b) > 0 {
+		// One string holds every item value of the feature and one array
+		// every item: two allocations, not one per item and tile. An item
+		// takes at least two bytes.
+		d.str = string(d.b)
+		d.items = make([]Item, 0, min(n*uint64(f.k), uint64(len(d.b)/2)))
+	}
 	for i := uint64(0); i < n && d.err == nil; i++ {
-		var tl Tile
-		if err := f.decodeTile(&d, &tl); err != nil {
+		tiles = append(tiles, Tile{})
+		tl := &tiles[len(tiles)-1]
+		if err := f.decodeTile(&d, tl); err != nil {
 			return nil, err
 		}
-		if len(tiles) > 0 && tl.Start <= tiles[len(tiles)-1].Start {
-			return nil, corrupt("tiles out of order")
+		if prev := tiles[base : len(tiles)-1]; len(prev) > 0 {
+			if tl.Start <= prev[len(prev)-1].Start {
+				return nil, corrupt("tiles out of order")
+			}
+			if f.WindowKind == WindowSession && tl.Start <= prev[len(prev)-1].End {
+				return nil, corrupt("sessions overlap")
+			}
 		}
-		if f.WindowKind == WindowSession && len(tiles) > 0 && tl.Start <= tiles[len(tiles)-1].End {
-			return nil, corrupt("sessions overlap")
-		}
-		tiles = append(tiles, tl)
 	}
 	if d.err == nil && len(d.b) != 0 {
 		d.err = corrupt("trailing bytes")
@@ -207,6 +238,15 @@ func (f *CompiledFeature) decode(data []byte) ([]Tile, error) {
 		return nil, d.err
 	}
 	return tiles, nil
+}
+
+// itemKind reports whether the feature keeps first/last items.
+func (f *CompiledFeature) itemKind() bool {
+	switch f.Kind {
+	case AggFirst, AggLast, AggFirstK, AggLastK:
+		return true
+	}
+	return false
 }
 
 func (f *CompiledFeature) decodeTile(d *decoder, tl *Tile) error {
@@ -234,10 +274,15 @@ func (f *CompiledFeature) decodeTile(d *decoder, tl *Tile) error {
 		if m > uint64(f.k) {
 			return corrupt(fmt.Sprintf("%d items, k is %d", m, f.k))
 		}
-		tl.Items = make([]Item, 0, m)
+		// Items go to the decoder's shared array (presized by
+		// appendDecoded); should it grow, earlier tiles keep the old one.
+		start := len(d.items)
 		for j := uint64(0); j < m && d.err == nil; j++ {
 			ts := d.varint()
-			tl.Items = append(tl.Items, Item{TimeMs: ts, Value: string(d.bytes())})
+			d.items = append(d.items, Item{TimeMs: ts, Value: d.itemString()})
+		}
+		if m > 0 {
+			tl.Items = d.items[start:len(d.items):len(d.items)]
 		}
 	case AggTopK:
 		tl.counts = d.counts(f.capacity)
@@ -332,6 +377,28 @@ func (t *Topology) DecodeState(data []byte) (*EntityState, error) {
 type decoder struct {
 	b   []byte
 	err error
+	// str is a copy of the bytes being decoded, ending where b ends; item
+	// values are substrings of it. items holds a feature's items.
+	str   string
+	items []Item
+}
+
+// itemString reads a length-prefixed string as a substring of d.str (no
+// allocation), or a copy when d.str is unset.
+func (d *decoder) itemString() string {
+	n := d.uvarint()
+	if n > uint64(len(d.b)) {
+		d.fail("short bytes")
+		return ""
+	}
+	if d.str == "" {
+		v := string(d.b[:n])
+		d.b = d.b[n:]
+		return v
+	}
+	start := len(d.str) - len(d.b)
+	d.b = d.b[n:]
+	return d.str[start : start+int(n)]
 }
 
 func (d *decoder) fail(what string) {

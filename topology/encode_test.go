@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -206,6 +207,37 @@ func TestAppendStateAppends(t *testing.T) {
 	for fi := range top.Features {
 		if len(got.Features[fi]) != 0 {
 			t.Errorf("feature %d of an empty state has %d tiles", fi, len(got.Features[fi]))
+		}
+	}
+}
+
+func TestAppendDecodedFeature(t *testing.T) {
+	top := mustTopology(t, pruneSpec)
+	st := filledState(t, top, 200, "kind")
+	for fi := range top.Features {
+		enc := top.AppendFeature(nil, fi, st.Features[fi])
+		want, err := top.DecodeFeature(fi, enc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		prefix := []Tile{{Start: -1, Count: 7}}
+		got, err := top.AppendDecodedFeature(slices.Clip(prefix), fi, enc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 1+len(want) || got[0].Count != 7 {
+			t.Fatalf("%s: AppendDecodedFeature kept %d tiles and prefix %+v", top.Features[fi].Name, len(got), got[0])
+		}
+		if a, b := top.AppendFeature(nil, fi, got[1:]), top.AppendFeature(nil, fi, want); !bytes.Equal(a, b) {
+			t.Errorf("%s: appended tiles differ from DecodeFeature's", top.Features[fi].Name)
+		}
+		// Reusing the capacity of an earlier decode.
+		again, err := top.AppendDecodedFeature(got[:0], fi, enc)
+		if err != nil || !bytes.Equal(top.AppendFeature(nil, fi, again), enc) {
+			t.Errorf("%s: decode into reused tiles: %v", top.Features[fi].Name, err)
+		}
+		if bad, err := top.AppendDecodedFeature(prefix, fi, enc[:len(enc)-1]); err == nil && len(enc) > 2 || len(bad) != 1 {
+			t.Errorf("%s: truncated decode = %d tiles, %v; want the prefix back and an error", top.Features[fi].Name, len(bad), err)
 		}
 	}
 }

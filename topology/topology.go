@@ -8,6 +8,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/DataDog/sketches-go/ddsketch"
@@ -30,6 +31,10 @@ type Topology struct {
 	maxWindow int64
 	// stateful counts the features that are not derived.
 	stateful int
+	// filters are the distinct where expressions; vms recycles the VMs
+	// that run them.
+	filters []*vm.Program
+	vms     sync.Pool
 }
 
 // CompiledFeature is a feature ready to run.
@@ -58,8 +63,9 @@ type CompiledFeature struct {
 	windowMs, tileMs, gapMs int64
 	k                       int
 	numeric                 bool
-	filter                  *vm.Program
-	fieldPath               []string
+	// filter indexes Topology.filters; -1 when every event counts.
+	filter    int
+	fieldPath []string
 
 	// program and inputs: a derived feature's expression and the features
 	// it reads.
@@ -83,6 +89,8 @@ func (f *CompiledFeature) Lifetime() bool { return f.WindowKind == WindowLifetim
 // Compile checks a parsed spec's expressions and builds its Topology.
 func Compile(s *Spec) (*Topology, error) {
 	t := &Topology{Spec: s, byName: make(map[string]int, len(s.Features))}
+	t.vms.New = func() any { return new(vm.VM) }
+	filterIndex := map[string]int{}
 	for i, f := range s.Features {
 		kind := aggByName[f.Agg]
 		as := aggSpecs[kind]
@@ -98,6 +106,7 @@ func Compile(s *Spec) (*Topology, error) {
 			tileMs:       time.Duration(f.Tile).Milliseconds(),
 			k:            kOf(kind, f.K),
 			numeric:      as.numeric,
+			filter:       -1,
 		}
 		if f.Expr != "" {
 			cf.Kind, cf.numeric, cf.WindowKind = 0, false, WindowLifetime
@@ -117,12 +126,19 @@ func Compile(s *Spec) (*Topology, error) {
 		if f.Field != "" {
 			cf.fieldPath = strings.Split(f.Field, ".")
 		}
-		if f.Where != "" {
-			prog, err := compileWhere(f.Where)
-			if err != nil {
-				return nil, &SpecError{File: s.File, Line: f.Line, Msg: fmt.Sprintf("feature %q: where %q: %s", f.Name, f.Where, oneLine(err.Error()))}
+		cf.filter = -1
+		if where := strings.TrimSpace(f.Where); where != "" {
+			if fi, ok := filterIndex[where]; ok {
+				cf.filter = fi
+			} else {
+				prog, err := compileWhere(f.Where)
+				if err != nil {
+					return nil, &SpecError{File: s.File, Line: f.Line, Msg: fmt.Sprintf("feature %q: where %q: %s", f.Name, f.Where, oneLine(err.Error()))}
+				}
+				cf.filter = len(t.filters)
+				filterIndex[where] = cf.filter
+				t.filters = append(t.filters, prog)
 			}
-			cf.filter = prog
 		}
 		t.maxWindow = max(t.maxWindow, cf.extentMs())
 		t.stateful++
@@ -172,7 +188,9 @@ func compileWhere(src string) (*vm.Program, error) {
 		// It would compile, then fail on every event.
 		return nil, fmt.Errorf("unknown function %s", idents.unknownCall)
 	}
-	opts := []expr.Option{expr.AllowUndefinedVariables(), expr.AsBool(), expr.Patch(nilSafeCompare{})}
+	// The env is a map[string]any: expr then reads fields with a plain map
+	// lookup, not reflection, which would allocate per field.
+	opts := []expr.Option{expr.Env(map[string]any{}), expr.AllowUndefinedVariables(), expr.AsBool(), expr.Patch(nilSafeCompare{})}
 	for name := range idents.names {
 		opts = append(opts, expr.DisableBuiltin(name))
 	}
@@ -245,6 +263,10 @@ type Event struct {
 
 // Lookup returns the value at a dotted path such as "item.price".
 func (e *Event) Lookup(path []string) (any, bool) {
+	if len(path) == 1 {
+		v := e.Fields[path[0]]
+		return v, v != nil
+	}
 	var cur any = e.Fields
 	for _, p := range path {
 		m, ok := cur.(map[string]any)
@@ -291,9 +313,22 @@ func (t *Topology) Apply(st *EntityState, ev *Event, watermarkMs int64) error {
 	if len(t.Features) > len(buf) {
 		contrib = make([]contribution, 0, len(t.Features))
 	}
+	// Each distinct where expression runs once per event, on a VM reused
+	// across events: a filtered event allocates nothing.
+	var fbuf [16]int8
+	filtered := fbuf[:0]
+	if len(t.filters) > len(fbuf) {
+		filtered = make([]int8, 0, len(t.filters))
+	}
+	filtered = filtered[:len(t.filters)]
+	var machine *vm.VM
+	if len(t.filters) > 0 {
+		machine = t.vms.Get().(*vm.VM)
+		defer t.vms.Put(machine)
+	}
 	for i := range t.Features {
 		f := &t.Features[i]
-		c, err := f.contribution(ev)
+		c, err := t.contribution(f, ev, machine, filtered)
 		if err != nil {
 			return fmt.Errorf("%w: feature %s: %w", ErrBadEvent, f.Name, err)
 		}
@@ -312,17 +347,31 @@ func (t *Topology) Apply(st *EntityState, ev *Event, watermarkMs int64) error {
 	return nil
 }
 
-func (f *CompiledFeature) contribution(ev *Event) (contribution, error) {
+// Filter results cached per event in Apply.
+const (
+	filterUnknown int8 = iota
+	filterPass
+	filterSkip
+)
+
+func (t *Topology) contribution(f *CompiledFeature, ev *Event, machine *vm.VM, filtered []int8) (contribution, error) {
 	if f.program != nil {
 		return contribution{}, nil // derived: no state
 	}
-	if f.filter != nil {
-		out, err := expr.Run(f.filter, ev.Fields)
-		if err != nil {
-			return contribution{}, fmt.Errorf("where: %s", oneLine(err.Error()))
-		}
-		if pass, _ := out.(bool); !pass {
+	if f.filter >= 0 {
+		switch filtered[f.filter] {
+		case filterSkip:
 			return contribution{}, nil
+		case filterUnknown:
+			out, err := machine.Run(t.filters[f.filter], ev.Fields)
+			if err != nil {
+				return contribution{}, fmt.Errorf("where: %s", oneLine(err.Error()))
+			}
+			if pass, _ := out.(bool); !pass {
+				filtered[f.filter] = filterSkip
+				return contribution{}, nil
+			}
+			filtered[f.filter] = filterPass
 		}
 	}
 	if f.fieldPath == nil {
