@@ -13,8 +13,8 @@ import (
 
 // benchCmd groups the benchmarks; each lives in package bench.
 type benchCmd struct {
-	Ingest benchIngestCmd `cmd:"" help:"Measure ingest (both guarantees) and restore beside a raw franz-go consume of the same topics on the same broker."`
-	Serve  benchServeCmd  `cmd:"" help:"Measure GetFeatures beside a raw go-redis loop on the same Redis and data, at several concurrency levels and batch sizes."`
+	E2E   benchIngestCmd `cmd:"" name:"e2e" default:"withargs" help:"End to end (the default): ingest with both guarantees and restore beside a raw franz-go consume on the same broker, then freshness and GetFeatures latency under live traffic."`
+	Serve benchServeCmd  `cmd:"" help:"Measure GetFeatures beside a raw go-redis loop on the same Redis and data, at several concurrency levels and batch sizes."`
 }
 
 type benchServeCmd struct {

@@ -26,6 +26,7 @@ type cli struct {
 	Process  processCmd  `cmd:"" help:"Run a processor: consume events from Kafka, keep features in local state and the changelog, push them to Redis."`
 	Serve    serveCmd    `cmd:"" help:"Run a gRPC feature server reading Redis."`
 	Validate validateCmd `cmd:"" help:"Check a feature spec and print its features."`
+	Kafka    kafkaCmd    `cmd:"" help:"Run only the embedded Kafka broker (kfake on a real TCP port), for running process and serve separately on one machine."`
 	Demo     demoCmd     `cmd:"" help:"Produce synthetic shop traffic (JSON events of examples/shop/spec.yaml) to a Kafka topic until stopped."`
 	Inspect  inspectCmd  `cmd:"" help:"Show entities' stored state (tiles, version, generation, last event) and values, from Redis or a stopped processor's --state-dir."`
 	Bench    benchCmd    `cmd:"" help:"Benchmarks on this machine (loopback only)."`
