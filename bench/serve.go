@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/featurestream/featurestream/client"
 	pb "github.com/featurestream/featurestream/proto/featurestream/v1"
 	"github.com/featurestream/featurestream/serving"
 	"github.com/featurestream/featurestream/sinks"
@@ -53,7 +54,11 @@ type ServeConfig struct {
 	Conns int
 	// Verbose asks GetFeatures for verbose responses (each value with its
 	// name and window) instead of compact ones, as package client sends.
+	// It implies the generated client.
 	Verbose bool
+	// Generated calls GetFeatures with the generated gRPC client, decoding
+	// responses into proto messages, instead of with package client.
+	Generated bool
 	// CPUProfile, if set, is where a CPU profile of the measured cells is
 	// written.
 	CPUProfile string
@@ -259,6 +264,7 @@ func RunServe(ctx context.Context, cfg ServeConfig, progress io.Writer) (*ServeR
 	}()
 
 	conns := make([]pb.FeatureServiceClient, cfg.Conns)
+	clients := make([]*client.Client, cfg.Conns)
 	for i := range conns {
 		conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
@@ -266,6 +272,10 @@ func RunServe(ctx context.Context, cfg ServeConfig, progress io.Writer) (*ServeR
 		}
 		defer conn.Close()
 		conns[i] = pb.NewFeatureServiceClient(conn)
+		if clients[i], err = client.New(ln.Addr().String(), client.Insecure()); err != nil {
+			return nil, err
+		}
+		defer clients[i].Close()
 	}
 	// The raw baseline gets its own client with the same pool settings, so
 	// neither path waits for the other's connections.
@@ -310,6 +320,16 @@ func RunServe(ctx context.Context, cfg ServeConfig, progress io.Writer) (*ServeR
 				}
 				return err
 			}
+			clientCall := func(ctx context.Context, rng *rand.Rand, req *client.Request, c *client.Client) error {
+				for i := range req.EntityIDs {
+					req.EntityIDs[i] = ids[rng.IntN(len(ids))]
+				}
+				fs, err := c.GetFeatures(ctx, *req)
+				if err == nil && fs.Len() != batch {
+					err = fmt.Errorf("%d results for %d entities", fs.Len(), batch)
+				}
+				return err
+			}
 			grpcCall := func(ctx context.Context, rng *rand.Rand, req *pb.GetFeaturesRequest, c pb.FeatureServiceClient) error {
 				for i := range req.EntityIds {
 					req.EntityIds[i] = ids[rng.IntN(len(ids))]
@@ -325,9 +345,14 @@ func RunServe(ctx context.Context, cfg ServeConfig, progress io.Writer) (*ServeR
 					if path == "raw" {
 						return rawCall
 					}
-					req := &pb.GetFeaturesRequest{EntityIds: make([]string, batch), Compact: !cfg.Verbose}
-					c := conns[worker%len(conns)]
-					return func(ctx context.Context, rng *rand.Rand) error { return grpcCall(ctx, rng, req, c) }
+					if cfg.Verbose || cfg.Generated {
+						req := &pb.GetFeaturesRequest{EntityIds: make([]string, batch), Compact: !cfg.Verbose}
+						c := conns[worker%len(conns)]
+						return func(ctx context.Context, rng *rand.Rand) error { return grpcCall(ctx, rng, req, c) }
+					}
+					req := &client.Request{EntityIDs: make([]string, batch)}
+					c := clients[worker%len(clients)]
+					return func(ctx context.Context, rng *rand.Rand) error { return clientCall(ctx, rng, req, c) }
 				})
 				if err := ctx.Err(); err != nil {
 					return rep, err
@@ -514,6 +539,16 @@ func machine() string {
 	return fmt.Sprintf("%d CPUs (nproc), %s, GOMAXPROCS %d, %s %s/%s", runtime.NumCPU(), model, runtime.GOMAXPROCS(0), runtime.Version(), runtime.GOOS, runtime.GOARCH)
 }
 
+func (c ServeConfig) callerText() string {
+	switch {
+	case c.Verbose:
+		return "verbose responses decoded by the generated client"
+	case c.Generated:
+		return "compact responses decoded by the generated client"
+	}
+	return "called through package client (compact responses, its flat decoder)"
+}
+
 // pair returns the raw and grpc cells of callers × batch.
 func (r *ServeReport) pair(callers, batch int) (raw, grpc *Cell) {
 	for i := range r.Cells {
@@ -609,7 +644,7 @@ func (r *ServeReport) WriteMarkdown(w io.Writer, command string) error {
 		"callers pick entities uniformly at random; `raw` is go-redis HGETALL (a pipeline of HGETALLs for a batch) of the same keys, "+
 		"`GetFeatures` is a gRPC call over %d loopback connection(s) to the feature server, reading every feature of the spec, %s. "+
 		"CPU/call is this process's CPU time (callers, and for GetFeatures the server) plus redis-server's, per call.\n\n",
-		command, r.Machine, r.Redis, r.LoadAvg[0], r.LoadAvg[1], cfg.Entities, cfg.EventsPerEntity, r.Loaded.Round(time.Second), cfg.Duration, cfg.Duration/5, cfg.Conns, map[bool]string{false: "compact responses (what package client asks for)", true: "verbose responses"}[cfg.Verbose])
+		command, r.Machine, r.Redis, r.LoadAvg[0], r.LoadAvg[1], cfg.Entities, cfg.EventsPerEntity, r.Loaded.Round(time.Second), cfg.Duration, cfg.Duration/5, cfg.Conns, cfg.callerText())
 	if err != nil {
 		return err
 	}

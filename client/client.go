@@ -171,11 +171,16 @@ func (c *Client) GetFeatures(ctx context.Context, req Request, opts ...grpc.Call
 	if !req.AsOf.IsZero() {
 		in.AsOf = timestamppb.New(req.AsOf)
 	}
-	resp, err := c.svc.GetFeatures(ctx, in, opts...)
+	var raw rawResponse
+	opts = append(opts[:len(opts):len(opts)], grpc.ForceCodecV2(codec{}))
+	if err := c.conn.Invoke(ctx, pb.FeatureService_GetFeatures_FullMethodName, in, &raw, opts...); err != nil {
+		return nil, fmt.Errorf("featurestream: get features: %w", err)
+	}
+	d, err := decodeResponse(raw.buf)
 	if err != nil {
 		return nil, fmt.Errorf("featurestream: get features: %w", err)
 	}
-	return newFeatures(resp), nil
+	return newFeatures(d), nil
 }
 
 // FeatureInfo describes one feature the server serves.

@@ -1,7 +1,10 @@
 package client
 
 import (
+	"fmt"
 	"time"
+
+	"google.golang.org/protobuf/proto"
 
 	pb "github.com/featurestream/featurestream/proto/featurestream/v1"
 )
@@ -43,13 +46,13 @@ func (s Status) String() string {
 // HasValue reports whether a value was given: Present or Stale.
 func (s Status) HasValue() bool { return s == Present || s == Stale }
 
-func statusOf(s pb.FeatureValue_Status) Status {
+func statusOf(s int32) Status {
 	switch s {
-	case pb.FeatureValue_PRESENT:
+	case int32(pb.FeatureValue_PRESENT):
 		return Present
-	case pb.FeatureValue_NOT_FOUND:
+	case int32(pb.FeatureValue_NOT_FOUND):
 		return NotFound
-	case pb.FeatureValue_STALE:
+	case int32(pb.FeatureValue_STALE):
 		return Stale
 	}
 	return Unknown
@@ -57,38 +60,39 @@ func statusOf(s pb.FeatureValue_Status) Status {
 
 // Features is a GetFeatures result: one Entity per requested id, in request
 // order, each with one Value per feature, in the same order for every
-// entity. It is read-only and safe for concurrent reads.
+// entity. It is read-only and safe for concurrent reads. Its strings share
+// the response's memory, which stays alive while any of them is used.
 type Features struct {
-	resp  *pb.GetFeaturesResponse
+	d     *decoded
 	names []string
 }
 
-func newFeatures(resp *pb.GetFeaturesResponse) *Features {
-	f := &Features{resp: resp}
-	if cols := resp.GetColumns(); len(cols) > 0 {
-		f.names = make([]string, len(cols))
-		for j, c := range cols {
-			f.names[j] = c.GetName()
+func newFeatures(d *decoded) *Features {
+	f := &Features{d: d}
+	if len(d.columns) > 0 {
+		f.names = make([]string, len(d.columns))
+		for j, c := range d.columns {
+			f.names[j] = c.name
 		}
-	} else if rs := resp.GetResults(); len(rs) > 0 {
+	} else if len(d.entities) > 0 {
 		// A server from before columns names each value.
-		vals := rs[0].GetValues()
-		f.names = make([]string, len(vals))
-		for j, v := range vals {
-			f.names[j] = v.GetName()
+		e := d.entities[0]
+		f.names = make([]string, e.n)
+		for j := range e.n {
+			f.names[j] = d.values[e.first+j].name
 		}
 	}
 	return f
 }
 
 // AsOf is the instant the values were evaluated at.
-func (f *Features) AsOf() time.Time { return f.resp.GetAsOf().AsTime() }
+func (f *Features) AsOf() time.Time { return f.d.asOf.time() }
 
 // Len is the number of entities.
-func (f *Features) Len() int { return len(f.resp.GetResults()) }
+func (f *Features) Len() int { return len(f.d.entities) }
 
 // Entity returns the i-th entity, in request order.
-func (f *Features) Entity(i int) Entity { return Entity{r: f.resp.GetResults()[i], f: f} }
+func (f *Features) Entity(i int) Entity { return Entity{e: &f.d.entities[i], f: f} }
 
 // Names are the feature names, in the order of every entity's values. Do
 // not modify it.
@@ -105,40 +109,48 @@ func (f *Features) Index(name string) int {
 	return -1
 }
 
-// Proto returns the response as received. Do not modify it.
-func (f *Features) Proto() *pb.GetFeaturesResponse { return f.resp }
+// Proto decodes the response with the generated code, for what this
+// package does not expose. Each call decodes anew.
+func (f *Features) Proto() (*pb.GetFeaturesResponse, error) {
+	resp := &pb.GetFeaturesResponse{}
+	if err := proto.Unmarshal(f.d.buf, resp); err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
 
 // Entity is one entity's features.
 type Entity struct {
-	r *pb.EntityFeatures
+	e *entityRec
 	f *Features
 }
 
 // ID is the entity id.
-func (e Entity) ID() string { return e.r.GetEntityId() }
+func (e Entity) ID() string { return e.e.id }
 
 // LastEventTime is the time of the newest event seen for the entity; ok is
 // false when nothing is known about it.
 func (e Entity) LastEventTime() (t time.Time, ok bool) {
-	if e.r.GetLastEventTime() == nil {
+	if !e.e.lastEvent.set {
 		return time.Time{}, false
 	}
-	return e.r.GetLastEventTime().AsTime(), true
+	return e.e.lastEvent.time(), true
 }
 
 // Found reports whether anything is known about the entity.
-func (e Entity) Found() bool { return e.r.GetLastEventTime() != nil }
+func (e Entity) Found() bool { return e.e.lastEvent.set }
 
 // Len is the number of values.
-func (e Entity) Len() int { return len(e.r.GetValues()) }
+func (e Entity) Len() int { return e.e.n }
 
 // Value returns the j-th value, in the order of Features.Names.
-func (e Entity) Value(j int) Value { return e.value(j) }
-
-func (e Entity) value(j int) Value {
-	v := Value{v: e.r.GetValues()[j], found: e.r.GetLastEventTime() != nil}
-	if cols := e.f.resp.GetColumns(); j < len(cols) {
-		v.col = cols[j]
+func (e Entity) Value(j int) Value {
+	if j < 0 || j >= e.e.n {
+		panic(fmt.Sprintf("featurestream client: value %d of %d", j, e.e.n))
+	}
+	v := Value{d: e.f.d, v: &e.f.d.values[e.e.first+j], found: e.e.lastEvent.set}
+	if j < len(e.f.d.columns) {
+		v.col = &e.f.d.columns[j]
 	}
 	return v
 }
@@ -147,10 +159,10 @@ func (e Entity) value(j int) Value {
 // status Missing.
 func (e Entity) ByName(name string) Value {
 	j := e.f.Index(name)
-	if j < 0 || j >= len(e.r.GetValues()) {
+	if j < 0 || j >= e.e.n {
 		return Value{}
 	}
-	return e.value(j)
+	return e.Value(j)
 }
 
 // Status returns the status of feature name (Missing if not requested).
@@ -175,7 +187,7 @@ func (e Entity) Strings(name string) []string { return e.ByName(name).Strings() 
 func (e Entity) Float64s(name string) []float64 { return e.ByName(name).Float64s() }
 
 // ItemCounts returns the top_k value of feature name, most frequent first;
-// nil if it has none.
+// nil if it has none. Do not modify it.
 func (e Entity) ItemCounts(name string) []ItemCount { return e.ByName(name).ItemCounts() }
 
 // ItemCount is one of top_k's values and how often it occurred.
@@ -187,19 +199,23 @@ type ItemCount struct {
 // Value is one feature's value for one entity. Its accessors return the
 // zero value when the value is of another type or there is none.
 type Value struct {
-	v *pb.FeatureValue // nil: not requested
+	d *decoded
+	v *valueRec // nil: not requested
 	// col is the value's column, which in a compact response holds the
 	// name and window the value leaves out.
-	col   *pb.FeatureColumn
+	col   *column
 	found bool // the entity is known
 }
 
 // Name is the feature's name.
 func (v Value) Name() string {
-	if n := v.v.GetName(); n != "" {
-		return n
+	switch {
+	case v.v == nil:
+		return ""
+	case v.v.name != "" || v.col == nil:
+		return v.v.name
 	}
-	return v.col.GetName()
+	return v.col.name
 }
 
 // Status says whether there is a value and whether it is fresh.
@@ -207,59 +223,86 @@ func (v Value) Status() Status {
 	if v.v == nil {
 		return Missing
 	}
-	return statusOf(v.v.GetStatus())
+	return statusOf(v.v.status)
 }
 
-// Int64 is the value of an int64 feature (count).
-func (v Value) Int64() int64 { return v.v.GetInt64Value() }
+func (v Value) is(kind uint8) bool { return v.v != nil && v.v.kind == kind }
 
-// Float64 is the value of a double feature (sum, avg, min, max).
-func (v Value) Float64() float64 { return v.v.GetDoubleValue() }
+// Int64 is the value of an int64 feature (count, count_distinct,
+// approx_distinct).
+func (v Value) Int64() int64 {
+	if !v.is(kindInt) {
+		return 0
+	}
+	return v.v.i
+}
+
+// Float64 is the value of a double feature (sum, avg, min, max, variance,
+// stddev, approx_quantile with one q).
+func (v Value) Float64() float64 {
+	if !v.is(kindDouble) {
+		return 0
+	}
+	return v.v.f
+}
 
 // Str is the value of a string feature (first, last).
-func (v Value) Str() string { return v.v.GetStringValue() }
+func (v Value) Str() string {
+	if !v.is(kindString) {
+		return ""
+	}
+	return v.v.s
+}
 
 // Strings is the value of a string list feature (first_k, last_k). Do not
 // modify it.
-func (v Value) Strings() []string { return v.v.GetStringListValue().GetValues() }
+func (v Value) Strings() []string {
+	if !v.is(kindStrings) {
+		return nil
+	}
+	return v.d.strs[v.v.first : v.v.first+v.v.n : v.v.first+v.v.n]
+}
 
 // Float64s is the value of a double list feature (approx_quantile with
 // quantiles), one per quantile. Do not modify it.
-func (v Value) Float64s() []float64 { return v.v.GetDoubleListValue().GetValues() }
-
-// ItemCounts is the value of an item counts feature (top_k), most frequent
-// first. It is a new slice.
-func (v Value) ItemCounts() []ItemCount {
-	items := v.v.GetItemCountsValue().GetItems()
-	if items == nil {
+func (v Value) Float64s() []float64 {
+	if !v.is(kindDoubles) {
 		return nil
 	}
-	out := make([]ItemCount, len(items))
-	for i, it := range items {
-		out[i] = ItemCount{Value: it.GetValue(), Count: it.GetCount()}
+	return v.d.floats[v.v.first : v.v.first+v.v.n : v.v.first+v.v.n]
+}
+
+// ItemCounts is the value of an item counts feature (top_k), most frequent
+// first. Do not modify it.
+func (v Value) ItemCounts() []ItemCount {
+	if !v.is(kindCounts) {
+		return nil
 	}
-	return out
+	return v.d.counts[v.v.first : v.v.first+v.v.n : v.v.first+v.v.n]
 }
 
 // Approximate reports that an exact aggregation fell back to an estimate
 // (count_distinct past its max_distinct).
-func (v Value) Approximate() bool { return v.v.GetApproximate() }
+func (v Value) Approximate() bool { return v.v != nil && v.v.approx }
 
 // Any is the value as int64, float64, string, []string, []float64 or
 // []ItemCount, whichever the feature has; nil when there is none.
 func (v Value) Any() any {
-	switch x := v.v.GetValue().(type) {
-	case *pb.FeatureValue_Int64Value:
-		return x.Int64Value
-	case *pb.FeatureValue_DoubleValue:
-		return x.DoubleValue
-	case *pb.FeatureValue_StringValue:
-		return x.StringValue
-	case *pb.FeatureValue_StringListValue:
-		return x.StringListValue.GetValues()
-	case *pb.FeatureValue_DoubleListValue:
-		return x.DoubleListValue.GetValues()
-	case *pb.FeatureValue_ItemCountsValue:
+	if v.v == nil {
+		return nil
+	}
+	switch v.v.kind {
+	case kindInt:
+		return v.v.i
+	case kindDouble:
+		return v.v.f
+	case kindString:
+		return v.v.s
+	case kindStrings:
+		return v.Strings()
+	case kindDoubles:
+		return v.Float64s()
+	case kindCounts:
 		return v.ItemCounts()
 	}
 	return nil
@@ -269,12 +312,13 @@ func (v Value) Any() any {
 // for lifetime features and values not found.
 func (v Value) Window() (start, end time.Time, ok bool) {
 	switch {
-	case v.v.GetWindowEnd() != nil:
+	case v.v == nil:
+	case v.v.end.set:
 		// Set on the value: a verbose response, or a window of its own
 		// (a session).
-		return v.v.GetWindowStart().AsTime(), v.v.GetWindowEnd().AsTime(), true
-	case v.v != nil && v.found && v.col.GetWindowEnd() != nil:
-		return v.col.GetWindowStart().AsTime(), v.col.GetWindowEnd().AsTime(), true
+		return v.v.start.time(), v.v.end.time(), true
+	case v.found && v.col != nil && v.col.end.set:
+		return v.col.start.time(), v.col.end.time(), true
 	}
 	return time.Time{}, time.Time{}, false
 }

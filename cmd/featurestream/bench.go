@@ -26,7 +26,8 @@ type benchServeCmd struct {
 	Callers         []int         `help:"Concurrent callers, comma-separated." default:"1,16,64,256" sep:","`
 	Batch           []int         `help:"Entities per call, comma-separated." default:"1,100" sep:","`
 	Conns           int           `help:"gRPC connections the callers share." default:"1"`
-	Verbose         bool          `help:"Ask for verbose GetFeatures responses (name and window on every value) instead of compact ones."`
+	Verbose         bool          `help:"Ask for verbose GetFeatures responses (name and window on every value) instead of compact ones; implies --generated."`
+	Generated       bool          `help:"Call GetFeatures with the generated gRPC client instead of package client."`
 	Out             string        `help:"Also write the report as Markdown to this file." type:"path"`
 	CPUProfile      string        `name:"cpuprofile" help:"Write a CPU profile of the measured cells to this file." type:"path"`
 }
@@ -35,7 +36,7 @@ type benchServeCmd struct {
 func (c *benchServeCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	rep, err := bench.RunServe(ctx, bench.ServeConfig{
 		Spec: c.Spec, RedisAddr: c.RedisAddr, Entities: c.Entities, EventsPerEntity: c.EventsPerEntity,
-		Duration: c.Duration, Callers: c.Callers, Batches: c.Batch, Conns: c.Conns, Verbose: c.Verbose, CPUProfile: c.CPUProfile, Logger: logger,
+		Duration: c.Duration, Callers: c.Callers, Batches: c.Batch, Conns: c.Conns, Verbose: c.Verbose, Generated: c.Generated, CPUProfile: c.CPUProfile, Logger: logger,
 	}, os.Stderr)
 	if err != nil {
 		return err
