@@ -172,6 +172,8 @@ type Processor struct {
 	rejectLogs sync.Map // reason -> *atomic.Int64, for logging one in N
 	// failedCommits counts commits in a row that failed on broker errors.
 	failedCommits int
+	// push is the online-store write under way, guarded by mu.
+	push *pushJob
 }
 
 // New returns a processor for the compiled spec.
@@ -279,6 +281,7 @@ func (p *Processor) Run(ctx context.Context) error {
 	if err := p.flushLocked(fctx, p.allTasksLocked()); err != nil && runErr == nil {
 		runErr = err
 	}
+	p.waitPushLocked()
 	p.mu.Unlock()
 	cancel()
 	cl.CloseAllowingRebalance()
@@ -371,6 +374,7 @@ func (p *Processor) flushLocked(ctx context.Context, tasks []*task) error {
 	if len(tasks) == 0 || p.cl == nil {
 		return nil
 	}
+	p.waitPushLocked()
 	start := time.Now()
 	type pending struct {
 		t      *task
@@ -595,33 +599,71 @@ func (p *Processor) commitOffsets(ctx context.Context, offsets map[int32]kgo.Epo
 	return commitErr
 }
 
-// pushLocked writes the tasks' committed states to the online store. On
-// failure they stay pending and are retried at the next commit.
+// pushLocked starts writing the tasks' committed states to the online store
+// in the background, so the next records are processed meanwhile; the
+// next commit (or waitPushLocked) collects the outcome. On failure the
+// states stay pending and are written again at the next commit. Only
+// committed states are pushed, so Redis never leads the changelog.
 func (p *Processor) pushLocked(ctx context.Context, tasks []*task) {
-	var recs []sinks.Record
+	p.waitPushLocked()
+	job := &pushJob{done: make(chan error, 1), sinkNext: make(map[*task]int64, len(tasks))}
 	for _, t := range tasks {
 		for _, r := range t.pendingSink {
-			recs = append(recs, r)
+			job.recs = append(job.recs, r)
+		}
+		job.sinkNext[t] = t.changelogNext
+	}
+	if len(job.recs) == 0 {
+		job.done <- nil
+	} else {
+		go func() { job.done <- p.sink.Write(ctx, job.recs) }()
+	}
+	p.push = job
+	if len(job.recs) == 0 {
+		p.waitPushLocked()
+	}
+}
+
+// pushJob is a write to the online store under way.
+type pushJob struct {
+	done chan error
+	recs []sinks.Record
+	// sinkNext is, per task, the changelog offset the online store is
+	// complete up to once the write succeeds.
+	sinkNext map[*task]int64
+}
+
+// waitPushLocked waits for the online-store write under way, if any, and
+// records its outcome.
+func (p *Processor) waitPushLocked() {
+	job := p.push
+	if job == nil {
+		return
+	}
+	p.push = nil
+	if err := <-job.done; err != nil {
+		p.m.sinkErrors.Inc()
+		p.logger.Warn("write online store failed; retrying at the next commit", "records", len(job.recs), "err", err)
+		return
+	}
+	now := p.cfg.Now()
+	for _, r := range job.recs {
+		if r.State != nil {
+			p.m.freshness.Observe(now.Sub(time.UnixMilli(r.State.LastEventMs)).Seconds())
 		}
 	}
-	if len(recs) > 0 {
-		if err := p.sink.Write(ctx, recs); err != nil {
-			p.m.sinkErrors.Inc()
-			p.logger.Warn("write online store failed; retrying at the next commit", "records", len(recs), "err", err)
-			return
-		}
-		now := p.cfg.Now()
-		for _, r := range recs {
-			if r.State != nil {
-				p.m.freshness.Observe(now.Sub(time.UnixMilli(r.State.LastEventMs)).Seconds())
+	for t, next := range job.sinkNext {
+		for _, r := range job.recs {
+			// A newer state committed meanwhile stays pending.
+			if r.Partition == t.partition && t.pendingSink[r.Entity].Version == r.Version {
+				delete(t.pendingSink, r.Entity)
 			}
 		}
-	}
-	for _, t := range tasks {
-		clear(t.pendingSink)
-		t.sinkNext = t.changelogNext
+		if len(t.pendingSink) == 0 {
+			t.sinkNext = max(t.sinkNext, next)
+		}
 		if t.clearRestoring {
-			if err := p.sink.(restoreMarker).SetPartitionRestoring(ctx, t.partition, false); err != nil {
+			if err := p.sink.(restoreMarker).SetPartitionRestoring(context.Background(), t.partition, false); err != nil {
 				p.logger.Warn("clear partition restoring mark", "partition", t.partition, "err", err)
 				continue
 			}
