@@ -161,6 +161,13 @@ type Tile struct {
 	Num   float64
 	Items []Item
 
+	// x holds the variance and sketch state; nil for the other
+	// aggregations, which keeps their tiles small to decode and copy.
+	x *tileSketch
+}
+
+// tileSketch is the part of a tile only some aggregations use.
+type tileSketch struct {
 	// m2 is the sum of squared deviations from the mean (variance, stddev).
 	m2 float64
 	// counts maps a value to its count: top_k (a Space-Saving summary of at
@@ -171,6 +178,25 @@ type Tile struct {
 	hll *hyperloglog.Sketch
 	// dd is approx_quantile's sketch.
 	dd *ddsketch.DDSketch
+}
+
+// noSketch is what sk returns for a tile without one; never written.
+var noSketch tileSketch
+
+// sk returns the tile's sketch state for reading.
+func (t *Tile) sk() *tileSketch {
+	if t.x == nil {
+		return &noSketch
+	}
+	return t.x
+}
+
+// sketch returns the tile's sketch state for writing, making it if needed.
+func (t *Tile) sketch() *tileSketch {
+	if t.x == nil {
+		t.x = new(tileSketch)
+	}
+	return t.x
 }
 
 // Item is a value kept by first/last aggregations with its event time.
@@ -225,34 +251,38 @@ func (f *CompiledFeature) addTo(t *Tile, timeMs int64, c *contribution) {
 		t.Items = insertItem(t.Items, i, f.k, Item{TimeMs: timeMs, Value: str})
 	case AggVariance, AggStddev:
 		// Welford's update.
+		x := t.sketch()
 		d := num - t.Num
 		t.Num += d / float64(t.Count+1)
-		t.m2 += d * (num - t.Num)
+		x.m2 += d * (num - t.Num)
 	case AggTopK:
-		t.addTopK(str, f.capacity)
+		t.sketch().addTopK(str, f.capacity)
 	case AggCountDistinct:
-		if t.hll != nil {
-			t.hll.Insert(stringBytes(str))
+		x := t.sketch()
+		if x.hll != nil {
+			x.hll.Insert(stringBytes(str))
 			break
 		}
-		if t.counts == nil {
-			t.counts = make(map[string]int64)
+		if x.counts == nil {
+			x.counts = make(map[string]int64)
 		}
-		t.counts[str]++
-		if len(t.counts) > f.maxDistinct {
-			t.countsToHLL(f)
+		x.counts[str]++
+		if len(x.counts) > f.maxDistinct {
+			x.countsToHLL(f)
 		}
 	case AggApproxDistinct:
-		if t.hll == nil {
-			t.hll = f.newHLL()
+		x := t.sketch()
+		if x.hll == nil {
+			x.hll = f.newHLL()
 		}
-		t.hll.Insert(stringBytes(str))
+		x.hll.Insert(stringBytes(str))
 	case AggApproxQuantile:
-		if t.dd == nil {
-			t.dd = f.newDD()
+		x := t.sketch()
+		if x.dd == nil {
+			x.dd = f.newDD()
 		}
 		// contribution checked the range, so Add cannot fail.
-		_ = t.dd.Add(num)
+		_ = x.dd.Add(num)
 	}
 	t.Count++
 }
@@ -273,7 +303,7 @@ func insertItem(items []Item, i, k int, it Item) []Item {
 // count (the greatest such value, so the result does not depend on map
 // order) and inherits that count plus one. Every count is then at most
 // min-count too high, and min-count ≤ events/capacity.
-func (t *Tile) addTopK(v string, capacity int) {
+func (t *tileSketch) addTopK(v string, capacity int) {
 	if t.counts == nil {
 		t.counts = make(map[string]int64)
 	}
@@ -325,63 +355,74 @@ func (f *CompiledFeature) mergeTile(dst, src *Tile) {
 		}
 		dst.Items = merged
 	case AggVariance, AggStddev:
-		dst.Num, dst.m2 = chanMerge(dst.Count, dst.Num, dst.m2, src.Count, src.Num, src.m2)
+		d := dst.sketch()
+		dst.Num, d.m2 = chanMerge(dst.Count, dst.Num, d.m2, src.Count, src.Num, src.sk().m2)
 	case AggTopK:
 		// Sum the summaries, then keep the capacity most frequent: a
 		// dropped value's count is at most the total over capacity, the
 		// bound each summary already had.
-		for v, c := range src.counts {
-			dst.counts[v] += c
+		d := dst.sketch()
+		if d.counts == nil {
+			d.counts = make(map[string]int64)
 		}
-		if len(dst.counts) > f.capacity {
-			all := make([]ItemCount, 0, len(dst.counts))
-			for v, c := range dst.counts {
+		for v, c := range src.sk().counts {
+			d.counts[v] += c
+		}
+		if len(d.counts) > f.capacity {
+			all := make([]ItemCount, 0, len(d.counts))
+			for v, c := range d.counts {
 				all = append(all, ItemCount{v, c})
 			}
 			sortItemCounts(all)
 			for _, ic := range all[f.capacity:] {
-				delete(dst.counts, ic.Value)
+				delete(d.counts, ic.Value)
 			}
 		}
 	case AggCountDistinct:
-		if dst.hll == nil && src.hll == nil {
-			for v, c := range src.counts {
-				dst.counts[v] += c
+		d, s := dst.sketch(), src.sk()
+		if d.hll == nil && s.hll == nil {
+			if d.counts == nil {
+				d.counts = make(map[string]int64)
 			}
-			if len(dst.counts) > f.maxDistinct {
-				dst.countsToHLL(f)
+			for v, c := range s.counts {
+				d.counts[v] += c
+			}
+			if len(d.counts) > f.maxDistinct {
+				d.countsToHLL(f)
 			}
 			break
 		}
-		if dst.hll == nil {
-			dst.countsToHLL(f)
+		if d.hll == nil {
+			d.countsToHLL(f)
 		}
-		for v := range src.counts {
-			dst.hll.Insert(stringBytes(v))
+		for v := range s.counts {
+			d.hll.Insert(stringBytes(v))
 		}
-		if src.hll != nil {
-			_ = dst.hll.Merge(src.hll)
+		if s.hll != nil {
+			_ = d.hll.Merge(s.hll)
 		}
 	case AggApproxDistinct:
-		if src.hll != nil {
-			if dst.hll == nil {
-				dst.hll = f.newHLL()
+		if s := src.sk(); s.hll != nil {
+			d := dst.sketch()
+			if d.hll == nil {
+				d.hll = f.newHLL()
 			}
-			_ = dst.hll.Merge(src.hll)
+			_ = d.hll.Merge(s.hll)
 		}
 	case AggApproxQuantile:
-		if src.dd != nil {
-			if dst.dd == nil {
-				dst.dd = f.newDD()
+		if s := src.sk(); s.dd != nil {
+			d := dst.sketch()
+			if d.dd == nil {
+				d.dd = f.newDD()
 			}
-			_ = dst.dd.MergeWith(src.dd)
+			_ = d.dd.MergeWith(s.dd)
 		}
 	}
 	dst.Count += src.Count
 }
 
 // countsToHLL moves count_distinct's exact set into a HyperLogLog sketch.
-func (t *Tile) countsToHLL(f *CompiledFeature) {
+func (t *tileSketch) countsToHLL(f *CompiledFeature) {
 	t.hll = f.newHLL()
 	for v := range t.counts {
 		t.hll.Insert(stringBytes(v))
@@ -393,17 +434,22 @@ func (t *Tile) countsToHLL(f *CompiledFeature) {
 func (f *CompiledFeature) cloneTile(t *Tile) Tile {
 	c := *t
 	c.Items = slices.Clone(t.Items)
-	if t.counts != nil {
-		c.counts = make(map[string]int64, len(t.counts))
-		for k, v := range t.counts {
-			c.counts[k] = v
+	if t.x == nil {
+		return c
+	}
+	x := *t.x
+	c.x = &x
+	if t.x.counts != nil {
+		x.counts = make(map[string]int64, len(t.x.counts))
+		for k, v := range t.x.counts {
+			x.counts[k] = v
 		}
 	}
-	if t.hll != nil {
-		c.hll = t.hll.Clone()
+	if t.x.hll != nil {
+		x.hll = t.x.hll.Clone()
 	}
-	if t.dd != nil {
-		c.dd = t.dd.Copy()
+	if t.x.dd != nil {
+		x.dd = t.x.dd.Copy()
 	}
 	return c
 }

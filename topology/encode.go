@@ -82,7 +82,7 @@ func (f *CompiledFeature) appendTile(dst []byte, tl *Tile) []byte {
 		dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(tl.Num))
 	case AggVariance, AggStddev:
 		dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(tl.Num))
-		dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(tl.m2))
+		dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(tl.sk().m2))
 	case AggFirst, AggLast, AggFirstK, AggLastK:
 		dst = binary.AppendUvarint(dst, uint64(len(tl.Items)))
 		for _, it := range tl.Items {
@@ -91,22 +91,22 @@ func (f *CompiledFeature) appendTile(dst []byte, tl *Tile) []byte {
 			dst = append(dst, it.Value...)
 		}
 	case AggTopK:
-		dst = appendCounts(dst, tl.counts)
+		dst = appendCounts(dst, tl.sk().counts)
 	case AggCountDistinct:
-		if tl.hll != nil {
+		if tl.sk().hll != nil {
 			dst = append(dst, sketchHLL)
-			dst = appendHLL(dst, tl.hll)
+			dst = appendHLL(dst, tl.sk().hll)
 		} else {
 			dst = append(dst, sketchCounts)
-			dst = appendCounts(dst, tl.counts)
+			dst = appendCounts(dst, tl.sk().counts)
 		}
 	case AggApproxDistinct:
-		dst = appendHLL(dst, tl.hll)
+		dst = appendHLL(dst, tl.sk().hll)
 	case AggApproxQuantile:
 		// Length-prefixed: the sketch's own encoding has no end marker.
 		var b []byte
-		if tl.dd != nil {
-			tl.dd.Encode(&b, true)
+		if tl.sk().dd != nil {
+			tl.sk().dd.Encode(&b, true)
 		}
 		dst = binary.AppendUvarint(dst, uint64(len(b)))
 		dst = append(dst, b...)
@@ -268,7 +268,7 @@ func (f *CompiledFeature) decodeTile(d *decoder, tl *Tile) error {
 		tl.Num = math.Float64frombits(d.uint64())
 	case AggVariance, AggStddev:
 		tl.Num = math.Float64frombits(d.uint64())
-		tl.m2 = math.Float64frombits(d.uint64())
+		tl.sketch().m2 = math.Float64frombits(d.uint64())
 	case AggFirst, AggLast, AggFirstK, AggLastK:
 		m := d.uvarint()
 		if m > uint64(f.k) {
@@ -285,14 +285,14 @@ func (f *CompiledFeature) decodeTile(d *decoder, tl *Tile) error {
 			tl.Items = d.items[start:len(d.items):len(d.items)]
 		}
 	case AggTopK:
-		tl.counts = d.counts(f.capacity)
+		tl.sketch().counts = d.counts(f.capacity)
 	case AggCountDistinct:
 		switch mode := d.byte(); mode {
 		case sketchCounts:
-			tl.counts = d.counts(f.maxDistinct)
+			tl.sketch().counts = d.counts(f.maxDistinct)
 		case sketchHLL:
-			tl.hll = d.hll(f.precision)
-			if tl.hll == nil && d.err == nil {
+			tl.sketch().hll = d.hll(f.precision)
+			if tl.sk().hll == nil && d.err == nil {
 				return corrupt("count_distinct: empty sketch")
 			}
 		default:
@@ -301,10 +301,10 @@ func (f *CompiledFeature) decodeTile(d *decoder, tl *Tile) error {
 			}
 		}
 	case AggApproxDistinct:
-		tl.hll = d.hll(f.precision)
+		tl.sketch().hll = d.hll(f.precision)
 	case AggApproxQuantile:
 		if b := d.bytes(); len(b) > 0 && d.err == nil {
-			tl.dd = decodeDD(d, b, f)
+			tl.sketch().dd = decodeDD(d, b, f)
 		}
 	}
 	return d.err

@@ -552,7 +552,7 @@ func (t *Topology) Evaluate(fi int, tiles []Tile, asOfMs int64) Value {
 		var n int64
 		var mean, m2 float64
 		for i := range in {
-			mean, m2 = chanMerge(n, mean, m2, in[i].Count, in[i].Num, in[i].m2)
+			mean, m2 = chanMerge(n, mean, m2, in[i].Count, in[i].Num, in[i].sk().m2)
 			n += in[i].Count
 		}
 		if n > 0 {
@@ -570,7 +570,7 @@ func (t *Topology) Evaluate(fi int, tiles []Tile, asOfMs int64) Value {
 	case AggApproxDistinct:
 		var acc hyperloglog.Sketch
 		for i := range in {
-			_ = acc.Merge(in[i].hll)
+			_ = acc.Merge(in[i].sk().hll)
 		}
 		v.Int, v.Present = int64(acc.Estimate()), true
 	case AggApproxQuantile:
@@ -584,11 +584,11 @@ func (f *CompiledFeature) topK(in []Tile) []ItemCount {
 	var merged map[string]int64
 	switch {
 	case len(in) == 1:
-		merged = in[0].counts
+		merged = in[0].sk().counts
 	case len(in) > 1:
-		merged = make(map[string]int64, len(in[len(in)-1].counts))
+		merged = make(map[string]int64, len(in[len(in)-1].sk().counts))
 		for i := range in {
-			for v, c := range in[i].counts {
+			for v, c := range in[i].sk().counts {
 				merged[v] += c
 			}
 		}
@@ -608,7 +608,7 @@ func (f *CompiledFeature) topK(in []Tile) []ItemCount {
 // tile holds its set, else by merging HyperLogLog sketches.
 func (f *CompiledFeature) countDistinct(in []Tile) (n int64, approx bool) {
 	for i := range in {
-		if in[i].hll != nil {
+		if in[i].sk().hll != nil {
 			approx = true
 			break
 		}
@@ -616,12 +616,12 @@ func (f *CompiledFeature) countDistinct(in []Tile) (n int64, approx bool) {
 	if approx {
 		var acc hyperloglog.Sketch
 		for i := range in {
-			if in[i].hll != nil {
-				_ = acc.Merge(in[i].hll)
+			if in[i].sk().hll != nil {
+				_ = acc.Merge(in[i].sk().hll)
 			}
 		}
 		for i := range in {
-			for v := range in[i].counts {
+			for v := range in[i].sk().counts {
 				acc.Insert(stringBytes(v))
 			}
 		}
@@ -631,11 +631,11 @@ func (f *CompiledFeature) countDistinct(in []Tile) (n int64, approx bool) {
 	case 0:
 		return 0, false
 	case 1:
-		return int64(len(in[0].counts)), false
+		return int64(len(in[0].sk().counts)), false
 	}
-	seen := make(map[string]struct{}, len(in[len(in)-1].counts))
+	seen := make(map[string]struct{}, len(in[len(in)-1].sk().counts))
 	for i := range in {
-		for v := range in[i].counts {
+		for v := range in[i].sk().counts {
 			seen[v] = struct{}{}
 		}
 	}
@@ -646,17 +646,17 @@ func (f *CompiledFeature) countDistinct(in []Tile) (n int64, approx bool) {
 func (f *CompiledFeature) quantile(in []Tile, v *Value) {
 	var acc *ddsketch.DDSketch
 	for i := range in {
-		if in[i].dd == nil {
+		if in[i].sk().dd == nil {
 			continue
 		}
 		if acc == nil {
 			if len(in) == 1 {
-				acc = in[i].dd // only read
+				acc = in[i].sk().dd // only read
 				continue
 			}
 			acc = f.newDD()
 		}
-		_ = acc.MergeWith(in[i].dd)
+		_ = acc.MergeWith(in[i].sk().dd)
 	}
 	if acc == nil || acc.IsEmpty() {
 		return
