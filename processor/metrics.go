@@ -19,6 +19,8 @@ type metrics struct {
 	txns          *prometheus.CounterVec
 	txnDuration   prometheus.Histogram
 	dlq           *prometheus.CounterVec
+	lag           *prometheus.GaugeVec
+	delay         prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -82,10 +84,19 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "featurestream_dlq_records_total",
 			Help: "Records committed to the dead-letter topic, by reason.",
 		}, []string{"reason"}),
+		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "featurestream_consumer_lag_records",
+			Help: "Input records behind the end of each assigned partition, as of its last fetch.",
+		}, []string{"partition"}),
+		delay: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "featurestream_processing_delay_seconds",
+			Help:    "Time from an input record's Kafka timestamp to its processing (the last record of each fetched batch).",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 18),
+		}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.consumed, m.rejected, m.decodeErrors, m.late, m.flushDuration, m.changelog,
-			m.sinkErrors, m.freshness, m.assigned, m.rebalances, m.watermark, m.txns, m.txnDuration, m.dlq)
+			m.sinkErrors, m.freshness, m.assigned, m.rebalances, m.watermark, m.txns, m.txnDuration, m.dlq, m.lag, m.delay)
 	}
 	return m
 }

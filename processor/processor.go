@@ -360,7 +360,11 @@ func (p *Processor) processLocked(fetches kgo.Fetches) {
 		if t == nil || len(ftp.Records) == 0 {
 			return
 		}
-		wg.Go(func() { t.process(ftp.Records) })
+		wg.Go(func() {
+			t.process(ftp.Records)
+			p.m.lag.WithLabelValues(strconv.Itoa(int(t.partition))).Set(float64(max(ftp.HighWatermark-t.inputNext, 0)))
+			p.m.delay.Observe(time.Since(ftp.Records[len(ftp.Records)-1].Timestamp).Seconds())
+		})
 	})
 	wg.Wait()
 }

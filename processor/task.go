@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strconv"
 	"sync/atomic"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -258,6 +259,7 @@ func (p *Processor) revoked(ctx context.Context, _ *kgo.Client, revoked map[stri
 	}
 	for _, t := range ts {
 		delete(p.mu.tasks, t.partition)
+		p.m.lag.DeleteLabelValues(strconv.Itoa(int(t.partition)))
 	}
 	p.m.assigned.Set(float64(len(p.mu.tasks)))
 }
@@ -271,6 +273,7 @@ func (p *Processor) lost(_ context.Context, _ *kgo.Client, lost map[string][]int
 	p.logger.Warn("partitions lost; their uncommitted work is dropped", "partitions", lost[p.inTopic])
 	for _, part := range lost[p.inTopic] {
 		delete(p.mu.tasks, part)
+		p.m.lag.DeleteLabelValues(strconv.Itoa(int(part)))
 	}
 	p.m.assigned.Set(float64(len(p.mu.tasks)))
 }

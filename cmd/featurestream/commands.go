@@ -154,6 +154,7 @@ func runProcessor(ctx context.Context, p processorParams) error {
 		return err
 	}
 	defer store.Close()
+	p.reg.MustRegister(state.NewCollector(store))
 	p.cfg.Brokers = p.brokers
 	proc, err := processor.New(p.cfg, p.top, store, p.sink, p.logger, p.reg)
 	if err != nil {

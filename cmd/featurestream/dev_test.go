@@ -97,7 +97,8 @@ func TestDevWalkthrough(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	for _, name := range []string{"featurestream_events_consumed_total 1", "featurestream_changelog_records_total", "go_goroutines"} {
+	for _, name := range []string{"featurestream_events_consumed_total 1", "featurestream_changelog_records_total", "go_goroutines",
+		`featurestream_consumer_lag_records{partition="`, "featurestream_processing_delay_seconds_count 1", "featurestream_pebble_l0_files", "featurestream_transactions_total"} {
 		if !strings.Contains(string(body), name) {
 			t.Errorf("/metrics lacks %q", name)
 		}
