@@ -215,13 +215,16 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		err = fmt.Errorf("serving: serve grpc on %s: %w", ln.Addr(), err)
 	}
 	cancel()
-	wg.Wait()
 	// Health first, so load balancers stop sending before calls are refused.
+	// The background Redis checks are waited for last: against a Redis
+	// that hangs they may take a read timeout to give up, and shutdown must
+	// not wait for them to begin.
 	s.health.Shutdown()
 	s.stop()
 	if err == nil {
 		<-served
 	}
+	wg.Wait()
 	s.logger.Info("grpc stopped", "addr", ln.Addr().String())
 	return err
 }

@@ -53,7 +53,8 @@ type Options struct {
 	// DialTimeout bounds establishing a connection. Default 5s.
 	DialTimeout time.Duration
 	// ReadTimeout and WriteTimeout bound one socket read or write; a
-	// context deadline, when earlier, wins. Default 3s each.
+	// context deadline, when earlier, wins (go-redis's
+	// ContextTimeoutEnabled). Default 3s each.
 	ReadTimeout, WriteTimeout time.Duration
 	// MaxRetries is how often a command that failed on the network is
 	// retried. Default 1, enough for a pooled connection that a Redis
@@ -164,6 +165,9 @@ func NewClient(o Options) (redis.UniversalClient, error) {
 			WriteTimeout:  o.WriteTimeout,
 			MaxRetries:    o.MaxRetries,
 			DialerRetries: o.DialAttempts,
+			// A context's deadline bounds socket reads and writes too, so
+			// a caller's deadline holds while Redis is slow.
+			ContextTimeoutEnabled: true,
 		}), nil
 	}
 	return redis.NewClient(&redis.Options{
@@ -178,6 +182,9 @@ func NewClient(o Options) (redis.UniversalClient, error) {
 		WriteTimeout:  o.WriteTimeout,
 		MaxRetries:    o.MaxRetries,
 		DialerRetries: o.DialAttempts,
+		// A context's deadline bounds socket reads and writes too, so a
+		// caller's deadline holds while Redis is slow.
+		ContextTimeoutEnabled: true,
 	}), nil
 }
 
