@@ -20,6 +20,7 @@ type metrics struct {
 	txnDuration   prometheus.Histogram
 	dlq           *prometheus.CounterVec
 	lag           *prometheus.GaugeVec
+	expired       prometheus.Counter
 	delay         prometheus.Histogram
 }
 
@@ -84,6 +85,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "featurestream_dlq_records_total",
 			Help: "Records committed to the dead-letter topic, by reason.",
 		}, []string{"reason"}),
+		expired: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "featurestream_expired_entities_total",
+			Help: "Entities deleted because every window of theirs had passed the watermark.",
+		}),
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "featurestream_consumer_lag_records",
 			Help: "Input records behind the end of each assigned partition, as of its last fetch.",
@@ -96,7 +101,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.consumed, m.rejected, m.decodeErrors, m.late, m.flushDuration, m.changelog,
-			m.sinkErrors, m.freshness, m.assigned, m.rebalances, m.watermark, m.txns, m.txnDuration, m.dlq, m.lag, m.delay)
+			m.sinkErrors, m.freshness, m.assigned, m.rebalances, m.watermark, m.txns, m.txnDuration, m.dlq, m.lag, m.delay, m.expired)
 	}
 	return m
 }

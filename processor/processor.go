@@ -76,6 +76,11 @@ type Config struct {
 	// TransactionTimeout bounds how long a crashed instance's open
 	// transaction blocks read_committed readers. Default 10s.
 	TransactionTimeout time.Duration
+	// ExpireInterval is how often the processor looks for entities whose
+	// every window has passed (nothing a read at or after the watermark
+	// could use) and deletes them: a changelog tombstone, a Pebble delete,
+	// an empty record in the online store. Default 5m; negative disables.
+	ExpireInterval time.Duration
 	// Replay rebuilds all state from the earliest retained input: it
 	// deletes the changelog, the spec record, the group's committed offsets
 	// and the local state before starting. Every other processor of the
@@ -101,6 +106,9 @@ func (c *Config) applyDefaults(spec *topology.Spec) {
 	}
 	if c.Now == nil {
 		c.Now = time.Now
+	}
+	if c.ExpireInterval == 0 {
+		c.ExpireInterval = 5 * time.Minute
 	}
 	if c.Guarantee == "" {
 		c.Guarantee = ExactlyOnce
@@ -308,7 +316,7 @@ func (p *Processor) inputPartitions(ctx context.Context, adm *kadm.Client) (int3
 }
 
 func (p *Processor) loop(ctx context.Context) error {
-	lastFlush := time.Now()
+	lastFlush, lastExpire := time.Now(), time.Now()
 	for {
 		wait := max(p.cfg.CommitInterval-time.Since(lastFlush), time.Millisecond)
 		pctx, cancel := context.WithTimeout(ctx, wait)
@@ -326,6 +334,10 @@ func (p *Processor) loop(ctx context.Context) error {
 		p.processLocked(fetches)
 		var err error
 		flushed := false
+		if p.cfg.ExpireInterval > 0 && time.Since(lastExpire) >= p.cfg.ExpireInterval {
+			p.expireLocked()
+			lastExpire = time.Now()
+		}
 		if time.Since(lastFlush) >= p.cfg.CommitInterval {
 			err = p.flushLocked(ctx, p.allTasksLocked())
 			lastFlush, flushed = time.Now(), true
@@ -393,23 +405,28 @@ func (p *Processor) flushLocked(ctx context.Context, tasks []*task) error {
 		moved   bool
 	)
 	for _, t := range tasks {
-		n := 0
+		first := len(recs)
+		for entity, st := range t.expired {
+			// A tombstone: compaction drops the entity's records.
+			rec := &kgo.Record{Topic: p.clTopic, Partition: t.partition, Key: []byte(entity)}
+			out = append(out, pending{t: t, entity: entity, rec: rec, st: st})
+			recs = append(recs, rec)
+		}
 		for entity, st := range t.dirty {
-			n++
 			rec := &kgo.Record{
 				Topic:     p.clTopic,
 				Partition: t.partition,
 				Key:       []byte(entity),
 				Value:     p.top.AppendState(nil, st),
 			}
-			// Only the partition's last record of this commit says how far
-			// input is reflected: produce keeps order within a partition,
-			// so if it is in the changelog, so is every record before it.
-			if n == len(t.dirty) {
-				rec.Headers = []kgo.RecordHeader{state.InputNextHeader(t.inputNext)}
-			}
 			out = append(out, pending{t: t, entity: entity, rec: rec, st: st})
 			recs = append(recs, rec)
+		}
+		// Only the partition's last record of this commit says how far
+		// input is reflected: produce keeps order within a partition, so
+		// if it is in the changelog, so is every record before it.
+		if len(recs) > first {
+			recs[len(recs)-1].Headers = []kgo.RecordHeader{state.InputNextHeader(t.inputNext)}
 		}
 		letters = append(letters, t.dlq...)
 		moved = moved || t.inputNext > t.committedNext
@@ -467,14 +484,20 @@ func (p *Processor) flushLocked(ctx context.Context, tasks []*task) error {
 	batch := p.store.NewBatch()
 	defer batch.Close()
 	for _, o := range out {
-		if err := batch.Set(o.t.partition, o.entity, o.rec.Value); err != nil {
+		var err error
+		if o.rec.Value == nil {
+			err = batch.Delete(o.t.partition, o.entity)
+		} else {
+			err = batch.Set(o.t.partition, o.entity, o.rec.Value)
+		}
+		if err != nil {
 			return fmt.Errorf("commit: %w", err)
 		}
 		o.t.changelogNext = max(o.t.changelogNext, o.rec.Offset+1)
 	}
 	offsets := make(map[int32]kgo.EpochOffset)
 	for _, t := range tasks {
-		if len(t.dirty) == 0 && t.inputNext == t.committedNext && t.sinkNext == t.savedSinkNext {
+		if len(t.dirty) == 0 && len(t.expired) == 0 && t.inputNext == t.committedNext && t.sinkNext == t.savedSinkNext {
 			continue
 		}
 		meta := state.Meta{
@@ -523,7 +546,9 @@ func (p *Processor) flushLocked(ctx context.Context, tasks []*task) error {
 		}
 	}
 	for _, t := range tasks {
+		p.m.expired.Add(float64(len(t.expired)))
 		clear(t.dirty)
+		clear(t.expired)
 	}
 	p.pushLocked(ctx, tasks)
 	nowMs := p.cfg.Now().UnixMilli()
@@ -672,6 +697,27 @@ func (p *Processor) waitPushLocked() {
 				continue
 			}
 			t.clearRestoring = false
+		}
+	}
+}
+
+// expireLocked marks the entities of every task whose windows have all
+// passed the watermark, for the next commit to delete.
+func (p *Processor) expireLocked() {
+	nowMs := p.cfg.Now().UnixMilli()
+	for _, t := range p.mu.tasks {
+		wm := t.watermark(nowMs)
+		if wm == math.MinInt64 {
+			continue
+		}
+		err := p.store.Entities(t.partition, func(entity string, st *topology.EntityState) error {
+			if _, dirty := t.dirty[entity]; !dirty && p.top.Expire(st, wm) {
+				t.expired[entity] = st
+			}
+			return nil
+		})
+		if err != nil {
+			p.logger.Warn("look for expired entities", "partition", t.partition, "err", err)
 		}
 	}
 }

@@ -38,8 +38,9 @@ type task struct {
 	// last written to Pebble.
 	changelogNext, sinkNext, savedSinkNext int64
 
-	// dirty holds the entities changed since the last commit.
-	dirty map[string]*topology.EntityState
+	// dirty holds the entities changed since the last commit; expired the
+	// ones to delete at it (their state, emptied, for the online store).
+	dirty, expired map[string]*topology.EntityState
 	// pendingSink holds committed states not yet in the online store.
 	pendingSink map[string]sinks.Record
 	// dlq holds the dead letters of records since the last commit.
@@ -59,6 +60,7 @@ type restoreMarker interface {
 // transaction: consumption restarts at the committed offset.
 func (t *task) rollback() {
 	clear(t.dirty)
+	clear(t.expired)
 	t.dlq = t.dlq[:0]
 	t.inputNext = t.committedNext
 	t.maxEventMs = t.committedMaxEventMs
@@ -80,6 +82,7 @@ func (p *Processor) newTask(partition int32, meta state.Meta) *task {
 		sinkNext:            meta.SinkNext,
 		savedSinkNext:       meta.SinkNext,
 		dirty:               make(map[string]*topology.EntityState),
+		expired:             make(map[string]*topology.EntityState),
 		pendingSink:         make(map[string]sinks.Record),
 	}
 }
@@ -143,6 +146,7 @@ func (t *task) process(recs []*kgo.Record) {
 			continue
 		}
 		t.dirty[ev.Key] = st
+		delete(t.expired, ev.Key)
 		t.maxEventMs = maxEvent
 	}
 }
