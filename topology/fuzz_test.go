@@ -131,7 +131,7 @@ var fuzzEvents = []map[string]any{
 }
 
 func FuzzParseSpec(f *testing.F) {
-	for _, path := range []string{shopSpecPath, "../examples/shop/spec-avro.yaml"} {
+	for _, path := range []string{shopSpecPath, "../examples/shop/spec-avro.yaml", "../examples/shop/spec-features.yaml"} {
 		data, err := os.ReadFile(path)
 		if err != nil {
 			f.Fatal(err)

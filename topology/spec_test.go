@@ -775,3 +775,70 @@ func TestAggregationNames(t *testing.T) {
 		}
 	}
 }
+
+// TestShopFeaturesSpec loads the example with every window kind and
+// aggregation, applies a day of shop events and reads every feature.
+func TestShopFeaturesSpec(t *testing.T) {
+	s, err := LoadSpec("../examples/shop/spec-features.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	top, err := Compile(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds := map[WindowKind]bool{}
+	aggs := map[AggKind]bool{}
+	derived := 0
+	for _, f := range top.Features {
+		if f.Derived() {
+			derived++
+			continue
+		}
+		kinds[f.WindowKind], aggs[f.Kind] = true, true
+	}
+	if len(kinds) != 5 || derived == 0 {
+		t.Errorf("the example has window kinds %v and %d derived features; want all five kinds and one derived", kinds, derived)
+	}
+	st := filledState(t, top, 24*60, "type")
+	tiles := make([][]Tile, len(top.Features))
+	want := make([]int, len(top.Features))
+	for fi := range top.Features {
+		want[fi] = fi
+		tiles[fi] = st.Features[fi]
+		if tiles[fi] == nil {
+			tiles[fi] = []Tile{}
+		}
+	}
+	vals := make([]Value, len(want))
+	top.EvaluateAll(tiles, st.LastEventMs, want, vals)
+	for fi, v := range vals {
+		if !v.Present && top.Features[fi].Name != "last_session_items" {
+			t.Errorf("%s: not present after a day of events: %+v", top.Features[fi].Name, v)
+		}
+	}
+}
+
+func TestWindowString(t *testing.T) {
+	s, err := LoadSpec("../examples/shop/spec-features.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	top, err := Compile(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]string{
+		"views_1h":            "sliding 1h0m0s in 5m0s tiles",
+		"ctr_1h":              "derived: clicks_1h / views_1h",
+		"views_yesterday":     "tumbling 1d, last closed",
+		"spend_hourly_by_15m": "hopping 1h0m0s every 15m0s",
+		"session_views":       "session gap 30m0s",
+		"first_item":          "lifetime",
+	} {
+		fi, _ := top.FeatureIndex(name)
+		if got := top.Features[fi].WindowString(); got != want {
+			t.Errorf("%s: WindowString = %q, want %q", name, got, want)
+		}
+	}
+}

@@ -297,3 +297,30 @@ func (f *CompiledFeature) selectTiles(tiles []Tile, asOfMs int64) (in []Tile, st
 	}
 	return tiles[lo:hi], startMs, endMs, true
 }
+
+// WindowString describes the feature's window for listings such as
+// featurestream validate: "sliding 1h in 5m tiles", "tumbling 1d",
+// "hopping 1h every 15m, last closed", "session gap 30m", "lifetime", or
+// "derived: clicks_1h / views_1h".
+func (f *CompiledFeature) WindowString() string {
+	if f.Derived() {
+		return "derived: " + f.Expr
+	}
+	var s string
+	switch f.WindowKind {
+	case WindowSliding:
+		s = fmt.Sprintf("sliding %s in %s tiles", Duration(f.Window), Duration(f.Tile))
+	case WindowTumbling:
+		s = fmt.Sprintf("tumbling %s", Duration(f.Window))
+	case WindowHopping:
+		s = fmt.Sprintf("hopping %s every %s", Duration(f.Window), Duration(f.Tile))
+	case WindowSession:
+		s = fmt.Sprintf("session gap %s", Duration(f.Window))
+	default:
+		return "lifetime"
+	}
+	if f.EmitLastClosed {
+		s += ", last closed"
+	}
+	return s
+}
