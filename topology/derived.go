@@ -5,6 +5,7 @@ import (
 	"math"
 	"reflect"
 	"slices"
+	"sync"
 
 	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/ast"
@@ -161,16 +162,39 @@ func (t *Topology) Needs(want []int) []int {
 // expression fails at run time, or when it is not a finite number (a
 // division by zero).
 func (t *Topology) EvaluateAll(tiles [][]Tile, asOfMs int64, want []int, dst []Value) {
+	var sc *derivedScratch
 	for j, fi := range want {
-		dst[j] = t.evaluateOne(tiles, asOfMs, fi, 0)
+		if t.Features[fi].Derived() && sc == nil {
+			sc = derivedScratchPool.Get().(*derivedScratch)
+			defer derivedScratchPool.Put(sc)
+		}
+		dst[j] = t.evaluateOne(tiles, asOfMs, fi, 0, sc)
 	}
+}
+
+// derivedScratch is what evaluating derived features reuses across calls:
+// a VM, and an env map per nesting depth.
+type derivedScratch struct {
+	vm   vm.VM
+	envs []map[string]any
+}
+
+var derivedScratchPool = sync.Pool{New: func() any { return new(derivedScratch) }}
+
+func (sc *derivedScratch) env(depth int) map[string]any {
+	for len(sc.envs) <= depth {
+		sc.envs = append(sc.envs, make(map[string]any, 4))
+	}
+	env := sc.envs[depth]
+	clear(env)
+	return env
 }
 
 // maxDerivedDepth bounds derived-on-derived recursion; the spec order
 // rules out cycles, so this only guards against a bug.
 const maxDerivedDepth = 64
 
-func (t *Topology) evaluateOne(tiles [][]Tile, asOfMs int64, fi, depth int) Value {
+func (t *Topology) evaluateOne(tiles [][]Tile, asOfMs int64, fi, depth int, sc *derivedScratch) Value {
 	f := &t.Features[fi]
 	if !f.Derived() {
 		if fi >= len(tiles) || tiles[fi] == nil {
@@ -182,16 +206,22 @@ func (t *Topology) evaluateOne(tiles [][]Tile, asOfMs int64, fi, depth int) Valu
 	if depth > maxDerivedDepth {
 		return v
 	}
-	env := make(map[string]any, len(f.inputs))
+	// Inputs first: a derived input evaluates with the same scratch at the
+	// next depth, so this depth's env is filled only after.
+	var ins [8]Value
+	inputs := ins[:0]
 	for _, in := range f.inputs {
-		iv := t.evaluateOne(tiles, asOfMs, in, depth+1)
+		iv := t.evaluateOne(tiles, asOfMs, in, depth+1, sc)
 		if !iv.Present {
 			return v
 		}
-		env[t.Features[in].Name] = iv.exprValue()
+		inputs = append(inputs, iv)
 	}
-	var machine vm.VM
-	out, err := machine.Run(f.program, env)
+	env := sc.env(depth)
+	for i, in := range f.inputs {
+		env[t.Features[in].Name] = inputs[i].exprValue()
+	}
+	out, err := sc.vm.Run(f.program, env)
 	if err != nil {
 		return v
 	}

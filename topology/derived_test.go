@@ -194,3 +194,68 @@ func TestDerivedErrors(t *testing.T) {
 		t.Errorf("Compile = %v, want an error about the order", err)
 	}
 }
+
+// BenchmarkEvaluateAllDerived reads a ratio of two counts, as serving does
+// for a derived feature.
+func BenchmarkEvaluateAllDerived(b *testing.B) {
+	top := mustTopology(b, derivedSpec)
+	st := top.NewEntityState()
+	for i := range 100 {
+		kind := "view"
+		if i%3 == 0 {
+			kind = "click"
+		}
+		mustApply(b, top, st, &Event{TimeMs: t0 + int64(i)*1000, Fields: map[string]any{"kind": kind, "price": 1.0, "item_id": "a"}}, 0)
+	}
+	ctr, _ := top.FeatureIndex("ctr_1h")
+	want, dst := []int{ctr}, make([]Value, 1)
+	b.ReportAllocs()
+	for b.Loop() {
+		top.EvaluateAll(st.Features, t0+100_000, want, dst)
+		if !dst[0].Present {
+			b.Fatal("ctr_1h not present")
+		}
+	}
+}
+
+// FuzzDerivedExpression compiles any expression as a derived feature over
+// the shop's features and evaluates it: errors are spec errors at the
+// feature's line, and nothing panics.
+func FuzzDerivedExpression(f *testing.F) {
+	for _, e := range []string{
+		"clicks_1h / views_1h", "ctr_1h * 100", "views_1h > 2 ? \"busy\" : \"quiet\"", "spend / count",
+		"len(last_items)", "views_1h % 0", "views_1h / 0", "-views_1h", "views_1h ** 2", "views_1h > 1",
+		"nosuch + 1", "views_1h +", "last_items[0]", "max(views_1h, clicks_1h)", "d", "1",
+	} {
+		f.Add(e)
+	}
+	f.Fuzz(func(t *testing.T, e string) {
+		if strings.ContainsAny(e, "\n\r") {
+			t.Skip()
+		}
+		doc := derivedSpec + "  - name: d\n    expr: '" + strings.ReplaceAll(e, "'", "''") + "'\n"
+		s, err := ParseSpec("fuzz.yaml", []byte(doc))
+		if err != nil {
+			return
+		}
+		top, err := Compile(s)
+		if err != nil {
+			var se *SpecError
+			if !errors.As(err, &se) || se.Line != s.Features[len(s.Features)-1].Line {
+				t.Fatalf("Compile error %v: want a *SpecError at the derived feature's line", err)
+			}
+			return
+		}
+		st := top.NewEntityState()
+		mustApply(t, top, st, &Event{TimeMs: t0, Fields: map[string]any{"kind": "view", "price": 2.0, "item_id": "a"}}, 0)
+		all := make([]int, len(top.Features))
+		for i := range all {
+			all[i] = i
+		}
+		dst := make([]Value, len(all))
+		top.EvaluateAll(st.Features, t0, all, dst)
+		if d := dst[len(dst)-1]; d.Present && d.Type == TypeDouble && (math.IsNaN(d.Float) || math.IsInf(d.Float, 0)) {
+			t.Fatalf("derived %q = %v, present", e, d.Float)
+		}
+	})
+}
