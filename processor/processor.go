@@ -641,11 +641,31 @@ func (p *Processor) pushLocked(ctx context.Context, tasks []*task) {
 			job.recs = append(job.recs, r)
 		}
 		job.sinkNext[t] = t.changelogNext
+		if t.clearRestoring {
+			job.clear = append(job.clear, t)
+		}
+	}
+	write := func() error {
+		if len(job.recs) > 0 {
+			if err := p.sink.Write(ctx, job.recs); err != nil {
+				return err
+			}
+		}
+		// Right after the re-pushed states are in, not a commit later:
+		// readers see the partition as restoring no longer than needed.
+		for _, t := range job.clear {
+			if err := p.sink.(restoreMarker).SetPartitionRestoring(context.WithoutCancel(ctx), t.partition, false); err != nil {
+				p.logger.Warn("clear partition restoring mark", "partition", t.partition, "err", err)
+				continue
+			}
+			job.cleared = append(job.cleared, t)
+		}
+		return nil
 	}
 	if len(job.recs) == 0 {
-		job.done <- nil
+		job.done <- write()
 	} else {
-		go func() { job.done <- p.sink.Write(ctx, job.recs) }()
+		go func() { job.done <- write() }()
 	}
 	p.push = job
 	if len(job.recs) == 0 {
@@ -660,6 +680,9 @@ type pushJob struct {
 	// sinkNext is, per task, the changelog offset the online store is
 	// complete up to once the write succeeds.
 	sinkNext map[*task]int64
+	// clear are the tasks whose restoring mark the write clears once done;
+	// cleared the ones it did (read after done).
+	clear, cleared []*task
 }
 
 // waitPushLocked waits for the online-store write under way, if any, and
@@ -691,13 +714,9 @@ func (p *Processor) waitPushLocked() {
 		if len(t.pendingSink) == 0 {
 			t.sinkNext = max(t.sinkNext, next)
 		}
-		if t.clearRestoring {
-			if err := p.sink.(restoreMarker).SetPartitionRestoring(context.Background(), t.partition, false); err != nil {
-				p.logger.Warn("clear partition restoring mark", "partition", t.partition, "err", err)
-				continue
-			}
-			t.clearRestoring = false
-		}
+	}
+	for _, t := range job.cleared {
+		t.clearRestoring = false
 	}
 }
 
