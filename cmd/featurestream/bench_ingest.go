@@ -29,6 +29,7 @@ type benchIngestCmd struct {
 	OutOfOrder   float64       `help:"Fraction of events up to a minute out of order." default:"0.05"`
 	LiveDuration time.Duration `help:"How long to run live traffic (at half the exactly-once maximum) to measure freshness and serving under load; 0 skips it." default:"10s"`
 	ServeRate    int           `help:"GetFeatures calls per second while live traffic flows." default:"200"`
+	LiveRate     int           `help:"Events per second of the live traffic; 0 means half the measured exactly-once maximum."`
 	JSON         string        `name:"json" help:"Also write the result as JSON to this file." type:"path"`
 	HTML         string        `name:"html" help:"Also write an HTML report with charts to this file." type:"path"`
 	CPUProfile   string        `name:"cpuprofile" help:"Write a CPU profile of the run to this file." type:"path"`
@@ -84,6 +85,9 @@ func (c *benchIngestCmd) Run(ctx context.Context, logger *slog.Logger) error {
 			if r.Guarantee == processor.ExactlyOnce {
 				rate = r.Rate / 2
 			}
+		}
+		if c.LiveRate > 0 {
+			rate = float64(c.LiveRate)
 		}
 		if rate > 0 {
 			rep.Live, err = bench.RunLive(ctx, bench.LiveConfig{
