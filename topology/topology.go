@@ -476,9 +476,9 @@ type Value struct {
 	// in ascending value order.
 	Counts []ItemCount
 	// Approximate is set when the value comes from a sketch past its exact
-	// range: count_distinct beyond max_distinct values in a tile. (top_k,
-	// approx_distinct and approx_quantile are approximate by definition and
-	// do not set it.)
+	// range: count_distinct beyond max_distinct values in a tile, top_k
+	// with a tile whose summary is full. (approx_distinct and
+	// approx_quantile are approximate by definition and do not set it.)
 	Approximate bool
 	// WindowStartMs and WindowEndMs bound the event times the value covers;
 	// both are 0 for lifetime features.
@@ -564,6 +564,13 @@ func (t *Topology) Evaluate(fi int, tiles []Tile, asOfMs int64) Value {
 		}
 	case AggTopK:
 		v.Counts, v.Present = f.topK(in), true
+		for i := range in {
+			// A full summary may have evicted values: its counts are then
+			// within events/capacity, not exact.
+			if len(in[i].sk().counts) >= f.capacity {
+				v.Approximate = true
+			}
+		}
 	case AggCountDistinct:
 		v.Int, v.Approximate = f.countDistinct(in)
 		v.Present = true

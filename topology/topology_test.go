@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -661,5 +662,58 @@ features:
 			t.Errorf("%s = %d over [%+dm, %+dm], want %d over [%+dm, %+dm]", top.Features[tt.fi].Name,
 				got.Int, (got.WindowStartMs-t0)/m, (got.WindowEndMs-t0)/m, tt.n, (tt.start-t0)/m, (tt.end-t0)/m)
 		}
+	}
+}
+
+// TestTopKBound: past its capacity a tile's Space-Saving summary is
+// approximate, each count within events/capacity of the truth, and a value
+// more frequent than that is never lost.
+func TestTopKBound(t *testing.T) {
+	top := mustTopology(t, specWith("name: top", "agg: top_k", "field: v", "k: 3"))
+	f := &top.Features[0]
+	st := top.NewEntityState()
+	rng := rand.New(rand.NewPCG(11, 12))
+	truth := map[string]int64{}
+	const n = 20000
+	for i := range n {
+		// Three heavy values, then a long tail of 2000.
+		var v string
+		switch r := rng.IntN(100); {
+		case r < 10:
+			v = "heavy1"
+		case r < 17:
+			v = "heavy2"
+		case r < 22:
+			v = "heavy3"
+		default:
+			v = fmt.Sprintf("tail%d", rng.IntN(2000))
+		}
+		truth[v]++
+		mustApply(t, top, st, &Event{TimeMs: t0 + int64(i), Fields: map[string]any{"v": v}}, 0)
+	}
+	got := top.Evaluate(0, st.Features[0], t0+n)
+	if !got.Approximate || len(got.Counts) != 3 {
+		t.Fatalf("top_k = %+v, want 3 approximate counts", got)
+	}
+	bound := int64(n / f.capacity)
+	for i, ic := range got.Counts {
+		if d := ic.Count - truth[ic.Value]; d < -bound || d > bound {
+			t.Errorf("%s counted %d, truly %d: off by more than %d", ic.Value, ic.Count, truth[ic.Value], bound)
+		}
+		if want := fmt.Sprintf("heavy%d", i+1); ic.Value != want {
+			t.Errorf("top %d is %s, want %s (counts %v)", i+1, ic.Value, want, got.Counts)
+		}
+	}
+	if len(st.Features[0][0].sk().counts) > f.capacity {
+		t.Errorf("summary holds %d counters, capacity %d", len(st.Features[0][0].sk().counts), f.capacity)
+	}
+	// Under capacity the counts are exact and not marked approximate.
+	small := top.NewEntityState()
+	for i, v := range []string{"a", "b", "a", "c", "a", "b"} {
+		mustApply(t, top, small, &Event{TimeMs: t0 + int64(i), Fields: map[string]any{"v": v}}, 0)
+	}
+	want := []ItemCount{{"a", 3}, {"b", 2}, {"c", 1}}
+	if got := top.Evaluate(0, small.Features[0], t0); got.Approximate || !slices.Equal(got.Counts, want) {
+		t.Errorf("top_k of a small set = %+v, want exactly %v", got, want)
 	}
 }
