@@ -517,38 +517,23 @@ func (c *cluster) checkValuesWith(model *shopModel, users int, views func(modelE
 
 func (c *cluster) checkDeadLetters(want map[string]int) {
 	c.t.Helper()
-	topic := processor.DLQTopic(c.top.Spec.App)
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.kafka.ListenAddrs()...), kgo.ConsumeTopics(topic),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	defer cl.Close()
 	got := map[string]int{}
 	where := map[string]bool{}
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		fetches := cl.PollFetches(ctx)
-		cancel()
-		if fetches.NumRecords() == 0 {
-			break
+	for _, r := range readCommitted(c.t, c.kafka.ListenAddrs(), processor.DLQTopic(c.top.Spec.App)) {
+		var reason, src string
+		for _, h := range r.Headers {
+			switch h.Key {
+			case processor.HeaderReason:
+				reason = string(h.Value)
+			case processor.HeaderPartition, processor.HeaderOffset:
+				src += "/" + string(h.Value)
+			}
 		}
-		fetches.EachRecord(func(r *kgo.Record) {
-			var reason, src string
-			for _, h := range r.Headers {
-				switch h.Key {
-				case processor.HeaderReason:
-					reason = string(h.Value)
-				case processor.HeaderPartition, processor.HeaderOffset:
-					src += "/" + string(h.Value)
-				}
-			}
-			if where[src] {
-				c.t.Errorf("record %s dead-lettered twice", src)
-			}
-			where[src] = true
-			got[reason]++
-		})
+		if where[src] {
+			c.t.Errorf("record %s dead-lettered twice", src)
+		}
+		where[src] = true
+		got[reason]++
 	}
 	for reason, n := range want {
 		if got[reason] != n {
@@ -558,6 +543,48 @@ func (c *cluster) checkDeadLetters(want map[string]int) {
 	if len(got) != len(want) {
 		c.t.Errorf("dead letters by reason %v, want %v", got, want)
 	}
+}
+
+// readCommitted returns a topic's committed data records, read up to the
+// end offset of every partition as listed before reading (transaction
+// markers are read too, so the end is reached exactly, not guessed from a
+// quiet poll).
+func readCommitted(t *testing.T, brokers []string, topic string) []*kgo.Record {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic), kgo.KeepControlRecords(),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ends, err := kadm.NewClient(cl).ListCommittedOffsets(context.Background(), topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	remaining := map[int32]int64{}
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Offset > 0 {
+			remaining[o.Partition] = o.Offset
+		}
+	})
+	var recs []*kgo.Record
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for len(remaining) > 0 {
+		fetches := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("read %s: partitions %v not read to their end in 30s", topic, remaining)
+		}
+		fetches.EachRecord(func(r *kgo.Record) {
+			if !r.Attrs.IsControl() {
+				recs = append(recs, r)
+			}
+			if end, ok := remaining[r.Partition]; ok && r.Offset+1 >= end {
+				delete(remaining, r.Partition)
+			}
+		})
+	}
+	return recs
 }
 
 // TestZombie pauses a processor (SIGSTOP) for longer than its session

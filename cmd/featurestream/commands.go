@@ -97,11 +97,11 @@ func (c *validateCmd) Run(_ context.Context, _ *slog.Logger) error {
 	}
 	fmt.Printf("%s: ok: app %s, topic %s (%s), %d features\n", c.Spec, top.Spec.App, top.Spec.Source.Topic, top.Spec.Source.Format, len(top.Features))
 	for _, f := range top.Features {
-		window := "lifetime"
-		if !f.Lifetime() {
-			window = fmt.Sprintf("sliding %s in %s tiles", f.Window, f.Tile)
+		agg := f.Agg
+		if f.Derived() {
+			agg = "derived"
 		}
-		fmt.Printf("  %-20s %-8s %-12s %s\n", f.Name, f.Agg, f.Type, window)
+		fmt.Printf("  %-20s %-16s %-12s %s\n", f.Name, agg, f.Type, f.WindowString())
 	}
 	return nil
 }

@@ -274,37 +274,19 @@ func (e *e2eEnv) producePoison(t0 int64) map[string]int {
 // checking each letter's headers name where it came from.
 func (e *e2eEnv) deadLetters() map[string]int {
 	e.t.Helper()
-	topic := processor.DLQTopic(e.top.Spec.App)
-	cl, err := kgo.NewClient(kgo.SeedBrokers(e.brokers...), kgo.ConsumeTopics(topic),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer cl.Close()
 	got := map[string]int{}
 	seen := map[string]bool{}
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		fetches := cl.PollFetches(ctx)
-		cancel()
-		fetches.EachRecord(func(r *kgo.Record) {
-			h := map[string]string{}
-			for _, kv := range r.Headers {
-				h[kv.Key] = string(kv.Value)
-			}
-			where := h[processor.HeaderTopic] + "/" + h[processor.HeaderPartition] + "/" + h[processor.HeaderOffset]
-			if h[processor.HeaderTopic] != e.top.Spec.Source.Topic || h[processor.HeaderError] == "" || seen[where] {
-				e.t.Errorf("dead letter with headers %v (seen before: %v)", h, seen[where])
-			}
-			seen[where] = true
-			got[h[processor.HeaderReason]]++
-		})
-		// The letters were committed before this runs: a quiet second
-		// after some arrived means all have.
-		if fetches.NumRecords() == 0 && len(got) > 0 {
-			break
+	for _, r := range readCommitted(e.t, e.brokers, processor.DLQTopic(e.top.Spec.App)) {
+		h := map[string]string{}
+		for _, kv := range r.Headers {
+			h[kv.Key] = string(kv.Value)
 		}
+		where := h[processor.HeaderTopic] + "/" + h[processor.HeaderPartition] + "/" + h[processor.HeaderOffset]
+		if h[processor.HeaderTopic] != e.top.Spec.Source.Topic || h[processor.HeaderError] == "" || seen[where] {
+			e.t.Errorf("dead letter with headers %v (seen before: %v)", h, seen[where])
+		}
+		seen[where] = true
+		got[h[processor.HeaderReason]]++
 	}
 	return got
 }
