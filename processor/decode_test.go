@@ -163,3 +163,21 @@ func FuzzDecodeAvro(f *testing.F) {
 		_ = d.Decode(&kgo.Record{Value: value}, &ev)
 	})
 }
+
+// BenchmarkDecodeJSON decodes a 100-byte shop event into a reused map, as
+// a partition task does.
+func BenchmarkDecodeJSON(b *testing.B) {
+	d, err := NewDecoder(shopSpec(b, "spec.yaml"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	rec := &kgo.Record{Value: []byte(`{"user_id":"u1234","ts":1764133200000,"type":"view","item_id":"i9876","category":"shoes","price":19.99}`)}
+	ev := topology.Event{Fields: make(map[string]any, 8)}
+	b.SetBytes(int64(len(rec.Value)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := d.Decode(rec, &ev); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
