@@ -22,6 +22,7 @@ deps-redis:
 	@bash scripts/ensure-redis.sh
 
 test: deps-redis
+	@bash scripts/ensure-kcat.sh
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 15m ./...
 
