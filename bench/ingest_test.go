@@ -5,32 +5,15 @@ import (
 	"os"
 	"testing"
 
-	"github.com/twmb/franz-go/pkg/kfake"
-
 	"github.com/featurestream/featurestream/processor"
-	"github.com/featurestream/featurestream/sinks/redisserver"
-	"github.com/featurestream/featurestream/topology"
 )
 
 // TestRunIngest runs the ingest benchmark small, and checks that it
 // measured every part and that each processor run consumed the whole input.
 func TestRunIngest(t *testing.T) {
-	kafka, err := kfake.NewCluster(kfake.NumBrokers(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer kafka.Close()
-	rs := redisserver.StartForTest(t)
-	spec, err := topology.LoadSpec("../examples/shop/spec.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	top, err := topology.Compile(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
+	env := newTestEnv(t)
 	res, err := RunIngest(context.Background(), IngestConfig{
-		Brokers: kafka.ListenAddrs(), RedisAddr: rs.Addr(), Top: top,
+		Brokers: env.brokers, RedisAddr: env.redisAddr, Top: env.top,
 		Events: 5000, Users: 300, Partitions: 3, Dir: t.TempDir(),
 	}, os.Stderr)
 	if err != nil {

@@ -5,32 +5,14 @@ import (
 	"io"
 	"testing"
 	"time"
-
-	"github.com/twmb/franz-go/pkg/kfake"
-
-	"github.com/featurestream/featurestream/sinks/redisserver"
-	"github.com/featurestream/featurestream/topology"
 )
 
 // TestRunLive runs live traffic briefly and checks that freshness probes
 // and GetFeatures calls were measured, and that the report renders.
 func TestRunLive(t *testing.T) {
-	kafka, err := kfake.NewCluster(kfake.NumBrokers(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer kafka.Close()
-	rs := redisserver.StartForTest(t)
-	spec, err := topology.LoadSpec("../examples/shop/spec.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	top, err := topology.Compile(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
+	env := newTestEnv(t)
 	res, err := RunLive(context.Background(), LiveConfig{
-		Brokers: kafka.ListenAddrs(), RedisAddr: rs.Addr(), Top: top, Partitions: 2, Users: 100,
+		Brokers: env.brokers, RedisAddr: env.redisAddr, Top: env.top, Partitions: 2, Users: 100,
 		Rate: 500, Duration: 3 * time.Second, ServeRate: 50, Dir: t.TempDir(),
 	}, io.Discard)
 	if err != nil {
