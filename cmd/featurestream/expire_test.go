@@ -3,16 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/featurestream/featurestream/processor"
-	"github.com/featurestream/featurestream/sinks/redisserver"
 	"github.com/featurestream/featurestream/state"
 )
 
@@ -20,30 +16,12 @@ import (
 // the watermark, the processor writes a changelog tombstone for it (so
 // compaction removes it), and its served value stays right (zero).
 func TestExpiredEntitiesAreDeleted(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "spec.yaml")
 	spec := `app: exp
 source: {topic: events, key: user_id, time: ts, grace: 1m}
 features:
   - {name: views_1h, agg: count, window: 1h}
 `
-	if err := os.WriteFile(path, []byte(spec), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	top, err := loadTopology(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kafka, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "events"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer kafka.Close()
-	rs := redisserver.StartForTest(t)
-	store, client, err := openStore(t.Context(), rs.Addr(), false, top, discardLogger(), newRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
+	top, kafka, store := specEnv(t, spec, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)

@@ -20,6 +20,7 @@ import (
 	"github.com/featurestream/featurestream/bench"
 	"github.com/featurestream/featurestream/processor"
 	featurestreamv1 "github.com/featurestream/featurestream/proto/featurestream/v1"
+	"github.com/featurestream/featurestream/sinks"
 	"github.com/featurestream/featurestream/sinks/redisserver"
 	"github.com/featurestream/featurestream/topology"
 )
@@ -46,25 +47,7 @@ features:
 // each kind's state and serve it exactly as the engine computes it (the
 // engine itself is checked against a naive model in package topology).
 func TestEndToEndWindowKinds(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "kinds.yaml")
-	if err := os.WriteFile(path, []byte(windowKindsSpec), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	top, err := loadTopology(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kafka, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, "events"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer kafka.Close()
-	rs := redisserver.StartForTest(t)
-	store, client, err := openStore(t.Context(), rs.Addr(), false, top, discardLogger(), newRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
+	top, kafka, store := specEnv(t, windowKindsSpec, 3)
 	srv, ln, err := newServer("127.0.0.1:0", 1000, top, store, discardLogger(), newRegistry())
 	if err != nil {
 		t.Fatal(err)
@@ -197,4 +180,31 @@ func TestEndToEndWindowKinds(t *testing.T) {
 			t.Error(err)
 		}
 	}
+}
+
+// specEnv writes specYAML to a file and starts what a test of it needs: a
+// kfake broker with the spec's topic (partitions partitions), a real
+// redis-server and the online store on it; all stop with the test.
+func specEnv(t *testing.T, specYAML string, partitions int32) (*topology.Topology, *kfake.Cluster, *sinks.Store) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "spec.yaml")
+	if err := os.WriteFile(path, []byte(specYAML), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	top, err := loadTopology(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kafka, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(partitions, top.Spec.Source.Topic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(kafka.Close)
+	rs := redisserver.StartForTest(t)
+	store, client, err := openStore(t.Context(), rs.Addr(), false, top, discardLogger(), newRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	return top, kafka, store
 }
