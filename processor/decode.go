@@ -3,7 +3,6 @@ package processor
 import (
 	"errors"
 	"fmt"
-	json "github.com/goccy/go-json"
 	"math"
 	"os"
 	"path/filepath"
@@ -56,6 +55,7 @@ type Decoder struct {
 	// required field marks a record that did not decode.
 	required []string
 	readers  sync.Pool
+	scanners sync.Pool // *jsonScanner
 }
 
 // NewDecoder builds the decoder for a spec's source; the Avro schema path
@@ -63,6 +63,7 @@ type Decoder struct {
 func NewDecoder(spec *topology.Spec) (*Decoder, error) {
 	src := spec.Source
 	d := &Decoder{format: src.Format}
+	d.scanners.New = func() any { return newJSONScanner() }
 	if src.Key != "" {
 		d.keyPath = strings.Split(src.Key, ".")
 	}
@@ -190,12 +191,14 @@ func (d *Decoder) decodeValue(b []byte, m map[string]any) (map[string]any, error
 		return nil, errEmpty
 	}
 	if d.format != "avro" {
-		clear(m)
-		if err := json.Unmarshal(b, &m); err != nil {
-			return nil, fmt.Errorf("json: %w", err)
-		}
 		if m == nil {
-			return nil, errors.New("json: want an object, got null")
+			m = make(map[string]any, 8)
+		}
+		s := d.scanners.Get().(*jsonScanner)
+		err := s.decodeObject(b, m)
+		d.scanners.Put(s)
+		if err != nil {
+			return nil, err
 		}
 		return m, nil
 	}

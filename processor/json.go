@@ -1,0 +1,358 @@
+package processor
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"unicode/utf8"
+)
+
+// jsonScanner decodes one JSON object into a map[string]any with the same
+// result encoding/json gives, at a fraction of its cost: keys and short
+// values are interned, so the field names and the few distinct values of an
+// event stream ("view", "shoes") allocate once per scanner, not per event.
+// Strings with escapes take encoding/json's path, so their meaning is
+// exactly the standard library's. A scanner is not safe for concurrent use;
+// Decoder keeps a pool of them.
+type jsonScanner struct {
+	b      []byte
+	i      int
+	depth  int
+	// intern holds short strings already boxed in an interface, so
+	// neither the string nor its boxing allocates again.
+	intern map[string]any
+	// keys are the previous object's field names by position: events of
+	// one topic share a shape, so a name is usually found here without
+	// hashing. Only names that read the same raw as unescaped are kept.
+	keys []string
+}
+
+const (
+	// maxJSONDepth bounds nesting, so a hostile record cannot exhaust the
+	// stack.
+	maxJSONDepth = 1000
+	// Strings up to internMaxLen bytes are interned, up to internMaxEntries
+	// per scanner; after that new ones are allocated as usual.
+	internMaxLen     = 32
+	internMaxEntries = 4096
+)
+
+func newJSONScanner() *jsonScanner {
+	return &jsonScanner{intern: make(map[string]any, 64)}
+}
+
+var (
+	errJSONNotObject = errors.New("json: want an object")
+	errJSONDepth     = fmt.Errorf("json: nested deeper than %d", maxJSONDepth)
+)
+
+// decodeObject fills m (cleared first) from b, which must hold exactly one
+// JSON object.
+func (s *jsonScanner) decodeObject(b []byte, m map[string]any) error {
+	s.b, s.i, s.depth = b, 0, 0
+	defer func() { s.b = nil }()
+	clear(m)
+	s.space()
+	if s.i >= len(s.b) || s.b[s.i] != '{' {
+		return errJSONNotObject
+	}
+	if err := s.object(m); err != nil {
+		return err
+	}
+	s.space()
+	if s.i != len(s.b) {
+		return s.errorf("trailing data after the object")
+	}
+	return nil
+}
+
+func (s *jsonScanner) errorf(format string, args ...any) error {
+	return fmt.Errorf("json: offset %d: %s", s.i, fmt.Sprintf(format, args...))
+}
+
+func (s *jsonScanner) space() {
+	for s.i < len(s.b) {
+		switch s.b[s.i] {
+		case ' ', '\t', '\n', '\r':
+			s.i++
+		default:
+			return
+		}
+	}
+}
+
+// object reads an object whose '{' is at s.i into m.
+func (s *jsonScanner) object(m map[string]any) error {
+	if s.depth++; s.depth > maxJSONDepth {
+		return errJSONDepth
+	}
+	s.i++ // '{'
+	s.space()
+	if s.i < len(s.b) && s.b[s.i] == '}' {
+		s.i++
+		s.depth--
+		return nil
+	}
+	top := s.depth == 1
+	for n := 0; ; n++ {
+		if s.i >= len(s.b) || s.b[s.i] != '"' {
+			return s.errorf("want a field name")
+		}
+		k, err := s.key(top, n)
+		if err != nil {
+			return err
+		}
+		s.space()
+		if s.i >= len(s.b) || s.b[s.i] != ':' {
+			return s.errorf("want ':' after field %q", k)
+		}
+		s.i++
+		v, err := s.value()
+		if err != nil {
+			return err
+		}
+		m[k] = v
+		s.space()
+		if s.i >= len(s.b) {
+			return s.errorf("unterminated object")
+		}
+		switch s.b[s.i] {
+		case ',':
+			s.i++
+			s.space()
+		case '}':
+			s.i++
+			s.depth--
+			return nil
+		default:
+			return s.errorf("want ',' or '}' after field %q", k)
+		}
+	}
+}
+
+func (s *jsonScanner) array() ([]any, error) {
+	if s.depth++; s.depth > maxJSONDepth {
+		return nil, errJSONDepth
+	}
+	s.i++ // '['
+	s.space()
+	a := []any{}
+	if s.i < len(s.b) && s.b[s.i] == ']' {
+		s.i++
+		s.depth--
+		return a, nil
+	}
+	for {
+		v, err := s.value()
+		if err != nil {
+			return nil, err
+		}
+		a = append(a, v)
+		s.space()
+		if s.i >= len(s.b) {
+			return nil, s.errorf("unterminated array")
+		}
+		switch s.b[s.i] {
+		case ',':
+			s.i++
+		case ']':
+			s.i++
+			s.depth--
+			return a, nil
+		default:
+			return nil, s.errorf("want ',' or ']' in array")
+		}
+	}
+}
+
+func (s *jsonScanner) value() (any, error) {
+	s.space()
+	if s.i >= len(s.b) {
+		return nil, s.errorf("want a value")
+	}
+	switch c := s.b[s.i]; {
+	case c == '"':
+		return s.str()
+	case c == '{':
+		m := make(map[string]any)
+		if err := s.object(m); err != nil {
+			return nil, err
+		}
+		return m, nil
+	case c == '[':
+		return s.array()
+	case c == '-' || c >= '0' && c <= '9':
+		return s.number()
+	case c == 't':
+		return true, s.literal("true")
+	case c == 'f':
+		return false, s.literal("false")
+	case c == 'n':
+		return nil, s.literal("null")
+	}
+	return nil, s.errorf("unexpected %q", s.b[s.i])
+}
+
+func (s *jsonScanner) literal(word string) error {
+	if len(s.b)-s.i < len(word) || string(s.b[s.i:s.i+len(word)]) != word {
+		return s.errorf("want %s", word)
+	}
+	s.i += len(word)
+	return nil
+}
+
+// number reads a number by JSON's grammar; integers of up to 15 digits are
+// converted without strconv.
+func (s *jsonScanner) number() (float64, error) {
+	start := s.i
+	neg := s.b[s.i] == '-'
+	if neg {
+		s.i++
+	}
+	digits := s.i
+	switch {
+	case s.i < len(s.b) && s.b[s.i] == '0':
+		s.i++
+	case s.i < len(s.b) && s.b[s.i] >= '1' && s.b[s.i] <= '9':
+		for s.i < len(s.b) && s.b[s.i] >= '0' && s.b[s.i] <= '9' {
+			s.i++
+		}
+	default:
+		return 0, s.errorf("malformed number")
+	}
+	intEnd := s.i
+	simple := true
+	if s.i < len(s.b) && s.b[s.i] == '.' {
+		simple = false
+		s.i++
+		if !s.digits() {
+			return 0, s.errorf("malformed number")
+		}
+	}
+	if s.i < len(s.b) && (s.b[s.i] == 'e' || s.b[s.i] == 'E') {
+		simple = false
+		s.i++
+		if s.i < len(s.b) && (s.b[s.i] == '+' || s.b[s.i] == '-') {
+			s.i++
+		}
+		if !s.digits() {
+			return 0, s.errorf("malformed number")
+		}
+	}
+	if simple && intEnd-digits <= 15 {
+		var n int64
+		for _, c := range s.b[digits:intEnd] {
+			n = n*10 + int64(c-'0')
+		}
+		if neg {
+			n = -n
+		}
+		return float64(n), nil
+	}
+	f, err := strconv.ParseFloat(string(s.b[start:s.i]), 64)
+	if err != nil {
+		return 0, s.errorf("number %s out of range", s.b[start:s.i])
+	}
+	return f, nil
+}
+
+func (s *jsonScanner) digits() bool {
+	start := s.i
+	for s.i < len(s.b) && s.b[s.i] >= '0' && s.b[s.i] <= '9' {
+		s.i++
+	}
+	return s.i > start
+}
+
+// key reads the name of the n-th field of an object.
+func (s *jsonScanner) key(top bool, n int) (string, error) {
+	if top && n < len(s.keys) {
+		k := s.keys[n]
+		if end := s.i + 1 + len(k); end < len(s.b) && s.b[end] == '"' && string(s.b[s.i+1:end]) == k {
+			s.i = end + 1
+			return k, nil
+		}
+	}
+	v, err := s.str()
+	if err != nil {
+		return "", err
+	}
+	k := v.(string)
+	if top && plainASCII(k) {
+		if n < len(s.keys) {
+			s.keys[n] = k
+		} else if n < 64 {
+			s.keys = append(s.keys, k)
+		}
+	}
+	return k, nil
+}
+
+// plainASCII reports whether a name needs no escaping: one read back from
+// the raw bytes must mean the same as the bytes.
+func plainASCII(k string) bool {
+	for i := 0; i < len(k); i++ {
+		if c := k[i]; c < 0x20 || c >= utf8.RuneSelf || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
+}
+
+// str reads a string whose '"' is at s.i, boxed.
+func (s *jsonScanner) str() (any, error) {
+	start := s.i
+	s.i++
+	plain := true
+	for {
+		if s.i >= len(s.b) {
+			return nil, s.errorf("unterminated string")
+		}
+		c := s.b[s.i]
+		switch {
+		case c == '"':
+			s.i++
+			if !plain {
+				// Escapes or non-ASCII: encoding/json's own rules (and
+				// its replacement of invalid UTF-8).
+				var out string
+				if err := json.Unmarshal(s.b[start:s.i], &out); err != nil {
+					return nil, fmt.Errorf("json: string at offset %d: %w", start, err)
+				}
+				return s.interned(out), nil
+			}
+			raw := s.b[start+1 : s.i-1]
+			if len(raw) <= internMaxLen {
+				if v, ok := s.intern[string(raw)]; ok {
+					return v, nil
+				}
+			}
+			return s.interned(string(raw)), nil
+		case c == '\\':
+			plain = false
+			s.i += 2
+		case c < 0x20:
+			return nil, s.errorf("control character in string")
+		case c >= utf8.RuneSelf:
+			plain = false
+			s.i++
+		default:
+			s.i++
+		}
+	}
+}
+
+func (s *jsonScanner) interned(v string) any {
+	if len(v) > internMaxLen {
+		return v
+	}
+	if w, ok := s.intern[v]; ok {
+		return w
+	}
+	var boxed any = v
+	if len(s.intern) < internMaxEntries {
+		s.intern[v] = boxed
+	}
+	return boxed
+}

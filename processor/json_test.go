@@ -1,0 +1,84 @@
+package processor
+
+import (
+	"encoding/json"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// jsonCases are inputs where the scanner must agree with encoding/json.
+var jsonCases = []string{
+	`{}`, ` { } `, `{"a":1}`, `{"a":-0}`, `{"a":-12.5e-3}`, `{"a":1E+2}`, `{"a":123456789012345678901234}`,
+	`{"a":"x","a":"y"}`, `{"a":"\u00e9\n\"q\"","b":"é"}`, `{"a\u0062":1}`, `{"a":"\ud800"}`,
+	`{"a":"` + "\xff\xfe" + `"}`, `{"a":[1,"2",[true,false,null],{}],"b":{"c":{"d":[]}}}`,
+	`{"user_id":"u1","ts":1764133200000,"type":"view","price":19.99}`,
+	// rejected
+	``, `null`, `[]`, `1`, `"s"`, `{`, `{"a"}`, `{"a":}`, `{"a":1,}`, `{,}`, `{"a":01}`, `{"a":1.}`,
+	`{"a":.5}`, `{"a":1e}`, `{"a":-}`, `{"a":+1}`, `{"a":NaN}`, `{"a":Infinity}`, `{"a":1e400}`,
+	`{"a":tru}`, `{"a":nul}`, `{"a":"x` + "\x01" + `"}`, `{"a":"\x"}`, `{"a":"\u12"}`, `{"a":1} x`,
+	`{"a":1}{}`, `{'a':1}`, `{"a":[1,]}`, `{"a":[,1]}`, `{"a" 1}`, `{"a":"unterminated}`,
+}
+
+func checkJSON(t *testing.T, s *jsonScanner, in []byte) {
+	t.Helper()
+	var want map[string]any
+	wantErr := json.Unmarshal(in, &want)
+	if wantErr == nil && want == nil {
+		wantErr = errJSONNotObject // null
+	}
+	got := map[string]any{"stale": true}
+	err := s.decodeObject(in, got)
+	if (err != nil) != (wantErr != nil) {
+		t.Fatalf("%q: err = %v, encoding/json says %v", in, err, wantErr)
+	}
+	if err == nil && !reflect.DeepEqual(got, want) {
+		t.Fatalf("%q: got %#v, encoding/json gives %#v", in, got, want)
+	}
+}
+
+func TestJSONScannerMatchesEncodingJSON(t *testing.T) {
+	s := newJSONScanner()
+	for _, c := range jsonCases {
+		checkJSON(t, s, []byte(c))
+	}
+	// The same shape again, with the positional name cache warm, and a
+	// name that changes at the cached position.
+	for _, c := range []string{`{"ab":1,"c":2}`, `{"ab":1,"c":2}`, `{"ab":1,"cd":2}`, `{"a":1,"c":2}`, `{"a\"":1}`, `{"a\"":1}`} {
+		checkJSON(t, s, []byte(c))
+	}
+	deep := []byte(strings.Repeat(`{"a":`, maxJSONDepth+1) + "1" + strings.Repeat("}", maxJSONDepth+1))
+	if err := s.decodeObject(deep, map[string]any{}); err == nil {
+		t.Fatal("nesting beyond the limit was accepted")
+	}
+}
+
+func TestJSONScannerInterns(t *testing.T) {
+	s := newJSONScanner()
+	m := map[string]any{}
+	in := []byte(`{"type":"view","item":"i1"}`)
+	allocs := testing.AllocsPerRun(100, func() {
+		if err := s.decodeObject(in, m); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("a repeated event allocates %.0f times, want 0", allocs)
+	}
+	long := strings.Repeat("x", internMaxLen+1)
+	if err := s.decodeObject([]byte(`{"a":"`+long+`"}`), m); err != nil || m["a"] != long {
+		t.Fatalf("long string: %v %v", err, m["a"])
+	}
+}
+
+// FuzzJSONScanner: the scanner accepts exactly what encoding/json accepts
+// as an object and decodes it to the same value.
+func FuzzJSONScanner(f *testing.F) {
+	for _, c := range jsonCases {
+		f.Add([]byte(c))
+	}
+	s := newJSONScanner()
+	f.Fuzz(func(t *testing.T, in []byte) {
+		checkJSON(t, s, in)
+	})
+}
