@@ -16,9 +16,9 @@ import (
 // exactly the standard library's. A scanner is not safe for concurrent use;
 // Decoder keeps a pool of them.
 type jsonScanner struct {
-	b      []byte
-	i      int
-	depth  int
+	b     []byte
+	i     int
+	depth int
 	// intern holds short strings already boxed in an interface, so
 	// neither the string nor its boxing allocates again.
 	intern map[string]any

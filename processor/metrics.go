@@ -9,6 +9,7 @@ type metrics struct {
 	rejected      *prometheus.CounterVec
 	decodeErrors  prometheus.Counter
 	late          *prometheus.CounterVec
+	lateByFeature []prometheus.Counter // by feature index
 	flushDuration prometheus.Histogram
 	changelog     prometheus.Counter
 	sinkErrors    prometheus.Counter
@@ -40,7 +41,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 		late: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "featurestream_late_events_total",
-			Help: "Events behind their partition's watermark, by feature they were not applied to.",
+			Help: "Events behind their partition's watermark, counted once for each feature they would have updated (its where passed and it had the field).",
 		}, []string{"feature"}),
 		flushDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "featurestream_commit_duration_seconds",

@@ -205,6 +205,10 @@ func New(cfg Config, top *topology.Topology, store *state.Store, sink Sink, logg
 		dlqTopic: DLQTopic(top.Spec.App),
 	}
 	p.mu.tasks = make(map[int32]*task)
+	p.m.lateByFeature = make([]prometheus.Counter, len(top.Features))
+	for i, f := range top.Features {
+		p.m.lateByFeature[i] = p.m.late.WithLabelValues(f.Name)
+	}
 	return p, nil
 }
 

@@ -48,6 +48,8 @@ type task struct {
 	// clearRestoring is set until the partition's restoring mark is
 	// cleared, after the first successful push to the online store.
 	clearRestoring bool
+	// feeds is scratch for the features a late event would have fed.
+	feeds []int
 }
 
 // restoreMarker is implemented by a Sink that can tell readers a partition
@@ -127,8 +129,9 @@ func (t *task) process(recs []*kgo.Record) {
 		wm := t.watermark(nowMs)
 		t.lastArrivalMs = nowMs
 		if ev.TimeMs < wm {
-			for i := range p.top.Features {
-				p.m.late.WithLabelValues(p.top.Features[i].Name).Inc()
+			t.feeds = p.top.Feeds(&ev, t.feeds[:0])
+			for _, fi := range t.feeds {
+				p.m.lateByFeature[fi].Inc()
 			}
 			t.reject(rec, reject(ReasonLate, "event time %d is behind the watermark %d", ev.TimeMs, wm))
 			continue

@@ -347,6 +347,30 @@ func (t *Topology) Apply(st *EntityState, ev *Event, watermarkMs int64) error {
 	return nil
 }
 
+// Feeds appends to dst the indices of the features ev would update if it
+// were applied: its where filter passes and it has the feature's field. A
+// processor uses it to count a late event against the features it missed.
+// Features whose contribution fails (a bad value) are left out.
+func (t *Topology) Feeds(ev *Event, dst []int) []int {
+	var fbuf [16]int8
+	filtered := fbuf[:0]
+	if len(t.filters) > len(fbuf) {
+		filtered = make([]int8, 0, len(t.filters))
+	}
+	filtered = filtered[:len(t.filters)]
+	var machine *vm.VM
+	if len(t.filters) > 0 {
+		machine = t.vms.Get().(*vm.VM)
+		defer t.vms.Put(machine)
+	}
+	for i := range t.Features {
+		if c, err := t.contribution(&t.Features[i], ev, machine, filtered); err == nil && c.ok {
+			dst = append(dst, i)
+		}
+	}
+	return dst
+}
+
 // Filter results cached per event in Apply.
 const (
 	filterUnknown int8 = iota
