@@ -1,6 +1,7 @@
 package processor
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -49,17 +50,26 @@ type Decoder struct {
 	format   string
 	keyPath  []string
 	timePath []string
-	schema   avro.Schema
-	// required are the Avro record's fields that cannot be null: hamba's
-	// decoder can stop early on bad input without an error, so a nil
-	// required field marks a record that did not decode.
-	required []string
+	// raw reads Avro records without Confluent framing, and framed ones
+	// when byID is empty; byID holds the writer schema of each Confluent
+	// schema id in source.schemas.
+	raw      *avroSchema
+	byID     map[uint32]*avroSchema
 	readers  sync.Pool
 	scanners sync.Pool // *jsonScanner
 }
 
-// NewDecoder builds the decoder for a spec's source; the Avro schema path
-// is relative to the spec file.
+// avroSchema is one writer schema.
+type avroSchema struct {
+	schema avro.Schema
+	// required are the record's fields that cannot be null: hamba's
+	// decoder can stop early on bad input without an error, so a nil
+	// required field marks a record that did not decode.
+	required []string
+}
+
+// NewDecoder builds the decoder for a spec's source; Avro schema paths are
+// relative to the spec file.
 func NewDecoder(spec *topology.Spec) (*Decoder, error) {
 	src := spec.Source
 	d := &Decoder{format: src.Format}
@@ -70,30 +80,52 @@ func NewDecoder(spec *topology.Spec) (*Decoder, error) {
 	if src.Time != "" {
 		d.timePath = strings.Split(src.Time, ".")
 	}
-	if src.Format == "avro" {
-		path := src.Schema
-		if !filepath.IsAbs(path) {
-			path = filepath.Join(filepath.Dir(spec.File), path)
+	if src.Format != "avro" {
+		return d, nil
+	}
+	d.readers.New = func() any { return avro.NewReader(nil, 0) }
+	var err error
+	if src.Schema != "" {
+		if d.raw, err = loadAvroSchema(spec, "source.schema", src.Schema); err != nil {
+			return nil, err
 		}
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return nil, fmt.Errorf("%s: source.schema: %w", spec.File, err)
-		}
-		if d.schema, err = avro.Parse(string(data)); err != nil {
-			return nil, fmt.Errorf("%s: source.schema %s: %w", spec.File, path, err)
-		}
-		rs, ok := d.schema.(*avro.RecordSchema)
-		if !ok {
-			return nil, fmt.Errorf("%s: source.schema %s: want a record schema, got %s", spec.File, path, d.schema.Type())
-		}
-		for _, f := range rs.Fields() {
-			if !nullable(f.Type()) {
-				d.required = append(d.required, f.Name())
+	}
+	if len(src.Schemas) > 0 {
+		d.byID = make(map[uint32]*avroSchema, len(src.Schemas))
+		for id, file := range src.Schemas {
+			if d.byID[uint32(id)], err = loadAvroSchema(spec, fmt.Sprintf("source.schemas.%d", id), file); err != nil {
+				return nil, err
 			}
 		}
-		d.readers.New = func() any { return avro.NewReader(nil, 0) }
 	}
 	return d, nil
+}
+
+// loadAvroSchema reads the record schema at path (relative to the spec)
+// given by the spec's key.
+func loadAvroSchema(spec *topology.Spec, key, path string) (*avroSchema, error) {
+	if !filepath.IsAbs(path) {
+		path = filepath.Join(filepath.Dir(spec.File), path)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %s: %w", spec.File, key, err)
+	}
+	schema, err := avro.Parse(string(data))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %s: %s is not a valid Avro schema: %w", spec.File, key, path, err)
+	}
+	rs, ok := schema.(*avro.RecordSchema)
+	if !ok {
+		return nil, fmt.Errorf("%s: %s: %s: want a record schema, got %s", spec.File, key, path, schema.Type())
+	}
+	s := &avroSchema{schema: schema}
+	for _, f := range rs.Fields() {
+		if !nullable(f.Type()) {
+			s.required = append(s.required, f.Name())
+		}
+	}
+	return s, nil
 }
 
 // Decode fills ev from rec. A JSON decode reuses ev.Fields (cleared) when it
@@ -202,30 +234,45 @@ func (d *Decoder) decodeValue(b []byte, m map[string]any) (map[string]any, error
 		}
 		return m, nil
 	}
-	// Confluent wire framing: magic byte 0 and a 4-byte schema id. A raw
-	// record may start with 0 too, so framing is tried first and raw second.
-	if len(b) > 5 && b[0] == 0 {
-		if m, err := d.decodeAvro(b[5:]); err == nil {
+	// Confluent wire framing: magic byte 0 and a 4-byte schema id.
+	framed := len(b) > 5 && b[0] == 0
+	if d.byID != nil {
+		if framed {
+			id := binary.BigEndian.Uint32(b[1:5])
+			if s, ok := d.byID[id]; ok {
+				return d.decodeAvro(s, b[5:])
+			}
+			if d.raw == nil {
+				return nil, fmt.Errorf("avro: schema id %d is not in source.schemas (add its writer schema there)", id)
+			}
+		} else if d.raw == nil {
+			return nil, errors.New("avro: no Confluent wire framing (magic byte 0, schema id), and no source.schema for unframed records")
+		}
+	}
+	// One schema for all: a raw record may start with 0 too, so framing is
+	// tried first and raw second.
+	if framed {
+		if m, err := d.decodeAvro(d.raw, b[5:]); err == nil {
 			return m, nil
 		}
 	}
-	return d.decodeAvro(b)
+	return d.decodeAvro(d.raw, b)
 }
 
-func (d *Decoder) decodeAvro(b []byte) (map[string]any, error) {
+func (d *Decoder) decodeAvro(s *avroSchema, b []byte) (map[string]any, error) {
 	r := d.readers.Get().(*avro.Reader)
 	defer d.readers.Put(r)
 	r.Error = nil
 	r.Reset(b)
 	var m map[string]any
-	r.ReadVal(d.schema, &m)
+	r.ReadVal(s.schema, &m)
 	if r.Error != nil {
 		return nil, fmt.Errorf("avro: %w", r.Error)
 	}
 	if r.Peek(); r.Error == nil {
 		return nil, errors.New("avro: trailing bytes after the record")
 	}
-	for _, f := range d.required {
+	for _, f := range s.required {
 		if m[f] == nil {
 			return nil, fmt.Errorf("avro: field %s did not decode", f)
 		}

@@ -4,6 +4,7 @@ import (
 	stdjson "encoding/json"
 	"errors"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -135,6 +136,85 @@ func TestDecodeAvro(t *testing.T) {
 	var re *RejectError
 	if !errors.As(err, &re) || re.Reason != ReasonDecode {
 		t.Fatalf("garbage: err = %v, want decode", err)
+	}
+}
+
+// TestDecodeAvroSchemaIDs: with source.schemas, a framed record is read
+// with its id's writer schema, so producers can move to a new schema
+// version while old records are still in the topic; unknown ids and
+// records read with the wrong schema are dead letters.
+func TestDecodeAvroSchemaIDs(t *testing.T) {
+	spec := shopSpec(t, "spec-avro.yaml")
+	d, err := NewDecoder(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	schema := func(file string) avro.Schema {
+		raw, err := os.ReadFile("../examples/shop/" + file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return avro.MustParse(string(raw))
+	}
+	v1, v2 := schema("event.avsc"), schema("event-v2.avsc")
+	ts := time.UnixMilli(1764133200000)
+	body1, err := avro.Marshal(v1, map[string]any{"user_id": "u1", "ts": ts, "type": "view", "item_id": nil, "category": nil, "price": nil})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body2, err := avro.Marshal(v2, map[string]any{"user_id": "u2", "ts": ts, "type": "purchase", "item_id": nil, "category": nil, "price": nil, "quantity": 3, "channel": "app"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	frame := func(id byte, body []byte) []byte { return append([]byte{0, 0, 0, 0, id}, body...) }
+	for _, tc := range []struct {
+		name    string
+		value   []byte
+		wantKey string
+		wantQty any
+		wantErr string
+	}{
+		{name: "id 1", value: frame(1, body1), wantKey: "u1"},
+		{name: "id 2", value: frame(2, body2), wantKey: "u2", wantQty: 3},
+		{name: "unframed, source.schema", value: body1, wantKey: "u1"},
+		{name: "v2 body under id 1", value: frame(1, body2), wantErr: "trailing bytes"},
+		{name: "unknown id, not a raw record either", value: frame(9, body2), wantErr: "avro"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var ev topology.Event
+			err := d.Decode(&kgo.Record{Value: tc.value}, &ev)
+			if tc.wantErr != "" {
+				var re *RejectError
+				if !errors.As(err, &re) || re.Reason != ReasonDecode || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want a decode rejection with %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ev.Key != tc.wantKey || ev.TimeMs != ts.UnixMilli() || ev.Fields["quantity"] != tc.wantQty {
+				t.Fatalf("decoded %+v", ev)
+			}
+		})
+	}
+
+	// Without source.schema every record must be framed with a known id.
+	spec.Source.Schema = ""
+	if d, err = NewDecoder(spec); err != nil {
+		t.Fatal(err)
+	}
+	for value, want := range map[string]string{string(frame(9, body1)): "schema id 9 is not in source.schemas", string(body1): "no Confluent wire framing"} {
+		var ev topology.Event
+		if err := d.Decode(&kgo.Record{Value: []byte(value)}, &ev); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("err = %v, want %q", err, want)
+		}
+	}
+
+	// A bad schema file fails at startup naming the key and the file.
+	spec.Source.Schemas = map[int]string{7: "spec.yaml"}
+	if _, err := NewDecoder(spec); err == nil || !strings.Contains(err.Error(), "source.schemas.7") || !strings.Contains(err.Error(), "spec.yaml") {
+		t.Fatalf("bad schema file: err = %v", err)
 	}
 }
 

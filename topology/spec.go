@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"regexp"
 	"slices"
@@ -37,8 +38,14 @@ type Source struct {
 	Topic string `yaml:"topic"`
 	// Format is "json" or "avro".
 	Format string `yaml:"format"`
-	// Schema is the Avro schema file, relative to the spec file.
+	// Schema is the Avro schema file, relative to the spec file, of records
+	// without Confluent wire framing (and of framed ones when Schemas is
+	// empty).
 	Schema string `yaml:"schema"`
+	// Schemas maps Confluent schema ids to Avro schema files, relative to
+	// the spec file: a record framed with magic byte 0 and a schema id is
+	// read with that id's writer schema.
+	Schemas map[int]string `yaml:"schemas"`
 	// Key is the event field holding the entity id; empty means the record key.
 	Key string `yaml:"key"`
 	// Time is the event field holding the event time (epoch milliseconds or
@@ -55,7 +62,7 @@ type Source struct {
 	// (and late events are recognised) without new traffic. Default 30s.
 	IdleTimeout Duration `yaml:"idle_timeout"`
 
-	line, formatLine int
+	line, formatLine, schemasLine int
 }
 
 // Feature is one computed value per entity.
@@ -272,7 +279,7 @@ func checkKeys(n *yaml.Node, what string, allowed ...string) error {
 
 // UnmarshalYAML implements yaml.Unmarshaler, rejecting unknown keys.
 func (s *Source) UnmarshalYAML(n *yaml.Node) error {
-	if err := checkKeys(n, "source", "topic", "format", "schema", "key", "time", "grace", "max_future", "idle_timeout"); err != nil {
+	if err := checkKeys(n, "source", "topic", "format", "schema", "schemas", "key", "time", "grace", "max_future", "idle_timeout"); err != nil {
 		return err
 	}
 	type plain Source
@@ -283,6 +290,7 @@ func (s *Source) UnmarshalYAML(n *yaml.Node) error {
 	*s = Source(p)
 	s.line = n.Line
 	s.formatLine = keyLine(n, "format")
+	s.schemasLine = keyLine(n, "schemas")
 	return nil
 }
 
@@ -357,9 +365,20 @@ func (s *Spec) validate() error {
 	case "":
 		src.Format = "json"
 	case "json":
+		if src.Schema != "" || len(src.Schemas) > 0 {
+			return &SpecError{Line: src.formatLine, Msg: "source.schema and source.schemas are for format avro; remove them or set format: avro"}
+		}
 	case "avro":
-		if src.Schema == "" {
-			return &SpecError{Line: src.formatLine, Msg: "source.schema is required with format avro: the path of an .avsc file, relative to the spec"}
+		if src.Schema == "" && len(src.Schemas) == 0 {
+			return &SpecError{Line: src.formatLine, Msg: "source.schema (or source.schemas) is required with format avro: the path of an .avsc file, relative to the spec, or a map from Confluent schema id to such a file"}
+		}
+		for id, file := range src.Schemas {
+			if id < 0 || id > math.MaxInt32 {
+				return &SpecError{Line: src.schemasLine, Msg: fmt.Sprintf("source.schemas: id %d: want a Confluent schema id, 0..%d", id, math.MaxInt32)}
+			}
+			if file == "" {
+				return &SpecError{Line: src.schemasLine, Msg: fmt.Sprintf("source.schemas: id %d has no file: give the path of its .avsc file, relative to the spec", id)}
+			}
 		}
 	default:
 		return &SpecError{Line: src.formatLine, Msg: fmt.Sprintf("source.format %q: want json or avro", src.Format)}

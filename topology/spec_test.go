@@ -43,7 +43,7 @@ func TestParseSpecErrors(t *testing.T) {
 			name: "unknown source key",
 			spec: "app: shop\nsource:\n  topic: events\n  formt: json\nfeatures:\n  - name: a\n    agg: count\n",
 			line: 4,
-			msg:  []string{`unknown key "formt"`, "topic, format, schema, key, time, grace, max_future"},
+			msg:  []string{`unknown key "formt"`, "topic, format, schema, schemas, key, time, grace, max_future"},
 		},
 		{
 			name: "unknown feature key",
@@ -339,7 +339,31 @@ func TestParseSpecErrors(t *testing.T) {
 			name: "avro without schema",
 			spec: "app: shop\nsource:\n  topic: events\n  format: avro\nfeatures:\n  - name: a\n    agg: count\n",
 			line: 4,
-			msg:  []string{"source.schema is required with format avro"},
+			msg:  []string{"source.schema (or source.schemas) is required with format avro"},
+		},
+		{
+			name: "schemas with json",
+			spec: "app: shop\nsource:\n  topic: events\n  format: json\n  schemas:\n    1: e.avsc\nfeatures:\n  - name: a\n    agg: count\n",
+			line: 4,
+			msg:  []string{"source.schema and source.schemas are for format avro"},
+		},
+		{
+			name: "negative schema id",
+			spec: "app: shop\nsource:\n  topic: events\n  format: avro\n  schemas:\n    -1: e.avsc\nfeatures:\n  - name: a\n    agg: count\n",
+			line: 5,
+			msg:  []string{"source.schemas: id -1: want a Confluent schema id"},
+		},
+		{
+			name: "schema id without a file",
+			spec: "app: shop\nsource:\n  topic: events\n  format: avro\n  schemas:\n    3: \"\"\nfeatures:\n  - name: a\n    agg: count\n",
+			line: 5,
+			msg:  []string{"source.schemas: id 3 has no file"},
+		},
+		{
+			name: "schema id not a number",
+			spec: "app: shop\nsource:\n  topic: events\n  format: avro\n  schemas:\n    v1: e.avsc\nfeatures:\n  - name: a\n    agg: count\n",
+			line: 6,
+			msg:  []string{"v1"},
 		},
 		{
 			name: "no features",

@@ -95,6 +95,11 @@ func (c *validateCmd) Run(_ context.Context, _ *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	// The decoder reads the Avro schema files: a bad one fails here, not
+	// at the first record.
+	if _, err := processor.NewDecoder(top.Spec); err != nil {
+		return err
+	}
 	fmt.Printf("%s: ok: app %s, topic %s (%s), %d features\n", c.Spec, top.Spec.App, top.Spec.Source.Topic, top.Spec.Source.Format, len(top.Features))
 	for _, f := range top.Features {
 		agg := f.Agg
