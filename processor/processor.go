@@ -87,6 +87,14 @@ type Config struct {
 	// app must be stopped. Needed after a spec change that alters what a
 	// feature's state means.
 	Replay bool
+	// StateGeneration is the state generation the processor builds (see
+	// ReadStateGeneration): it names the changelog, the group (GroupFor)
+	// and the spec record. When a newer generation becomes current, Run
+	// commits, leaves the group and returns a *GenerationSwitchError.
+	StateGeneration int
+	// GenerationCheckInterval is how often the processor looks for a newer
+	// state generation. Default DefaultGenerationCheckInterval.
+	GenerationCheckInterval time.Duration
 	// Now is the clock, for tests. Default time.Now.
 	Now func() time.Time
 }
@@ -94,6 +102,10 @@ type Config struct {
 func (c *Config) applyDefaults(spec *topology.Spec) {
 	if c.Group == "" {
 		c.Group = spec.App
+	}
+	c.Group = GroupFor(c.Group, c.StateGeneration)
+	if c.GenerationCheckInterval == 0 {
+		c.GenerationCheckInterval = DefaultGenerationCheckInterval
 	}
 	if c.CommitInterval == 0 {
 		c.CommitInterval = 100 * time.Millisecond
@@ -137,6 +149,9 @@ func (c *Config) Validate() error {
 	if c.Guarantee != ExactlyOnce && c.Guarantee != AtLeastOnce {
 		errs = append(errs, fmt.Errorf("processor: guarantee %q: want %s or %s", c.Guarantee, ExactlyOnce, AtLeastOnce))
 	}
+	if c.StateGeneration < 0 {
+		errs = append(errs, fmt.Errorf("processor: state generation %d: must not be negative", c.StateGeneration))
+	}
 	if c.MaxPollRecords < 0 {
 		errs = append(errs, fmt.Errorf("processor: max poll records %d: must be positive", c.MaxPollRecords))
 	}
@@ -162,6 +177,9 @@ type Processor struct {
 	dlqTopic string
 
 	ready atomic.Bool
+	// newerGen is set by watchGeneration to a newer current state
+	// generation; the poll loop then stops.
+	newerGen atomic.Int64
 
 	// base are the options every client gets (brokers, TLS, SASL).
 	base []kgo.Opt
@@ -201,7 +219,7 @@ func New(cfg Config, top *topology.Topology, store *state.Store, sink Sink, logg
 		future:   time.Duration(top.Spec.Source.MaxFuture).Milliseconds(),
 		idle:     time.Duration(top.Spec.Source.IdleTimeout).Milliseconds(),
 		inTopic:  top.Spec.Source.Topic,
-		clTopic:  state.ChangelogTopic(top.Spec.App),
+		clTopic:  state.ChangelogTopicFor(top.Spec.App, cfg.StateGeneration),
 		dlqTopic: DLQTopic(top.Spec.App),
 	}
 	p.mu.tasks = make(map[int32]*task)
@@ -233,7 +251,7 @@ func (p *Processor) Run(ctx context.Context) error {
 		return err
 	}
 	if p.cfg.Replay {
-		if err := p.resetState(ctx, adm, partitions); err != nil {
+		if err := p.resetState(ctx, admCl, adm, partitions); err != nil {
 			return fmt.Errorf("processor: %w", err)
 		}
 	}
@@ -282,7 +300,10 @@ func (p *Processor) Run(ctx context.Context) error {
 	}
 	cl := p.cl
 	p.logger.Info("processor started", "group", p.cfg.Group, "topic", p.inTopic, "partitions", partitions,
-		"changelog", p.clTopic, "dlq", p.dlqTopic, "guarantee", p.cfg.Guarantee)
+		"changelog", p.clTopic, "dlq", p.dlqTopic, "guarantee", p.cfg.Guarantee, "state_generation", p.cfg.StateGeneration)
+	wctx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	go p.watchGeneration(wctx, adm)
 
 	runErr := p.loop(ctx)
 
@@ -328,6 +349,9 @@ func (p *Processor) loop(ctx context.Context) error {
 		cancel()
 		if fetches.IsClientClosed() || ctx.Err() != nil {
 			return nil
+		}
+		if gen := p.newerGen.Load(); gen > 0 {
+			return &GenerationSwitchError{From: p.cfg.StateGeneration, To: int(gen)}
 		}
 		fetches.EachError(func(topic string, partition int32, err error) {
 			if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {

@@ -17,7 +17,9 @@ import (
 )
 
 // SpecTopic is app's compacted topic holding the fingerprints of the spec
-// its state was built with (key "spec").
+// each state generation was built with (key "spec" for generation 0,
+// "spec.g<N>" after) and the app's current state generation (key
+// "generation").
 func SpecTopic(app string) string { return app + "-spec" }
 
 // ErrIncompatibleSpec is returned by Run when the spec changed the meaning
@@ -39,7 +41,8 @@ func (p *Processor) checkSpec(ctx context.Context, cl *kgo.Client, adm *kadm.Cli
 	change := topology.CompareFingerprints(prev, cur)
 	if found && !change.Compatible() {
 		return fmt.Errorf("%w: %s: feature(s) %s changed what their state means (aggregation, field, filter, window, tile, k or the source's key or time), so their stored state would be read wrongly. "+
-			"Give a changed feature a new name (it starts empty and fills from new events), or rebuild all state from the input: stop every processor of app %q and start one with --replay",
+			"Give a changed feature a new name (it starts empty and fills from new events); or rebuild state from the input with this spec: `featurestream replay --from <time>` builds a new state generation while the current one keeps serving and switches over when it has caught up; "+
+			"or stop every processor of app %q and start one with --replay (rebuilds in place). Processors that follow a replay's switch run the spec the replay used",
 			ErrIncompatibleSpec, p.top.Spec.File, strings.Join(change.Changed, ", "), p.top.Spec.App)
 	}
 	if found && len(change.Added) > 0 {
@@ -55,47 +58,21 @@ func (p *Processor) checkSpec(ctx context.Context, cl *kgo.Client, adm *kadm.Cli
 	if err != nil {
 		return err
 	}
-	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: topic, Partition: 0, Key: []byte("spec"), Value: value}).FirstErr(); err != nil {
+	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: topic, Partition: 0, Key: []byte(specKey(p.cfg.StateGeneration)), Value: value}).FirstErr(); err != nil {
 		return fmt.Errorf("record spec in %s: %w", topic, err)
 	}
 	return nil
 }
 
-// readSpecRecord returns the newest spec fingerprints in topic.
+// readSpecRecord returns the newest spec fingerprints of the processor's
+// state generation.
 func (p *Processor) readSpecRecord(ctx context.Context, adm *kadm.Client, topic string) (map[string]string, bool, error) {
-	ends, err := adm.ListEndOffsets(ctx, topic)
+	recs, err := readSpecTopic(ctx, p.base, adm, topic)
 	if err != nil {
 		return nil, false, err
 	}
-	end, ok := ends.Lookup(topic, 0)
-	if !ok || end.Err != nil || end.Offset == 0 {
-		return nil, false, end.Err
-	}
-	rd, err := kgo.NewClient(append(p.base[:len(p.base):len(p.base)],
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {0: kgo.NewOffset().AtStart()}}))...)
-	if err != nil {
-		return nil, false, err
-	}
-	defer rd.Close()
-	var last []byte
-	for next := int64(0); next < end.Offset; {
-		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		fetches := rd.PollFetches(pctx)
-		cancel()
-		if err := ctx.Err(); err != nil {
-			return nil, false, err
-		}
-		if fetches.NumRecords() == 0 {
-			break // compacted away up to the end
-		}
-		fetches.EachRecord(func(r *kgo.Record) {
-			next = r.Offset + 1
-			if string(r.Key) == "spec" && r.Value != nil {
-				last = r.Value
-			}
-		})
-	}
-	if last == nil {
+	last, ok := recs[specKey(p.cfg.StateGeneration)]
+	if !ok {
 		return nil, false, nil
 	}
 	var fps map[string]string
@@ -105,29 +82,57 @@ func (p *Processor) readSpecRecord(ctx context.Context, adm *kadm.Client, topic 
 	return fps, true, nil
 }
 
+// readSpecTopic returns the newest value of each key in the one-partition
+// topic (none when it does not exist); a tombstone removes its key.
+func readSpecTopic(ctx context.Context, opts []kgo.Opt, adm *kadm.Client, topic string) (map[string][]byte, error) {
+	out := make(map[string][]byte)
+	ends, err := adm.ListEndOffsets(ctx, topic)
+	if err != nil {
+		return nil, err
+	}
+	end, ok := ends.Lookup(topic, 0)
+	if !ok || errors.Is(end.Err, kerr.UnknownTopicOrPartition) {
+		return out, nil
+	}
+	if end.Err != nil || end.Offset == 0 {
+		return out, end.Err
+	}
+	rd, err := kgo.NewClient(append(opts[:len(opts):len(opts)],
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {0: kgo.NewOffset().AtStart()}}))...)
+	if err != nil {
+		return nil, err
+	}
+	defer rd.Close()
+	for next := int64(0); next < end.Offset; {
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		fetches := rd.PollFetches(pctx)
+		cancel()
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if fetches.NumRecords() == 0 {
+			break // compacted away up to the end
+		}
+		fetches.EachRecord(func(r *kgo.Record) {
+			next = r.Offset + 1
+			if r.Value == nil {
+				delete(out, string(r.Key))
+			} else {
+				out[string(r.Key)] = r.Value
+			}
+		})
+	}
+	return out, nil
+}
+
 // resetState deletes everything the app's state is: the changelog, the
 // spec record, the group's committed offsets and the local state, so the
 // processor rebuilds it from the earliest retained input.
-func (p *Processor) resetState(ctx context.Context, adm *kadm.Client, partitions int32) error {
-	groups, err := adm.DescribeGroups(ctx, p.cfg.Group)
-	if err == nil {
-		if g, ok := groups[p.cfg.Group]; ok && len(g.Members) > 0 {
-			return fmt.Errorf("replay: group %s still has %d member(s): stop every processor of the app first", p.cfg.Group, len(g.Members))
-		}
-	}
+func (p *Processor) resetState(ctx context.Context, cl *kgo.Client, adm *kadm.Client, partitions int32) error {
 	p.logger.Warn("replay: deleting the changelog, the spec record, the group's offsets and local state; state is rebuilt from the earliest retained input",
 		"changelog", p.clTopic, "group", p.cfg.Group)
-	resp, err := adm.DeleteTopics(ctx, p.clTopic, SpecTopic(p.top.Spec.App))
-	if err != nil {
-		return fmt.Errorf("replay: delete topics: %w", err)
-	}
-	for _, r := range resp {
-		if r.Err != nil && !errors.Is(r.Err, kerr.UnknownTopicOrPartition) {
-			return fmt.Errorf("replay: delete %s: %w", r.Topic, r.Err)
-		}
-	}
-	if _, err := adm.DeleteGroups(ctx, p.cfg.Group); err != nil {
-		return fmt.Errorf("replay: delete group %s: %w", p.cfg.Group, err)
+	if err := dropStateGeneration(ctx, cl, adm, p.top.Spec.App, p.cfg.Group, p.cfg.StateGeneration); err != nil {
+		return fmt.Errorf("replay: %w", err)
 	}
 	for part := range partitions {
 		if err := p.store.DropPartition(part); err != nil {

@@ -40,9 +40,10 @@ type Config struct {
 	// HealthInterval is how often Redis is pinged to set the health status.
 	// Default 1s.
 	HealthInterval time.Duration
-	// RestoringInterval is how often the partitions being restored are
-	// read from Redis (one command, in the background); values of their
-	// entities are STALE. Default 1s.
+	// RestoringInterval is how often the published state generation and
+	// the partitions being restored are read from Redis (two commands, in
+	// the background): a replay's switch reaches the server within it, and
+	// values of restoring partitions' entities are STALE. Default 1s.
 	RestoringInterval time.Duration
 	// ShutdownTimeout bounds how long in-flight calls may take to finish
 	// when the server stops; after it they are cancelled. Default 10s.

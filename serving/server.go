@@ -201,6 +201,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
+	// Know the published state generation before the first call; if Redis
+	// does not answer now, the watch below catches up.
+	gctx, gcancel := context.WithTimeout(ctx, s.cfg.RestoringInterval)
+	if gen, err := s.store.ReadStateGeneration(gctx); err == nil {
+		s.store.SetStateGeneration(gen)
+	}
+	gcancel()
 	var wg sync.WaitGroup
 	wg.Go(func() { s.watchHealth(ctx) })
 	wg.Go(func() { s.watchRestoring(ctx) })
@@ -277,8 +284,9 @@ func (s *Server) watchHealth(ctx context.Context) {
 	}
 }
 
-// watchRestoring reads the partitions being restored every
-// RestoringInterval, so requests know them without asking Redis. On error
+// watchRestoring reads the published state generation and the partitions
+// being restored every RestoringInterval, so requests know them without
+// asking Redis. On error
 // the last known set stays: a restore that ended meanwhile keeps saying
 // STALE a little longer, which is the safe mistake.
 func (s *Server) watchRestoring(ctx context.Context) {
@@ -287,7 +295,17 @@ func (s *Server) watchRestoring(ctx context.Context) {
 	var failing bool
 	for {
 		rctx, cancel := context.WithTimeout(ctx, s.cfg.RestoringInterval)
-		parts, err := s.store.RestoringPartitions(rctx)
+		// Follow the published state generation first, so the marks read
+		// next are that generation's.
+		gen, err := s.store.ReadStateGeneration(rctx)
+		if err == nil && gen != s.store.StateGeneration() {
+			s.logger.Info("serving a new state generation", "from", s.store.StateGeneration(), "to", gen)
+			s.store.SetStateGeneration(gen)
+		}
+		var parts []int32
+		if err == nil {
+			parts, err = s.store.RestoringPartitions(rctx)
+		}
 		cancel()
 		if ctx.Err() != nil {
 			return

@@ -9,6 +9,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -286,8 +287,10 @@ type Store struct {
 	client redis.UniversalClient
 	top    *topology.Topology
 	logger *slog.Logger
-	prefix string
-	names  []string // feature field names by feature index
+	// keys are the key names of the state generation read and written,
+	// swapped whole by SetStateGeneration.
+	keys  atomic.Pointer[genKeys]
+	names []string // feature field names by feature index
 	// hmgetHead and boxedNames are HMGET's fixed arguments and the
 	// feature names, boxed once: boxing a string allocates.
 	hmgetHead  []any
@@ -300,6 +303,7 @@ type Store struct {
 	writeDur, readDur prometheus.Histogram
 	errors            *prometheus.CounterVec
 	written, stale    prometheus.Counter
+	generation        prometheus.Gauge
 }
 
 // NewStore returns a Store for top's features on client, registering its
@@ -318,7 +322,6 @@ func NewStore(client redis.UniversalClient, top *topology.Topology, logger *slog
 		client: client,
 		top:    top,
 		logger: logger,
-		prefix: EntityKey(top.Spec.App, ""),
 		now:    time.Now,
 		reads:  &readBatcher{client: client, max: DefaultReadPipelines},
 		names:  make([]string, len(top.Features)),
@@ -334,7 +337,7 @@ func NewStore(client redis.UniversalClient, top *topology.Topology, logger *slog
 		}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "featurestream_redis_errors_total",
-			Help: "Failed Redis operations by op (write, read, ping, script_load, restoring).",
+			Help: "Failed Redis operations by op (write, read, ping, script_load, restoring, generation).",
 		}, []string{"op"}),
 		written: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "featurestream_redis_records_written_total",
@@ -344,7 +347,12 @@ func NewStore(client redis.UniversalClient, top *topology.Topology, logger *slog
 			Name: "featurestream_redis_stale_writes_skipped_total",
 			Help: "Entity records not written because Redis already held the same or a newer version (replays, zombies).",
 		}),
+		generation: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "featurestream_state_generation",
+			Help: "The state generation this process reads and writes in Redis; featurestream replay builds a new one and switches to it.",
+		}),
 	}
+	s.SetStateGeneration(0)
 	s.hmgetHead = []any{"hmget", nil}
 	for _, f := range headerFields {
 		s.hmgetHead = append(s.hmgetHead, f)
@@ -354,11 +362,11 @@ func NewStore(client redis.UniversalClient, top *topology.Topology, logger *slog
 		s.names[i] = top.Features[i].Name
 		s.boxedNames[i] = s.names[i]
 	}
-	for _, op := range []string{"write", "read", "ping", "script_load", "restoring"} {
+	for _, op := range []string{"write", "read", "ping", "script_load", "restoring", "generation"} {
 		s.errors.WithLabelValues(op)
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{s.writeDur, s.readDur, s.errors, s.written, s.stale} {
+		for _, c := range []prometheus.Collector{s.writeDur, s.readDur, s.errors, s.written, s.stale, s.generation} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("sinks: new store: register metrics: %w", err)
 			}
@@ -372,7 +380,7 @@ func NewStore(client redis.UniversalClient, top *topology.Topology, logger *slog
 var latencyBuckets = prometheus.ExponentialBuckets(0.0001, 2, 16)
 
 // Key returns the Redis key of entity id.
-func (s *Store) Key(id string) string { return s.prefix + id }
+func (s *Store) Key(id string) string { return s.keys.Load().entity + id }
 
 // Write stores recs in one pipelined round trip (per cluster node). Each
 // record replaces its entity's hash only if it is newer than what Redis
@@ -467,10 +475,11 @@ func (s *Store) write(ctx context.Context, recs []Record) error {
 // the first other error.
 func (s *Store) evalBatch(ctx context.Context, recs []Record, args [][]any, idx []int, cmds []*redis.Cmd) ([]int, error) {
 	sha := writeScript.Hash()
+	prefix := s.keys.Load().entity
 	// Pipelined's error is the first failed command's; each is checked below.
 	_, _ = s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for _, i := range idx {
-			cmds[i] = p.EvalSha(ctx, sha, []string{s.prefix + recs[i].Entity}, args[i]...)
+			cmds[i] = p.EvalSha(ctx, sha, []string{prefix + recs[i].Entity}, args[i]...)
 		}
 		return nil
 	})
@@ -530,12 +539,13 @@ func (s *Store) read(ctx context.Context, entities []string, features []int, dst
 	// allocation less per field than a SliceCmd's boxed values. It reads a
 	// missing field as "", which no stored field is: every header field is
 	// a number or id and every feature encoding starts with a version byte.
+	prefix := s.keys.Load().entity // one generation for the whole request
 	cmds := make([]*redis.StringSliceCmd, len(entities))
 	args := make([]any, len(entities)*nargs)
 	for i, e := range entities {
 		a := args[i*nargs : (i+1)*nargs : (i+1)*nargs]
 		copy(a, tmpl)
-		a[1] = s.prefix + e
+		a[1] = prefix + e
 		cmds[i] = redis.NewStringSliceCmd(ctx, a...)
 	}
 	if err := s.reads.do(ctx, cmds); err != nil {

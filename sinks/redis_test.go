@@ -498,6 +498,7 @@ func TestMetricsNamesAndDoubleRegister(t *testing.T) {
 		"featurestream_redis_records_written_total",
 		"featurestream_redis_stale_writes_skipped_total",
 		"featurestream_redis_write_duration_seconds",
+		"featurestream_state_generation",
 	}
 	if !reflect.DeepEqual(names, want) {
 		t.Errorf("metrics %v, want %v", names, want)

@@ -24,7 +24,7 @@ func (s *Store) SetPartitionRestoring(ctx context.Context, partition int32, rest
 	if partition < 0 {
 		return fmt.Errorf("set partition %d restoring: negative partition", partition)
 	}
-	key := RestoringKey(s.top.Spec.App)
+	key := s.keys.Load().restoring
 	field := strconv.FormatInt(int64(partition), 10)
 	var err error
 	if restoring {
@@ -48,7 +48,7 @@ func (s *Store) SetPartitionRestoring(ctx context.Context, partition int32, rest
 // restoring whose mark has not expired, in one round trip. It is meant for
 // a background refresh, not for every request.
 func (s *Store) RestoringPartitions(ctx context.Context) ([]int32, error) {
-	marks, err := s.client.HGetAll(ctx, RestoringKey(s.top.Spec.App)).Result()
+	marks, err := s.client.HGetAll(ctx, s.keys.Load().restoring).Result()
 	if err != nil {
 		s.errors.WithLabelValues("restoring").Inc()
 		return nil, fmt.Errorf("redis read restoring partitions: %w", err)

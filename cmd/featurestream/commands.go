@@ -163,10 +163,7 @@ func runProcessor(ctx context.Context, p processorParams) error {
 	defer store.Close()
 	p.reg.MustRegister(state.NewCollector(store))
 	p.cfg.Brokers = p.brokers
-	proc, err := processor.New(p.cfg, p.top, store, p.sink, p.logger, p.reg)
-	if err != nil {
-		return err
-	}
+	proc := &followGenerations{top: p.top, cfg: p.cfg, store: store, sink: p.sink, reg: p.reg, logger: p.logger}
 	checks := append([]readiness{{name: "processor", check: func(context.Context) error {
 		if !proc.Ready() {
 			return errors.New("not yet assigned and restored")

@@ -24,6 +24,7 @@ import (
 	"github.com/featurestream/featurestream/bench"
 	"github.com/featurestream/featurestream/processor"
 	featurestreamv1 "github.com/featurestream/featurestream/proto/featurestream/v1"
+	"github.com/featurestream/featurestream/serving"
 	"github.com/featurestream/featurestream/sinks"
 	"github.com/featurestream/featurestream/sinks/redisserver"
 	"github.com/featurestream/featurestream/topology"
@@ -155,7 +156,9 @@ func newE2EEnv(t *testing.T, partitions int32) *e2eEnv {
 	}
 	t.Cleanup(func() { client.Close() })
 	env.store = store
-	srv, ln, err := newServer("127.0.0.1:0", 1000, top, store, logger, newRegistry())
+	// Restoring marks and the state generation are read every 20 ms, so
+	// the tests see their effects at once.
+	srv, ln, err := newServerWith(serving.Config{Addr: "127.0.0.1:0", MaxEntities: 1000, RestoringInterval: 20 * time.Millisecond}, top, store, logger, newRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,6 +310,12 @@ func (e *e2eEnv) get(users []string, asOf int64) *featurestreamv1.GetFeaturesRes
 
 // diff compares a response with the model and returns the first mismatch.
 func diff(model *shopModel, users []string, asOf int64, resp *featurestreamv1.GetFeaturesResponse) string {
+	return diffStatus(model, users, asOf, resp, false)
+}
+
+// diffStatus is diff that, with stale, also accepts STALE for a value
+// (one of a partition being restored) as long as the value is right.
+func diffStatus(model *shopModel, users []string, asOf int64, resp *featurestreamv1.GetFeaturesResponse, stale bool) string {
 	if len(resp.Results) != len(users) {
 		return fmt.Sprintf("%d results for %d users", len(resp.Results), len(users))
 	}
@@ -329,7 +338,7 @@ func diff(model *shopModel, users []string, asOf int64, resp *featurestreamv1.Ge
 		}
 		byName := map[string]*featurestreamv1.FeatureValue{}
 		for _, v := range r.Values {
-			if v.Status != featurestreamv1.FeatureValue_PRESENT {
+			if v.Status != featurestreamv1.FeatureValue_PRESENT && !(stale && v.Status == featurestreamv1.FeatureValue_STALE) {
 				return fmt.Sprintf("%s %s: status %s, want PRESENT", user, v.Name, v.Status)
 			}
 			byName[v.Name] = v

@@ -28,6 +28,7 @@ type cli struct {
 	Validate validateCmd `cmd:"" help:"Check a feature spec and print its features."`
 	Kafka    kafkaCmd    `cmd:"" help:"Run only the embedded Kafka broker (kfake on a real TCP port), for running process and serve separately on one machine."`
 	Demo     demoCmd     `cmd:"" help:"Produce synthetic shop traffic (JSON events of examples/shop/spec.yaml) to a Kafka topic until stopped."`
+	Replay   replayCmd   `cmd:"" help:"Rebuild features from retained input (a backfill after a spec change or an incident) into a new state generation while the current one keeps serving; switch serving over when it has caught up."`
 	Inspect  inspectCmd  `cmd:"" help:"Show entities' stored state (tiles, version, generation, last event) and values, from Redis or a stopped processor's --state-dir."`
 	Bench    benchCmd    `cmd:"" help:"Benchmarks on this machine (loopback only)."`
 }

@@ -1,0 +1,297 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/featurestream/featurestream/processor"
+	"github.com/featurestream/featurestream/sinks"
+	"github.com/featurestream/featurestream/state"
+	"github.com/featurestream/featurestream/topology"
+)
+
+// replayCmd rebuilds features from retained input into a new state
+// generation while the current one keeps serving, then switches.
+type replayCmd struct {
+	specFlag
+	redisFlags
+	Brokers        []string      `help:"Kafka seed brokers, comma-separated." required:"" sep:","`
+	From           string        `help:"Where in the input to start: an RFC 3339 time (each partition's first record at or after it, by record timestamp), a duration back from now (72h, 7d), earliest, or an offset applied to every partition." required:""`
+	StateDir       string        `help:"Directory for the replay's local state; empty uses a temporary directory, removed at the end (processors restore the new generation from its changelog)."`
+	Group          string        `help:"Consumer group of the processors, as given to process --group; default the spec's app."`
+	Guarantee      string        `help:"exactly-once or at-least-once; see featurestream process --help." enum:"exactly-once,at-least-once" default:"exactly-once"`
+	CommitInterval time.Duration `help:"How often the replay commits and writes to Redis." default:"100ms"`
+	CatchUp        time.Duration `help:"The replay has caught up when reaching the input's end offsets, taken anew each round, took less than this; then serving switches." default:"2s"`
+	KeepOld        bool          `help:"Keep the previous generation's changelog, group offsets and Redis keys after the switch; by default they are deleted once its processors have moved to the new generation."`
+	OldTimeout     time.Duration `help:"How long to wait for the previous generation's processors to move over before its data is deleted; if they have not, it is kept and a warning says what is left." default:"2m"`
+
+	// maxPollRecords, for tests, makes the replay commit in small steps.
+	maxPollRecords int
+}
+
+// Run replays into a new generation, switches to it and cleans up the old.
+func (c *replayCmd) Run(ctx context.Context, logger *slog.Logger) error {
+	top, err := loadTopology(c.Spec)
+	if err != nil {
+		return err
+	}
+	if _, err := processor.NewDecoder(top.Spec); err != nil {
+		return err
+	}
+	opts := []kgo.Opt{kgo.SeedBrokers(c.Brokers...)}
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	app, group := top.Spec.App, c.Group
+	if group == "" {
+		group = app
+	}
+	cur, err := processor.ReadStateGeneration(ctx, opts, app)
+	if err != nil {
+		return err
+	}
+	next := cur + 1
+	start, from, err := startOffsets(ctx, adm, top.Spec.Source.Topic, c.From, time.Now())
+	if err != nil {
+		return err
+	}
+	var total int64
+	ends, err := adm.ListEndOffsets(ctx, top.Spec.Source.Topic)
+	if err != nil {
+		return fmt.Errorf("input offsets: %w", err)
+	}
+	ends.Each(func(o kadm.ListedOffset) { total += max(o.Offset-start[o.Partition], 0) })
+	if w := top.MaxWindow(); !from.IsZero() && time.Since(from) < w {
+		logger.Warn("the replayed history is shorter than the longest window: such windows start partly filled", "from", from, "longest_window", w)
+	}
+
+	sink, client, err := c.redisFlags.open(ctx, top, logger, nil)
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+
+	// Leftovers of an earlier replay into the same generation that did not
+	// finish are not trusted.
+	if err := processor.DropStateGeneration(ctx, opts, app, group, next); err != nil {
+		return fmt.Errorf("state generation %d: %w (is another replay running?)", next, err)
+	}
+	if _, err := sink.DeleteStateGeneration(ctx, next); err != nil {
+		return err
+	}
+	sink.SetStateGeneration(next)
+	nextGroup := processor.GroupFor(group, next)
+	commit := kadm.Offsets{}
+	for p, o := range start {
+		commit.AddOffset(top.Spec.Source.Topic, p, o, -1)
+	}
+	if resp, err := adm.CommitOffsets(ctx, nextGroup, commit); err != nil || resp.Error() != nil {
+		return fmt.Errorf("set start offsets of group %s: %w", nextGroup, errors.Join(err, resp.Error()))
+	}
+	logger.Info("replaying into a new state generation; the current one keeps serving",
+		"from", c.From, "generation", next, "serving", cur, "records", total, "group", nextGroup, "changelog", state.ChangelogTopicFor(app, next))
+
+	dir := c.StateDir
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "featurestream-replay-"); err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+	}
+	store, err := state.Open(state.Options{Dir: filepath.Join(dir, "pebble"), Logger: logger}, top)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	proc, err := processor.New(processor.Config{
+		Brokers: c.Brokers, Group: c.Group, StateGeneration: next, Guarantee: processor.Guarantee(c.Guarantee),
+		CommitInterval: c.CommitInterval, MaxPollRecords: c.maxPollRecords,
+	}, top, store, sink, logger, newRegistry())
+	if err != nil {
+		return err
+	}
+	pctx, stop := context.WithCancel(ctx)
+	defer stop()
+	done := make(chan error, 1)
+	go func() { done <- proc.Run(pctx) }()
+
+	began := time.Now()
+	if err := waitCaughtUp(ctx, adm, top.Spec.Source.Topic, nextGroup, c.CatchUp, total, done, logger); err != nil {
+		stop()
+		<-done
+		return err
+	}
+	// Stopping commits the last records and waits for their Redis writes:
+	// everything the new generation has is in Redis before it serves.
+	stop()
+	if err := <-done; err != nil {
+		return fmt.Errorf("replay processor: %w", err)
+	}
+	if err := processor.WriteStateGeneration(ctx, opts, app, next); err != nil {
+		return err
+	}
+	if _, err := sink.PublishStateGeneration(ctx, next); err != nil {
+		return fmt.Errorf("%w; generation %d is current in Kafka, and its processors publish it to Redis when they start", err, next)
+	}
+	fmt.Printf("state generation %d caught up in %s and is now served; processors of generation %d move to it\n", next, time.Since(began).Round(time.Millisecond), cur)
+	if c.KeepOld {
+		return nil
+	}
+	return c.dropOld(ctx, opts, adm, top, group, cur, sink, logger)
+}
+
+// dropOld deletes generation gen once its processors have left its group.
+func (c *replayCmd) dropOld(ctx context.Context, opts []kgo.Opt, adm *kadm.Client, top *topology.Topology, group string, gen int, sink *sinks.Store, logger *slog.Logger) error {
+	oldGroup := processor.GroupFor(group, gen)
+	deadline := time.Now().Add(c.OldTimeout)
+	for {
+		groups, err := adm.DescribeGroups(ctx, oldGroup)
+		if err == nil {
+			if g, ok := groups[oldGroup]; !ok || len(g.Members) == 0 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			logger.Warn("processors of the previous state generation are still running; its data is kept",
+				"generation", gen, "group", oldGroup, "changelog", state.ChangelogTopicFor(top.Spec.App, gen),
+				"redis_keys", sinks.EntityKeyFor(top.Spec.App, gen, "*"))
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	if err := processor.DropStateGeneration(ctx, opts, top.Spec.App, group, gen); err != nil {
+		return fmt.Errorf("delete state generation %d: %w", gen, err)
+	}
+	n, err := sink.DeleteStateGeneration(ctx, gen)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("state generation %d deleted: changelog, group offsets and %d Redis keys\n", gen, n)
+	return nil
+}
+
+// waitCaughtUp waits until group has committed the input up to its end
+// offsets in a round that took less than catchUp, logging progress.
+func waitCaughtUp(ctx context.Context, adm *kadm.Client, topic, group string, catchUp time.Duration, total int64, done <-chan error, logger *slog.Logger) error {
+	lastLog := time.Now()
+	for {
+		round := time.Now()
+		ends, err := adm.ListEndOffsets(ctx, topic)
+		if err != nil {
+			return fmt.Errorf("input end offsets: %w", err)
+		}
+		for {
+			committed, err := adm.FetchOffsets(ctx, group)
+			if err != nil {
+				return fmt.Errorf("offsets of %s: %w", group, err)
+			}
+			var lag int64
+			ends.Each(func(o kadm.ListedOffset) {
+				at := int64(0)
+				if c, ok := committed.Lookup(topic, o.Partition); ok {
+					at = c.At
+				}
+				lag += max(o.Offset-at, 0)
+			})
+			if lag == 0 {
+				break
+			}
+			if time.Since(lastLog) >= 5*time.Second {
+				logger.Info("replaying", "remaining_records", lag, "of", total)
+				lastLog = time.Now()
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case err := <-done:
+				return fmt.Errorf("replay processor stopped: %w", err)
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+		if time.Since(round) < catchUp {
+			return nil
+		}
+	}
+}
+
+// startOffsets resolves --from to an offset per partition of topic, and
+// the time it names (zero for earliest or an offset).
+func startOffsets(ctx context.Context, adm *kadm.Client, topic, from string, now time.Time) (out map[int32]int64, at time.Time, err error) {
+	bad := func(err error) error {
+		return fmt.Errorf("--from %q: %w; want an RFC 3339 time (2026-11-20T00:00:00Z), a duration back from now (72h, 7d), earliest, or an offset", from, err)
+	}
+	var listed kadm.ListedOffsets
+	var offset int64 = -1
+	switch {
+	case from == "earliest":
+		listed, err = adm.ListStartOffsets(ctx, topic)
+	case isDigits(from):
+		if offset, err = strconv.ParseInt(from, 10, 64); err != nil {
+			return nil, at, bad(err)
+		}
+		listed, err = adm.ListStartOffsets(ctx, topic)
+	default:
+		var perr error
+		if at, perr = time.Parse(time.RFC3339Nano, from); perr != nil {
+			d, derr := topology.ParseDuration(from)
+			if derr != nil {
+				return nil, at, bad(errors.New("not a time, duration or offset"))
+			}
+			if d <= 0 {
+				return nil, at, bad(errors.New("the duration must be positive"))
+			}
+			at = now.Add(-d)
+		}
+		listed, err = adm.ListOffsetsAfterMilli(ctx, at.UnixMilli(), topic)
+	}
+	if err == nil {
+		err = listed.Error()
+	}
+	if err != nil {
+		return nil, at, fmt.Errorf("input topic %s offsets: %w", topic, err)
+	}
+	var ends kadm.ListedOffsets
+	if offset >= 0 {
+		if ends, err = adm.ListEndOffsets(ctx, topic); err != nil {
+			return nil, at, fmt.Errorf("input topic %s offsets: %w", topic, err)
+		}
+	}
+	out = make(map[int32]int64)
+	listed.Each(func(o kadm.ListedOffset) {
+		out[o.Partition] = o.Offset
+		if offset >= 0 {
+			// An offset below the log start starts at the log start.
+			end, _ := ends.Lookup(topic, o.Partition)
+			out[o.Partition] = min(max(offset, o.Offset), end.Offset)
+		}
+	})
+	if len(out) == 0 {
+		return nil, at, fmt.Errorf("input topic %s does not exist", topic)
+	}
+	return out, at, nil
+}
+
+func isDigits(s string) bool {
+	for _, r := range s {
+		if r < '0' || r > '9' {
+			return false
+		}
+	}
+	return s != ""
+}
