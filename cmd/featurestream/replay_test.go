@@ -14,9 +14,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	featurestreamv1 "github.com/featurestream/featurestream/proto/featurestream/v1"
 	"github.com/featurestream/featurestream/bench"
 	"github.com/featurestream/featurestream/processor"
+	featurestreamv1 "github.com/featurestream/featurestream/proto/featurestream/v1"
 	"github.com/featurestream/featurestream/sinks"
 	"github.com/featurestream/featurestream/state"
 )
