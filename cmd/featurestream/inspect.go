@@ -159,6 +159,12 @@ func (c *inspectCmd) fromRedis(ctx context.Context, top *topology.Topology, asOf
 	if err := store.Ping(ctx); err != nil {
 		return nil, fmt.Errorf("redis %s (--redis-addr): %w", c.RedisAddr, err)
 	}
+	// Read what servers read: the published state generation.
+	gen, err := store.ReadStateGeneration(ctx)
+	if err != nil {
+		return nil, err
+	}
+	store.SetStateGeneration(gen)
 	all := make([]int, len(top.Features))
 	for i := range all {
 		all[i] = i
