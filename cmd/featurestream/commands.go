@@ -56,7 +56,7 @@ type devCmd struct {
 type processCmd struct {
 	specFlag
 	redisFlags
-	Brokers        []string      `help:"Kafka seed brokers, comma-separated." required:"" sep:","`
+	kafkaFlags
 	StateDir       string        `help:"Directory for local state (Pebble); it is a cache of the changelog, rebuilt when empty." default:"featurestream-state"`
 	AdminAddr      string        `help:"Address of the admin HTTP server (/metrics, /healthz, /readyz, /debug/pprof/)." default:"127.0.0.1:9091"`
 	Group          string        `help:"Consumer group; default the spec's app."`
@@ -122,6 +122,10 @@ func (c *processCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	kafkaOpts, err := c.kafkaFlags.securityOpts()
+	if err != nil {
+		return err
+	}
 	sink, client, err := c.redisFlags.open(ctx, top, logger, reg)
 	if err != nil {
 		return err
@@ -129,7 +133,7 @@ func (c *processCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	defer client.Close()
 	return runProcessor(ctx, processorParams{
 		top: top, brokers: c.Brokers, stateDir: c.StateDir, sink: sink, reg: reg, logger: logger,
-		cfg: processor.Config{Group: c.Group, InstanceID: c.InstanceID, CommitInterval: c.CommitInterval,
+		cfg: processor.Config{ClientOpts: kafkaOpts, Group: c.Group, InstanceID: c.InstanceID, CommitInterval: c.CommitInterval,
 			SessionTimeout: c.SessionTimeout, Guarantee: processor.Guarantee(c.Guarantee), Replay: c.Replay,
 			ExpireInterval: c.ExpireInterval},
 		adminAddr: c.AdminAddr,

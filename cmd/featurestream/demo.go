@@ -16,9 +16,9 @@ import (
 // stack (deploy/compose.yaml) has features that move on their own.
 type demoCmd struct {
 	specFlag
-	Brokers []string `help:"Kafka seed brokers, comma-separated." required:"" sep:","`
-	Rate    int      `help:"Events per second." default:"50"`
-	Seed    uint64   `help:"Seed of the generator; 0 picks one from the clock."`
+	kafkaFlags
+	Rate int    `help:"Events per second." default:"50"`
+	Seed uint64 `help:"Seed of the generator; 0 picks one from the clock."`
 }
 
 // Run produces until ctx is done.
@@ -33,7 +33,11 @@ func (c *demoCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	if c.Rate < 1 {
 		return fmt.Errorf("--rate %d: want at least 1 event per second", c.Rate)
 	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.Brokers...))
+	opts, err := c.kafkaFlags.opts()
+	if err != nil {
+		return err
+	}
+	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return fmt.Errorf("demo producer: %w", err)
 	}

@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -47,7 +49,7 @@ func (f *followGenerations) Run(ctx context.Context) error {
 	opts := append([]kgo.Opt{kgo.SeedBrokers(f.cfg.Brokers...)}, f.cfg.ClientOpts...)
 	gen, err := processor.ReadStateGeneration(ctx, opts, f.top.Spec.App)
 	if err != nil {
-		return err
+		return fmt.Errorf("kafka %s: %w (check --brokers, and the --kafka-tls-* and --kafka-sasl-* flags if the brokers need TLS or SASL)", strings.Join(f.cfg.Brokers, ","), err)
 	}
 	for {
 		cfg := f.cfg

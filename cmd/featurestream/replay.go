@@ -24,7 +24,7 @@ import (
 type replayCmd struct {
 	specFlag
 	redisFlags
-	Brokers        []string      `help:"Kafka seed brokers, comma-separated." required:"" sep:","`
+	kafkaFlags
 	From           string        `help:"Where in the input to start: an RFC 3339 time (each partition's first record at or after it, by record timestamp), a duration back from now (72h, 7d), earliest, or an offset applied to every partition." required:""`
 	StateDir       string        `help:"Directory for the replay's local state; empty uses a temporary directory, removed at the end (processors restore the new generation from its changelog)."`
 	Group          string        `help:"Consumer group of the processors, as given to process --group; default the spec's app."`
@@ -47,7 +47,11 @@ func (c *replayCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	if _, err := processor.NewDecoder(top.Spec); err != nil {
 		return err
 	}
-	opts := []kgo.Opt{kgo.SeedBrokers(c.Brokers...)}
+	secOpts, err := c.kafkaFlags.securityOpts()
+	if err != nil {
+		return err
+	}
+	opts := append([]kgo.Opt{kgo.SeedBrokers(c.Brokers...)}, secOpts...)
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return err
@@ -116,7 +120,7 @@ func (c *replayCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	}
 	defer store.Close()
 	proc, err := processor.New(processor.Config{
-		Brokers: c.Brokers, Group: c.Group, StateGeneration: next, Guarantee: processor.Guarantee(c.Guarantee),
+		Brokers: c.Brokers, ClientOpts: secOpts, Group: c.Group, StateGeneration: next, Guarantee: processor.Guarantee(c.Guarantee),
 		CommitInterval: c.CommitInterval, MaxPollRecords: c.maxPollRecords,
 	}, top, store, sink, logger, newRegistry())
 	if err != nil {

@@ -123,7 +123,7 @@ func TestReplay(t *testing.T) {
 
 	replay := &replayCmd{
 		specFlag: specFlag{Spec: shopSpec}, redisFlags: redisFlags{RedisAddr: env.redis.Addr()},
-		Brokers: env.brokers, From: fmt.Sprint(from), Guarantee: string(processor.ExactlyOnce),
+		kafkaFlags: kafkaFlags{Brokers: env.brokers}, From: fmt.Sprint(from), Guarantee: string(processor.ExactlyOnce),
 		CommitInterval: 10 * time.Millisecond, CatchUp: 2 * time.Second, OldTimeout: 30 * time.Second,
 		// Many small commits, so generation 1 is half built for a while
 		// (and a server switching early would be caught).
