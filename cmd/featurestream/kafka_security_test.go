@@ -49,7 +49,7 @@ func TestKafkaSASLAndTLS(t *testing.T) {
 		return c
 	}
 	for name, k := range map[string]kafkaFlags{
-		"wrong password": func() kafkaFlags { k := good; k.KafkaSASLPassword = "nope"; return k }(),
+		"wrong password":               func() kafkaFlags { k := good; k.KafkaSASLPassword = "nope"; return k }(),
 		"untrusted broker certificate": func() kafkaFlags { k := good; k.KafkaTLSCA, k.KafkaTLS = "", true; return k }(),
 	} {
 		t.Run(name, func(t *testing.T) {
