@@ -95,6 +95,10 @@ type Config struct {
 	// GenerationCheckInterval is how often the processor looks for a newer
 	// state generation. Default DefaultGenerationCheckInterval.
 	GenerationCheckInterval time.Duration
+	// StandbyReplicas is how many other instances keep a warm copy of each
+	// partition's state, tailing its changelog, so a failover replays only
+	// the tail. 0 (default) keeps none.
+	StandbyReplicas int
 	// Now is the clock, for tests. Default time.Now.
 	Now func() time.Time
 }
@@ -149,6 +153,9 @@ func (c *Config) Validate() error {
 	if c.Guarantee != ExactlyOnce && c.Guarantee != AtLeastOnce {
 		errs = append(errs, fmt.Errorf("processor: guarantee %q: want %s or %s", c.Guarantee, ExactlyOnce, AtLeastOnce))
 	}
+	if c.StandbyReplicas < 0 {
+		errs = append(errs, fmt.Errorf("processor: standby replicas %d: want 0 or more", c.StandbyReplicas))
+	}
 	if c.StateGeneration < 0 {
 		errs = append(errs, fmt.Errorf("processor: state generation %d: must not be negative", c.StateGeneration))
 	}
@@ -180,6 +187,10 @@ type Processor struct {
 	// newerGen is set by watchGeneration to a newer current state
 	// generation; the poll loop then stops.
 	newerGen atomic.Int64
+	// follower keeps warm standby copies (nil without StandbyReplicas);
+	// rebalanced tells its placement that the assignment changed.
+	follower   *state.Follower
+	rebalanced chan struct{}
 
 	// base are the options every client gets (brokers, TLS, SASL).
 	base []kgo.Opt
@@ -223,6 +234,7 @@ func New(cfg Config, top *topology.Topology, store *state.Store, sink Sink, logg
 		dlqTopic: DLQTopic(top.Spec.App),
 	}
 	p.mu.tasks = make(map[int32]*task)
+	p.rebalanced = make(chan struct{}, 1)
 	p.m.lateByFeature = make([]prometheus.Counter, len(top.Features))
 	for i, f := range top.Features {
 		p.m.lateByFeature[i] = p.m.late.WithLabelValues(f.Name)
@@ -265,6 +277,9 @@ func (p *Processor) Run(ctx context.Context) error {
 		return fmt.Errorf("processor: dead-letter topic: %w", err)
 	}
 	p.restorer = state.NewRestorer(p.store, adm, base, p.clTopic, p.logger, p.reg)
+	if p.cfg.StandbyReplicas > 0 {
+		p.follower = state.NewFollower(p.store, base, p.clTopic, p.generation, p.logger, p.reg)
+	}
 
 	opts := append(base[:len(base):len(base)],
 		kgo.ConsumerGroup(p.cfg.Group),
@@ -304,6 +319,9 @@ func (p *Processor) Run(ctx context.Context) error {
 	wctx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	go p.watchGeneration(wctx, adm)
+	if p.follower != nil {
+		go p.runStandbys(wctx, adm)
+	}
 
 	runErr := p.loop(ctx)
 
@@ -452,9 +470,11 @@ func (p *Processor) flushLocked(ctx context.Context, tasks []*task) error {
 		}
 		// Only the partition's last record of this commit says how far
 		// input is reflected: produce keeps order within a partition, so
-		// if it is in the changelog, so is every record before it.
+		// if it is in the changelog, so is every record before it. It
+		// also says how far the online store is complete, for standby
+		// copies (the push before this commit has finished).
 		if len(recs) > first {
-			recs[len(recs)-1].Headers = []kgo.RecordHeader{state.InputNextHeader(t.inputNext)}
+			recs[len(recs)-1].Headers = []kgo.RecordHeader{state.InputNextHeader(t.inputNext), state.SinkNextHeader(t.sinkNext)}
 		}
 		letters = append(letters, t.dlq...)
 		moved = moved || t.inputNext > t.committedNext

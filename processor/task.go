@@ -193,6 +193,12 @@ func (p *Processor) assigned(ctx context.Context, _ *kgo.Client, assigned map[st
 	p.m.rebalances.WithLabelValues("assigned").Inc()
 	p.logger.Info("partitions assigned", "partitions", assigned[p.inTopic])
 	marker, _ := p.sink.(restoreMarker)
+	if p.follower != nil {
+		// Standby copies of these partitions stop before their restore,
+		// which then starts where the copies are.
+		p.follower.Release(assigned[p.inTopic])
+	}
+	defer p.signalRebalance()
 	for _, part := range assigned[p.inTopic] {
 		if marker != nil {
 			// Serving marks this partition's values STALE until the
@@ -249,6 +255,7 @@ func (p *Processor) revoked(ctx context.Context, _ *kgo.Client, revoked map[stri
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.m.rebalances.WithLabelValues("revoked").Inc()
+	defer p.signalRebalance()
 	p.logger.Info("partitions revoked", "partitions", revoked[p.inTopic])
 	var ts []*task
 	for _, part := range revoked[p.inTopic] {
@@ -283,4 +290,18 @@ func (p *Processor) lost(_ context.Context, _ *kgo.Client, lost map[string][]int
 		p.m.lag.DeleteLabelValues(strconv.Itoa(int(part)))
 	}
 	p.m.assigned.Set(float64(len(p.mu.tasks)))
+}
+
+// ownedLocked reports whether the partition is this instance's.
+func (p *Processor) ownedLocked(part int32) bool {
+	_, ok := p.mu.tasks[part]
+	return ok
+}
+
+// signalRebalance tells standby placement the assignment changed.
+func (p *Processor) signalRebalance() {
+	select {
+	case p.rebalanced <- struct{}{}:
+	default:
+	}
 }
