@@ -591,6 +591,7 @@ func (p *Processor) flushLocked(ctx context.Context, tasks []*task) error {
 		o.t.pendingSink[o.entity] = sinks.Record{
 			Entity: o.entity, Partition: o.t.partition,
 			Version: uint64(o.rec.Offset), Generation: p.generation, State: o.st,
+			HorizonMs: p.horizon(o.t.maxEventMs),
 		}
 	}
 	for _, t := range tasks {
@@ -787,4 +788,15 @@ func (p *Processor) expireLocked() {
 			p.logger.Warn("look for expired entities", "partition", t.partition, "err", err)
 		}
 	}
+}
+
+// horizon is the earliest as_of an entity state written now is whole for:
+// the partition's event-time watermark (max event time − grace), at or
+// after every watermark its tiles were pruned at. math.MinInt64 when the
+// partition has no event yet.
+func (p *Processor) horizon(maxEventMs int64) int64 {
+	if maxEventMs == math.MinInt64 {
+		return math.MinInt64
+	}
+	return maxEventMs - p.grace
 }

@@ -222,7 +222,7 @@ func (p *Processor) assigned(ctx context.Context, _ *kgo.Client, assigned map[st
 			if err != nil || st == nil {
 				continue
 			}
-			t.pendingSink[entity] = sinks.Record{Entity: entity, Partition: part, Version: uint64(offset), Generation: p.generation, State: st}
+			t.pendingSink[entity] = sinks.Record{Entity: entity, Partition: part, Version: uint64(offset), Generation: p.generation, State: st, HorizonMs: p.horizon(meta.MaxEventMs)}
 		}
 		p.mu.tasks[part] = t
 		if marker != nil {

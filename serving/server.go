@@ -376,6 +376,15 @@ func (s *Server) GetFeatures(ctx context.Context, req *pb.GetFeaturesRequest) (*
 		s.logger.Warn("read features", "err", err, "entities", len(ids))
 		return nil, status.Errorf(codes.Unavailable, "read features: %v", err)
 	}
+	if req.GetAsOf() != nil {
+		for i := range entries {
+			if e := &entries[i]; e.Found && asOfMs < e.HorizonMs {
+				return nil, status.Errorf(codes.InvalidArgument,
+					"as_of %s is before the retained horizon of entity %q (%s): its state keeps only what reads at or after that time need; ask for a later as_of",
+					time.UnixMilli(asOfMs).UTC().Format(time.RFC3339Nano), ids[i], time.UnixMilli(e.HorizonMs).UTC().Format(time.RFC3339Nano))
+			}
+		}
+	}
 	return s.respond(entries, ids, features, read, asOfMs, nowMs, req.GetCompact()), nil
 }
 

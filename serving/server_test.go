@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math"
 	"net"
 	"strings"
 	"testing"
@@ -391,6 +392,30 @@ func TestGetFeaturesInvalidArgument(t *testing.T) {
 				t.Fatalf("err = %v, want InvalidArgument %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestGetFeaturesBeforeHorizon: an as_of before an entity's retained
+// horizon (the partition watermark its state was pruned at) is refused
+// naming the entity, since its tiles for such a read may be gone; at the
+// horizon and without as_of the read is served.
+func TestGetFeaturesBeforeHorizon(t *testing.T) {
+	e := start(t, Config{})
+	horizon := t0 + 30*minute
+	e.write(t,
+		sinks.Record{Entity: "u1", Partition: 3, Version: 100, Generation: "g", State: state(t, e.top, u1Events...), HorizonMs: horizon},
+		sinks.Record{Entity: "u2", Partition: 1, Version: 7, Generation: "g", State: state(t, e.top, testEvent{-180, "view", "x1", 0}), HorizonMs: math.MinInt64},
+	)
+	ids := []string{"u2", "ghost", "u1"}
+	_, err := e.client.GetFeatures(context.Background(), &pb.GetFeaturesRequest{EntityIds: ids, AsOf: ts(horizon - 1)})
+	want := `as_of 2025-11-26T04:29:59.999Z is before the retained horizon of entity "u1" (2025-11-26T04:30:00Z)`
+	if st := status.Convert(err); st.Code() != codes.InvalidArgument || !strings.HasPrefix(st.Message(), want) {
+		t.Fatalf("err = %v, want InvalidArgument %q", err, want)
+	}
+	for _, req := range []*pb.GetFeaturesRequest{{EntityIds: ids, AsOf: ts(horizon)}, {EntityIds: ids}, {EntityIds: []string{"u2"}, AsOf: ts(t0 - 300*minute)}} {
+		if _, err := e.client.GetFeatures(context.Background(), req); err != nil {
+			t.Errorf("%v: %v", req, err)
+		}
 	}
 }
 

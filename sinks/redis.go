@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"strconv"
 	"strings"
@@ -209,6 +210,11 @@ const (
 	// writer's clock, decimal. Serving compares it with a feature's
 	// max_staleness. A write skipped as stale leaves it unchanged.
 	FieldWritten = "_w"
+	// FieldHorizon is the owning partition's watermark when this version
+	// was written, epoch ms, decimal: the state was pruned there, so it is
+	// whole for reads at or after it (topology's prune contract) and may
+	// lack tiles for reads before. Absent when there was no watermark yet.
+	FieldHorizon = "_h"
 )
 
 // RestoringKey is the Redis hash that lists the partitions being restored
@@ -258,6 +264,9 @@ type Record struct {
 	Generation string
 	// State must have one tile slice per feature of the Store's topology.
 	State *topology.EntityState
+	// HorizonMs is the partition's watermark the state was pruned at
+	// (FieldHorizon); math.MinInt64 for none.
+	HorizonMs int64
 }
 
 // Entry is what Read found for one entity.
@@ -273,6 +282,9 @@ type Entry struct {
 	// WrittenMs is when the stored version was written, epoch ms by the
 	// writer's clock; 0 when the record predates the field.
 	WrittenMs int64
+	// HorizonMs is the earliest as_of the stored state is whole for
+	// (FieldHorizon); math.MinInt64 when unknown.
+	HorizonMs int64
 	// Tiles holds the tiles of each requested feature, indexed like Read's
 	// features argument. Tiles[j] is nil when the stored hash lacks feature
 	// j (it was written under a spec without it); a stored feature with no
@@ -420,8 +432,11 @@ func (s *Store) write(ctx context.Context, recs []Record) error {
 		case len(r.State.Features) != nf:
 			return fmt.Errorf("record %d (entity %q): state has %d features, spec has %d", i, r.Entity, len(r.State.Features), nf)
 		}
-		a := make([]any, 0, 8+2*nf)
+		a := make([]any, 0, 10+2*nf)
 		a = append(a, r.Version, r.Generation, FieldLastEvent, r.State.LastEventMs, FieldPartition, r.Partition, FieldWritten, writtenMs)
+		if r.HorizonMs != math.MinInt64 {
+			a = append(a, FieldHorizon, r.HorizonMs)
+		}
 		for fi := range nf {
 			from := len(buf)
 			buf = s.top.AppendFeature(buf, fi, r.State.Features[fi])
@@ -498,7 +513,7 @@ func (s *Store) evalBatch(ctx context.Context, recs []Record, args [][]any, idx 
 }
 
 // header fields read before the features by Read.
-var headerFields = []string{FieldVersion, FieldGeneration, FieldLastEvent, FieldPartition, FieldWritten}
+var headerFields = []string{FieldVersion, FieldGeneration, FieldLastEvent, FieldPartition, FieldWritten, FieldHorizon}
 
 // Read returns the stored state of each entity, in one pipelined round trip
 // (per cluster node), decoding only the features listed (indexes into the
@@ -520,7 +535,7 @@ func (s *Store) Read(ctx context.Context, entities []string, features []int, dst
 
 func (s *Store) read(ctx context.Context, entities []string, features []int, dst []Entry) ([]Entry, error) {
 	dst = dst[:0]
-	// HMGET key _v _g _t _p <features...>. The field names are boxed once
+	// HMGET key _v _g _t _p _w _h <features...>. The field names are boxed once
 	// and copied into each command's arguments.
 	nargs := 2 + len(headerFields) + len(features)
 	tmpl := make([]any, 0, nargs)
@@ -612,6 +627,12 @@ func (s *Store) decodeEntry(e *Entry, entity string, features []int, vals []stri
 	if w := vals[4]; w != "" {
 		if e.WrittenMs, err = strconv.ParseInt(w, 10, 64); err != nil {
 			return corrupt(entity, FieldWritten, w, err)
+		}
+	}
+	e.HorizonMs = math.MinInt64
+	if h := vals[5]; h != "" {
+		if e.HorizonMs, err = strconv.ParseInt(h, 10, 64); err != nil {
+			return corrupt(entity, FieldHorizon, h, err)
 		}
 	}
 

@@ -90,7 +90,7 @@ func TestWriteReadRoundtrip(t *testing.T) {
 	}
 	var recs []sinks.Record
 	for id, st := range states {
-		recs = append(recs, sinks.Record{Entity: id, Partition: 5, Version: 42, Generation: "topic-id-1", State: st})
+		recs = append(recs, sinks.Record{Entity: id, Partition: 5, Version: 42, Generation: "topic-id-1", State: st, HorizonMs: t0 - 1})
 	}
 	writtenAt := time.UnixMilli(t0 + 90*time.Minute.Milliseconds())
 	sinks.SetClock(s, func() time.Time { return writtenAt })
@@ -106,7 +106,7 @@ func TestWriteReadRoundtrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]string{"_v": "42", "_g": "topic-id-1", "_t": strconv.FormatInt(states["u1"].LastEventMs, 10), "_p": "5", "_w": strconv.FormatInt(writtenAt.UnixMilli(), 10)}
+	want := map[string]string{"_v": "42", "_g": "topic-id-1", "_t": strconv.FormatInt(states["u1"].LastEventMs, 10), "_p": "5", "_w": strconv.FormatInt(writtenAt.UnixMilli(), 10), "_h": strconv.FormatInt(t0-1, 10)}
 	for fi, f := range top.Features {
 		want[f.Name] = string(top.AppendFeature(nil, fi, states["u1"].Features[fi]))
 	}
@@ -146,7 +146,7 @@ func TestWriteReadRoundtrip(t *testing.T) {
 					}
 					continue
 				}
-				if !e.Found || e.Version != 42 || e.Generation != "topic-id-1" || e.Partition != 5 || e.LastEventMs != st.LastEventMs || e.WrittenMs != writtenAt.UnixMilli() {
+				if !e.Found || e.Version != 42 || e.Generation != "topic-id-1" || e.Partition != 5 || e.LastEventMs != st.LastEventMs || e.WrittenMs != writtenAt.UnixMilli() || e.HorizonMs != t0-1 {
 					t.Errorf("%s: header %+v", id, e)
 				}
 				if len(e.Tiles) != len(tt.features) {
