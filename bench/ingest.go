@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 
@@ -328,13 +329,19 @@ func restoreAll(ctx context.Context, cfg IngestConfig, adm *kadm.Client, changel
 	}
 	reg := prometheus.NewRegistry()
 	r := state.NewRestorer(store, adm, []kgo.Opt{kgo.SeedBrokers(cfg.Brokers...)}, changelog, cfg.Logger, reg)
+	// All partitions at once, as a processor restores an assignment; the
+	// Restorer bounds how many read at a time.
 	start := time.Now()
+	errs := make([]error, cfg.Partitions)
+	var wg sync.WaitGroup
 	for p := range int32(cfg.Partitions) {
-		if _, _, err := r.Restore(ctx, p, gen); err != nil {
-			return 0, 0, err
-		}
+		wg.Go(func() { _, _, errs[p] = r.Restore(ctx, p, gen) })
 	}
+	wg.Wait()
 	elapsed := time.Since(start)
+	if err := errors.Join(errs...); err != nil {
+		return 0, 0, err
+	}
 	mfs, err := reg.Gather()
 	if err != nil {
 		return 0, 0, err

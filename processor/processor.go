@@ -200,17 +200,33 @@ type Processor struct {
 	sess       *kgo.GroupTransactSession
 	restorer   *state.Restorer
 	generation string
+	// restoreCtx is the parent of every restore; restoreWG waits for their
+	// goroutines.
+	restoreCtx context.Context
+	restoreWG  sync.WaitGroup
 
 	// mu serializes processing and commits with the group's callbacks.
 	mu struct {
 		sync.Mutex
 		tasks map[int32]*task
+		// restores are the assigned partitions still restoring; a
+		// partition is in tasks or in restores, never both.
+		restores map[int32]*restore
+		// joined is set by the first assignment.
+		joined bool
 	}
 	rejectLogs sync.Map // reason -> *atomic.Int64, for logging one in N
 	// failedCommits counts commits in a row that failed on broker errors.
 	failedCommits int
 	// push is the online-store write under way, guarded by mu.
 	push *pushJob
+
+	// restoreHook, when set (by tests, before Run), runs at the start of
+	// each partition's restore; an error fails the restore.
+	restoreHook func(ctx context.Context, partition int32) error
+	// renewEvery is how often a restoring partition's mark is renewed.
+	// Default sinks.RestoringTTL/3; tests shorten it.
+	renewEvery time.Duration
 }
 
 // New returns a processor for the compiled spec.
@@ -234,6 +250,7 @@ func New(cfg Config, top *topology.Topology, store *state.Store, sink Sink, logg
 		dlqTopic: DLQTopic(top.Spec.App),
 	}
 	p.mu.tasks = make(map[int32]*task)
+	p.mu.restores = make(map[int32]*restore)
 	p.rebalanced = make(chan struct{}, 1)
 	p.m.lateByFeature = make([]prometheus.Counter, len(top.Features))
 	for i, f := range top.Features {
@@ -280,6 +297,9 @@ func (p *Processor) Run(ctx context.Context) error {
 	if p.cfg.StandbyReplicas > 0 {
 		p.follower = state.NewFollower(p.store, base, p.clTopic, p.generation, p.logger, p.reg)
 	}
+	restoreCtx, stopRestores := context.WithCancel(ctx)
+	defer stopRestores()
+	p.restoreCtx = restoreCtx
 
 	opts := append(base[:len(base):len(base)],
 		kgo.ConsumerGroup(p.cfg.Group),
@@ -289,6 +309,10 @@ func (p *Processor) Run(ctx context.Context) error {
 		kgo.Balancers(kgo.CooperativeStickyBalancer()),
 		kgo.SessionTimeout(p.cfg.SessionTimeout),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		// A partition resumed after its restore joins the next fetch to its
+		// broker, after the one in flight, which on quiet partitions waits
+		// this long; 500ms is Kafka's own default (franz-go's is 5s).
+		kgo.FetchMaxWait(500*time.Millisecond),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
 		kgo.ProducerLinger(0),
 		kgo.OnPartitionsAssigned(p.assigned),
@@ -333,10 +357,16 @@ func (p *Processor) Run(ctx context.Context) error {
 		runErr = err
 	}
 	p.waitPushLocked()
+	stopRestores()
+	p.stopRestoresLocked()
+	p.mu.joined = false
+	p.ready.Store(false)
 	p.mu.Unlock()
 	cancel()
 	cl.CloseAllowingRebalance()
-	p.ready.Store(false)
+	// A close revokes what is left; no restore is started after
+	// stopRestores, but wait for any anyway: the caller closes the store.
+	p.restoreWG.Wait()
 	return runErr
 }
 
@@ -377,6 +407,7 @@ func (p *Processor) loop(ctx context.Context) error {
 			}
 		})
 		p.mu.Lock()
+		p.finishRestoresLocked()
 		p.processLocked(fetches)
 		var err error
 		flushed := false

@@ -185,73 +185,53 @@ func (t *task) reject(rec *kgo.Record, err error) {
 	}
 }
 
-// assigned restores newly assigned partitions before their records are
-// fetched.
-func (p *Processor) assigned(ctx context.Context, _ *kgo.Client, assigned map[string][]int32) {
+// assigned pauses fetching of newly assigned partitions and restores each in
+// the background (see restore.go); the loop creates its task and resumes it
+// once restored. franz-go calls this before it fetches the partitions'
+// offsets, so no record of theirs is fetched before the pause.
+func (p *Processor) assigned(_ context.Context, cl *kgo.Client, assigned map[string][]int32) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.m.rebalances.WithLabelValues("assigned").Inc()
 	p.logger.Info("partitions assigned", "partitions", assigned[p.inTopic])
-	marker, _ := p.sink.(restoreMarker)
-	if p.follower != nil {
-		// Standby copies of these partitions stop before their restore,
-		// which then starts where the copies are.
-		p.follower.Release(assigned[p.inTopic])
-	}
+	p.mu.joined = true
 	defer p.signalRebalance()
-	for _, part := range assigned[p.inTopic] {
-		if marker != nil {
-			// Serving marks this partition's values STALE until the
-			// restore and the re-push of what Redis may lack are done.
-			if err := marker.SetPartitionRestoring(ctx, part, true); err != nil {
-				p.logger.Warn("mark partition restoring", "partition", part, "err", err)
-			}
+	if parts := assigned[p.inTopic]; len(parts) > 0 {
+		if p.follower != nil {
+			// Standby copies of these partitions stop before their
+			// restore, which then starts where the copies are.
+			p.follower.Release(parts)
 		}
-		meta, repush, err := p.restorer.Restore(ctx, part, p.generation)
-		if err != nil {
-			// Without state the partition cannot be processed correctly;
-			// leaving the group lets another instance (or a restart of this
-			// one) take it.
-			p.logger.Error("restore failed; leaving the group", "partition", part, "err", err)
-			go p.cl.LeaveGroup()
-			return
-		}
-		t := p.newTask(part, meta)
-		for entity, offset := range repush {
-			st, err := p.store.Get(part, entity)
-			if err != nil || st == nil {
-				continue
-			}
-			t.pendingSink[entity] = sinks.Record{Entity: entity, Partition: part, Version: uint64(offset), Generation: p.generation, State: st, HorizonMs: p.horizon(meta.MaxEventMs)}
-		}
-		p.mu.tasks[part] = t
-		if marker != nil {
-			t.clearRestoring = true
+		cl.PauseFetchPartitions(map[string][]int32{p.inTopic: parts})
+		for _, part := range parts {
+			p.startRestoreLocked(part)
 		}
 	}
-	p.m.assigned.Set(float64(len(p.mu.tasks)))
-	p.ready.Store(true)
+	p.updateRestoringLocked()
 }
 
-// adjustOffsets starts each partition after the last input offset its
-// restored state reflects, when that is past the group's committed offset.
+// adjustOffsets starts each partition after the last input offset its local
+// state reflects, when that is past the group's committed offset (with
+// AtLeastOnce, a crash between the Pebble batch and the offset commit). It
+// runs while the partition restores, so it reads the local checkpoint, and
+// only one the restore will keep (this changelog's generation): the restore
+// only moves InputNext forward from it, and task.process skips the rest.
 func (p *Processor) adjustOffsets(_ context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	for part, off := range offsets[p.inTopic] {
-		t := p.mu.tasks[part]
-		if t == nil || t.inputNext <= 0 {
+		meta, ok, err := p.store.Meta(part)
+		if err != nil || !ok || meta.Generation != p.generation || meta.InputNext <= 0 {
 			continue
 		}
-		if eo := off.EpochOffset(); eo.Offset < t.inputNext {
-			offsets[p.inTopic][part] = kgo.NewOffset().At(t.inputNext).WithEpoch(-1)
+		if eo := off.EpochOffset(); eo.Offset < meta.InputNext {
+			offsets[p.inTopic][part] = kgo.NewOffset().At(meta.InputNext).WithEpoch(-1)
 		}
 	}
 	return offsets, nil
 }
 
-// revoked commits the revoked partitions' work before they move.
-func (p *Processor) revoked(ctx context.Context, _ *kgo.Client, revoked map[string][]int32) {
+// revoked commits the revoked partitions' work before they move, and
+// cancels the restore of any still restoring.
+func (p *Processor) revoked(ctx context.Context, cl *kgo.Client, revoked map[string][]int32) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.m.rebalances.WithLabelValues("revoked").Inc()
@@ -259,6 +239,7 @@ func (p *Processor) revoked(ctx context.Context, _ *kgo.Client, revoked map[stri
 	p.logger.Info("partitions revoked", "partitions", revoked[p.inTopic])
 	var ts []*task
 	for _, part := range revoked[p.inTopic] {
+		p.cancelRestoreLocked(part)
 		if t := p.mu.tasks[part]; t != nil {
 			ts = append(ts, t)
 		}
@@ -275,27 +256,43 @@ func (p *Processor) revoked(ctx context.Context, _ *kgo.Client, revoked map[stri
 		delete(p.mu.tasks, t.partition)
 		p.m.lag.DeleteLabelValues(strconv.Itoa(int(t.partition)))
 	}
+	p.resumeLocked(cl, revoked[p.inTopic])
 	p.m.assigned.Set(float64(len(p.mu.tasks)))
+	p.updateRestoringLocked()
 }
 
 // lost drops partitions whose ownership is already gone: their uncommitted
-// work is dropped, and Pebble stays at its last commit.
-func (p *Processor) lost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
+// work is dropped, and Pebble stays at its last commit; a restore of one is
+// canceled.
+func (p *Processor) lost(_ context.Context, cl *kgo.Client, lost map[string][]int32) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.m.rebalances.WithLabelValues("lost").Inc()
 	p.logger.Warn("partitions lost; their uncommitted work is dropped", "partitions", lost[p.inTopic])
 	for _, part := range lost[p.inTopic] {
+		p.cancelRestoreLocked(part)
 		delete(p.mu.tasks, part)
 		p.m.lag.DeleteLabelValues(strconv.Itoa(int(part)))
 	}
+	p.resumeLocked(cl, lost[p.inTopic])
 	p.m.assigned.Set(float64(len(p.mu.tasks)))
+	p.updateRestoringLocked()
 }
 
-// ownedLocked reports whether the partition is this instance's.
+// resumeLocked unpauses partitions that are gone: a pause outlives the
+// assignment, and a later assignment pauses them again while they restore.
+func (p *Processor) resumeLocked(cl *kgo.Client, parts []int32) {
+	if len(parts) > 0 {
+		cl.ResumeFetchPartitions(map[string][]int32{p.inTopic: parts})
+	}
+}
+
+// ownedLocked reports whether the partition is this instance's: processed
+// or being restored.
 func (p *Processor) ownedLocked(part int32) bool {
 	_, ok := p.mu.tasks[part]
-	return ok
+	_, restoring := p.mu.restores[part]
+	return ok || restoring
 }
 
 // signalRebalance tells standby placement the assignment changed.

@@ -111,7 +111,7 @@ func (s *Store) Close() error {
 // DB exposes the Pebble database for metrics.
 func (s *Store) DB() *pebble.DB { return s.db }
 
-func stateKey(dst []byte, partition int32, entity string) []byte {
+func stateKey[E string | []byte](dst []byte, partition int32, entity E) []byte {
 	dst = append(dst, prefixState)
 	dst = binary.BigEndian.AppendUint32(dst, uint32(partition))
 	return append(dst, entity...)
@@ -256,6 +256,12 @@ type Batch struct {
 // NewBatch starts a batch.
 func (s *Store) NewBatch() *Batch { return &Batch{b: s.db.NewBatch()} }
 
+// newBatchWithSize starts a batch with room for about size bytes of keys
+// and values, so it does not grow step by step.
+func (s *Store) newBatchWithSize(size int) *Batch {
+	return &Batch{b: s.db.NewBatchWithSize(size)}
+}
+
 // Set records the encoded state of an entity (as written by
 // topology.AppendState, the same bytes the changelog carries).
 func (b *Batch) Set(partition int32, entity string, encoded []byte) error {
@@ -265,6 +271,18 @@ func (b *Batch) Set(partition int32, entity string, encoded []byte) error {
 
 // Delete removes an entity's state.
 func (b *Batch) Delete(partition int32, entity string) error {
+	b.key = stateKey(b.key[:0], partition, entity)
+	return b.b.Delete(b.key, nil)
+}
+
+// setBytes and deleteBytes are Set and Delete of an entity id given as
+// bytes (a changelog record's key), without converting it to a string.
+func (b *Batch) setBytes(partition int32, entity, encoded []byte) error {
+	b.key = stateKey(b.key[:0], partition, entity)
+	return b.b.Set(b.key, encoded, nil)
+}
+
+func (b *Batch) deleteBytes(partition int32, entity []byte) error {
 	b.key = stateKey(b.key[:0], partition, entity)
 	return b.b.Delete(b.key, nil)
 }
