@@ -63,7 +63,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 		assigned: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "featurestream_assigned_partitions",
-			Help: "Input partitions this instance processes.",
+			Help: "Input partitions assigned to this instance: processed, or being restored.",
 		}),
 		rebalances: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "featurestream_rebalances_total",

@@ -188,4 +188,5 @@ func (p *Processor) stopRestoresLocked() {
 // joined the group and every partition it was assigned is restored.
 func (p *Processor) updateRestoringLocked() {
 	p.ready.Store(p.mu.joined && len(p.mu.restores) == 0)
+	p.m.assigned.Set(float64(len(p.mu.tasks) + len(p.mu.restores)))
 }

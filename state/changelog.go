@@ -294,6 +294,12 @@ func note(rec *kgo.Record, meta *Meta) error {
 // inserts keys in order into its memtable several times faster than in
 // the changelog's random order (docs/performance.md). It reorders recs.
 func (r *Restorer) commit(partition int32, recs []*kgo.Record, meta Meta) error {
+	return commitRecords(r.store, partition, recs, meta)
+}
+
+// commitRecords is Restorer.commit on store; standby copies write the
+// same way.
+func commitRecords(store *Store, partition int32, recs []*kgo.Record, meta Meta) error {
 	slices.SortFunc(recs, func(a, b *kgo.Record) int {
 		if c := bytes.Compare(a.Key, b.Key); c != 0 {
 			return c
@@ -304,7 +310,7 @@ func (r *Restorer) commit(partition int32, recs []*kgo.Record, meta Meta) error 
 	for _, rec := range recs {
 		size += len(rec.Key) + len(rec.Value) + 16
 	}
-	batch := r.store.newBatchWithSize(size)
+	batch := store.newBatchWithSize(size)
 	defer batch.Close()
 	for i, rec := range recs {
 		if i+1 < len(recs) && bytes.Equal(recs[i+1].Key, rec.Key) {

@@ -14,8 +14,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
-
-	"github.com/featurestream/featurestream/topology"
 )
 
 // HeaderSinkNext names the changelog record header that carries the
@@ -240,43 +238,43 @@ func (f *Follower) follow(ctx context.Context, want map[int32]bool) error {
 	}
 }
 
-// apply writes one poll's records of the partitions still followed, in
-// one batch with their metadata.
+// apply writes one poll's records of the partitions still followed, each
+// partition in one batch with its metadata, as a restore does.
 func (f *Follower) apply(fetches kgo.Fetches, metas map[int32]*Meta, lags map[int32]int64) error {
 	f.busy.Lock()
 	defer f.busy.Unlock()
 	cur := f.wanted()
-	batch := f.store.NewBatch()
-	defer batch.Close()
-	touched := map[int32]bool{}
-	var applyErr error
+	var err error
 	fetches.EachPartition(func(ftp kgo.FetchTopicPartition) {
 		meta := metas[ftp.Partition]
-		if applyErr != nil || meta == nil || !cur[ftp.Partition] {
+		if err != nil || meta == nil || !cur[ftp.Partition] {
 			return
 		}
+		var recs []*kgo.Record
 		for _, rec := range ftp.Records {
 			if rec.Offset < meta.ChangelogNext {
 				continue
 			}
-			meta.ChangelogNext = rec.Offset + 1
-			touched[ftp.Partition] = true
+			if err = note(rec, meta); err != nil {
+				err = fmt.Errorf("standby partition %d: %w", ftp.Partition, err)
+				return
+			}
 			if rec.Attrs.IsControl() {
 				continue
-			}
-			if applyErr = applyRecord(batch, ftp.Partition, rec, meta); applyErr != nil {
-				return
 			}
 			if next, ok := sinkNextOf(rec); ok && next > meta.SinkNext {
 				meta.SinkNext = next
 			}
-			f.records.Inc()
+			recs = append(recs, rec)
 		}
 		lags[ftp.Partition] = max(ftp.HighWatermark-meta.ChangelogNext, 0)
+		if len(ftp.Records) == 0 {
+			return
+		}
+		if err = commitRecords(f.store, ftp.Partition, recs, *meta); err == nil {
+			f.records.Add(float64(len(recs)))
+		}
 	})
-	if applyErr != nil {
-		return applyErr
-	}
 	var lag int64
 	for p, l := range lags {
 		if cur[p] {
@@ -284,31 +282,5 @@ func (f *Follower) apply(fetches kgo.Fetches, metas map[int32]*Meta, lags map[in
 		}
 	}
 	f.lag.Set(float64(lag))
-	if len(touched) == 0 {
-		return nil
-	}
-	for p := range touched {
-		if err := batch.SetMeta(p, *metas[p]); err != nil {
-			return err
-		}
-	}
-	return batch.Commit()
-}
-
-// applyRecord puts one changelog record into batch and moves meta on, as
-// a restore does.
-func applyRecord(batch *Batch, partition int32, rec *kgo.Record, meta *Meta) error {
-	if next, ok := inputNextOf(rec); ok && next > meta.InputNext {
-		meta.InputNext = next
-	}
-	entity := string(rec.Key)
-	if rec.Value == nil {
-		return batch.Delete(partition, entity)
-	}
-	last, err := topology.PeekLastEventMs(rec.Value)
-	if err != nil {
-		return fmt.Errorf("changelog partition %d offset %d, entity %q: %w", partition, rec.Offset, entity, err)
-	}
-	meta.MaxEventMs = max(meta.MaxEventMs, last)
-	return batch.Set(partition, entity, rec.Value)
+	return err
 }
