@@ -294,9 +294,9 @@ func (p *Processor) Run(ctx context.Context) error {
 		return fmt.Errorf("processor: dead-letter topic: %w", err)
 	}
 	p.restorer = state.NewRestorer(p.store, adm, base, p.clTopic, p.logger, p.reg)
-	if p.cfg.StandbyReplicas > 0 {
-		p.follower = state.NewFollower(p.store, base, p.clTopic, p.generation, p.logger, p.reg)
-	}
+	// The follower exists (and its metrics are registered) without
+	// standbys too; it only runs with them.
+	p.follower = state.NewFollower(p.store, base, p.clTopic, p.generation, p.logger, p.reg)
 	restoreCtx, stopRestores := context.WithCancel(ctx)
 	defer stopRestores()
 	p.restoreCtx = restoreCtx
@@ -343,7 +343,7 @@ func (p *Processor) Run(ctx context.Context) error {
 	wctx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	go p.watchGeneration(wctx, adm)
-	if p.follower != nil {
+	if p.cfg.StandbyReplicas > 0 {
 		go p.runStandbys(wctx, adm)
 	}
 
