@@ -323,12 +323,17 @@ func (s *jsonScanner) str() (any, error) {
 				return s.interned(out), nil
 			}
 			raw := s.b[start+1 : s.i-1]
-			if len(raw) <= internMaxLen {
-				if v, ok := s.intern[string(raw)]; ok {
-					return v, nil
-				}
+			if len(raw) > internMaxLen {
+				return string(raw), nil
 			}
-			return s.interned(string(raw)), nil
+			if v, ok := s.intern[string(raw)]; ok {
+				return v, nil
+			}
+			var boxed any = string(raw)
+			if len(s.intern) < internMaxEntries {
+				s.intern[boxed.(string)] = boxed
+			}
+			return boxed, nil
 		case c == '\\':
 			plain = false
 			s.i += 2
