@@ -104,10 +104,11 @@ type GetFeaturesRequest struct {
 	Features []string `protobuf:"bytes,2,rep,name=features,proto3" json:"features,omitempty"`
 	// as_of is the instant the windows end at; unset means the server's
 	// clock. Sliding windows are evaluated at this instant, so a count
-	// decays with no new event. At most one hour after the server's clock.
-	// A read far behind an entity's newest event (more than its longest
-	// window plus the source's grace) may miss tiles the processor has
-	// already dropped.
+	// decays with no new event. At most one hour after the server's clock,
+	// and not before any found entity's retained horizon: the event-time
+	// watermark of its partition when its state was last written, since the
+	// processor drops the tiles no read at or after that instant needs. Such
+	// a read fails INVALID_ARGUMENT naming the entity and its horizon.
 	AsOf *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=as_of,json=asOf,proto3" json:"as_of,omitempty"`
 	// compact leaves out of every FeatureValue what is the same for all
 	// entities of the response, name, window_start and window_end, which

@@ -39,8 +39,9 @@ const (
 // Errors (gRPC status codes):
 //   - INVALID_ARGUMENT: no entity ids, too many (the server's
 //     --max-entities, default 1000), an empty id, too many feature names
-//     (--max-features), an unknown or duplicate feature name, or an as_of
-//     more than an hour after the server's clock. The message names the
+//     (--max-features), an unknown or duplicate feature name, an as_of
+//     more than an hour after the server's clock, or an as_of before the
+//     retained horizon of a requested entity. The message names the
 //     offending item, such as `features[1]: unknown feature "foo"`.
 //   - RESOURCE_EXHAUSTED: the request is larger than --max-request-bytes
 //     (default 4 MiB).
@@ -100,8 +101,9 @@ func (c *featureServiceClient) ListFeatures(ctx context.Context, in *ListFeature
 // Errors (gRPC status codes):
 //   - INVALID_ARGUMENT: no entity ids, too many (the server's
 //     --max-entities, default 1000), an empty id, too many feature names
-//     (--max-features), an unknown or duplicate feature name, or an as_of
-//     more than an hour after the server's clock. The message names the
+//     (--max-features), an unknown or duplicate feature name, an as_of
+//     more than an hour after the server's clock, or an as_of before the
+//     retained horizon of a requested entity. The message names the
 //     offending item, such as `features[1]: unknown feature "foo"`.
 //   - RESOURCE_EXHAUSTED: the request is larger than --max-request-bytes
 //     (default 4 MiB).
