@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"unicode/utf8"
 )
@@ -246,6 +247,9 @@ func (s *jsonScanner) number() (float64, error) {
 			n = n*10 + int64(c-'0')
 		}
 		if neg {
+			if n == 0 {
+				return math.Copysign(0, -1), nil // -0, as encoding/json reads it
+			}
 			n = -n
 		}
 		return float64(n), nil

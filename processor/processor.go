@@ -187,8 +187,9 @@ type Processor struct {
 	// newerGen is set by watchGeneration to a newer current state
 	// generation; the poll loop then stops.
 	newerGen atomic.Int64
-	// follower keeps warm standby copies (nil without StandbyReplicas);
-	// rebalanced tells its placement that the assignment changed.
+	// follower keeps warm standby copies (it runs only with
+	// StandbyReplicas); rebalanced tells its placement that the assignment
+	// changed.
 	follower   *state.Follower
 	rebalanced chan struct{}
 
@@ -340,14 +341,25 @@ func (p *Processor) Run(ctx context.Context) error {
 	cl := p.cl
 	p.logger.Info("processor started", "group", p.cfg.Group, "topic", p.inTopic, "partitions", partitions,
 		"changelog", p.clTopic, "dlq", p.dlqTopic, "guarantee", p.cfg.Guarantee, "state_generation", p.cfg.StateGeneration)
+	// The generation watch and the standby copies run beside the loop;
+	// they stop before Run returns, so nothing writes the store after.
 	wctx, stopWatch := context.WithCancel(ctx)
-	defer stopWatch()
-	go p.watchGeneration(wctx, adm)
+	var background sync.WaitGroup
+	defer func() {
+		stopWatch()
+		background.Wait()
+	}()
+	background.Go(func() { p.watchGeneration(wctx, adm) })
 	if p.cfg.StandbyReplicas > 0 {
-		go p.runStandbys(wctx, adm)
+		background.Go(func() { p.runStandbys(wctx, adm) })
 	}
 
 	runErr := p.loop(ctx)
+	// Standby copies stop before the last commit and the restores' end:
+	// after a generation switch the next processor may wipe what they
+	// write.
+	stopWatch()
+	background.Wait()
 
 	// Commit what was processed before leaving, so the next owner does
 	// not redo it.
@@ -356,7 +368,11 @@ func (p *Processor) Run(ctx context.Context) error {
 	if err := p.flushLocked(fctx, p.allTasksLocked()); err != nil && runErr == nil {
 		runErr = err
 	}
-	p.waitPushLocked()
+	if err := p.waitPushLocked(); err != nil && runErr == nil {
+		// Redis lacks the last states; whoever restores the partitions
+		// next re-pushes them from the changelog.
+		runErr = fmt.Errorf("processor: last push to the online store: %w", err)
+	}
 	stopRestores()
 	p.stopRestoresLocked()
 	p.mu.joined = false
@@ -395,11 +411,8 @@ func (p *Processor) loop(ctx context.Context) error {
 		pctx, cancel := context.WithTimeout(ctx, wait)
 		fetches := p.cl.PollRecords(pctx, p.cfg.MaxPollRecords)
 		cancel()
-		if fetches.IsClientClosed() || ctx.Err() != nil {
+		if fetches.IsClientClosed() {
 			return nil
-		}
-		if gen := p.newerGen.Load(); gen > 0 {
-			return &GenerationSwitchError{From: p.cfg.StateGeneration, To: int(gen)}
 		}
 		fetches.EachError(func(topic string, partition int32, err error) {
 			if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
@@ -408,7 +421,17 @@ func (p *Processor) loop(ctx context.Context) error {
 		})
 		p.mu.Lock()
 		p.finishRestoresLocked()
+		// What was polled is applied even when stopping: with exactly-once
+		// the final commit takes the offset of every polled record, so a
+		// record dropped here would be lost.
 		p.processLocked(fetches)
+		if ctx.Err() != nil || p.newerGen.Load() > 0 {
+			p.mu.Unlock()
+			if gen := p.newerGen.Load(); gen > 0 && ctx.Err() == nil {
+				return &GenerationSwitchError{From: p.cfg.StateGeneration, To: int(gen)}
+			}
+			return nil // Run commits what was applied
+		}
 		var err error
 		flushed := false
 		if p.cfg.ExpireInterval > 0 && time.Since(lastExpire) >= p.cfg.ExpireInterval {
@@ -767,16 +790,16 @@ type pushJob struct {
 
 // waitPushLocked waits for the online-store write under way, if any, and
 // records its outcome.
-func (p *Processor) waitPushLocked() {
+func (p *Processor) waitPushLocked() error {
 	job := p.push
 	if job == nil {
-		return
+		return nil
 	}
 	p.push = nil
 	if err := <-job.done; err != nil {
 		p.m.sinkErrors.Inc()
 		p.logger.Warn("write online store failed; retrying at the next commit", "records", len(job.recs), "err", err)
-		return
+		return err
 	}
 	now := p.cfg.Now()
 	for _, r := range job.recs {
@@ -798,6 +821,7 @@ func (p *Processor) waitPushLocked() {
 	for _, t := range job.cleared {
 		t.clearRestoring = false
 	}
+	return nil
 }
 
 // expireLocked marks the entities of every task whose windows have all

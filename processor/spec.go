@@ -42,8 +42,16 @@ func (p *Processor) checkSpec(ctx context.Context, cl *kgo.Client, adm *kadm.Cli
 	if found && !change.Compatible() {
 		return fmt.Errorf("%w: %s: feature(s) %s changed what their state means (aggregation, field, filter, window, tile, k or the source's key or time), so their stored state would be read wrongly. "+
 			"Give a changed feature a new name (it starts empty and fills from new events); or rebuild state from the input with this spec: `featurestream replay --from <time>` builds a new state generation while the current one keeps serving and switches over when it has caught up; "+
-			"or stop every processor of app %q and start one with --replay (rebuilds in place). Processors that follow a replay's switch run the spec the replay used",
+			"or stop every processor of app %q and start one with --replay (rebuilds in place). After a replay with a new spec, run that spec",
 			ErrIncompatibleSpec, p.top.Spec.File, strings.Join(change.Changed, ", "), p.top.Spec.App)
+	}
+	if found && p.cfg.StateGeneration > 0 && len(change.Removed) > 0 {
+		// A replay built this generation with these features, perhaps
+		// backfilled: a processor without them would erase them from
+		// every entity it writes.
+		return fmt.Errorf("%w: %s: state generation %d holds feature(s) %s that this spec lacks: it was built by featurestream replay with another spec. "+
+			"Run the spec the generation was built with; to drop a feature, replay without it",
+			ErrIncompatibleSpec, p.top.Spec.File, p.cfg.StateGeneration, strings.Join(change.Removed, ", "))
 	}
 	if found && len(change.Added) > 0 {
 		p.logger.Warn("new features start empty and reflect events from now on; --replay rebuilds them from the retained input", "features", change.Added)
@@ -110,8 +118,23 @@ func readSpecTopic(ctx context.Context, opts []kgo.Opt, adm *kadm.Client, topic 
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
+		var fetchErr error
+		fetches.EachError(func(_ string, _ int32, err error) {
+			if !errors.Is(err, context.DeadlineExceeded) {
+				fetchErr = err
+			}
+		})
+		if fetchErr != nil {
+			return nil, fmt.Errorf("read %s: %w", topic, fetchErr)
+		}
 		if fetches.NumRecords() == 0 {
-			break // compacted away up to the end
+			// The records left were compacted away (the topic is written
+			// without transactions, so no marker ends it); a broker that
+			// did not answer in 5 s is an error, not an empty topic.
+			if pctx.Err() != nil && next == 0 {
+				return nil, fmt.Errorf("read %s: no answer within 5s", topic)
+			}
+			break
 		}
 		fetches.EachRecord(func(r *kgo.Record) {
 			next = r.Offset + 1

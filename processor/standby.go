@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -23,7 +24,9 @@ const standbyInterval = 2 * time.Second
 // runStandbys places and keeps this instance's standby copies until ctx is
 // done.
 func (p *Processor) runStandbys(ctx context.Context, adm *kadm.Client) {
-	go p.follower.Run(ctx)
+	var follower sync.WaitGroup
+	defer follower.Wait()
+	follower.Go(func() { p.follower.Run(ctx) })
 	t := time.NewTicker(standbyInterval)
 	defer t.Stop()
 	for {

@@ -298,13 +298,17 @@ func (s *Server) watchRestoring(ctx context.Context) {
 		// Follow the published state generation first, so the marks read
 		// next are that generation's.
 		gen, err := s.store.ReadStateGeneration(rctx)
-		if err == nil && gen != s.store.StateGeneration() {
-			s.logger.Info("serving a new state generation", "from", s.store.StateGeneration(), "to", gen)
-			s.store.SetStateGeneration(gen)
-		}
 		var parts []int32
 		if err == nil {
-			parts, err = s.store.RestoringPartitions(rctx)
+			parts, err = s.store.RestoringPartitionsFor(rctx, gen)
+		}
+		if err == nil && gen != s.store.StateGeneration() {
+			// The marks just read are the new generation's: store them
+			// first, so no request of the new generation sees the old
+			// generation's marks.
+			s.restoring.Store(&parts)
+			s.logger.Info("serving a new state generation", "from", s.store.StateGeneration(), "to", gen)
+			s.store.SetStateGeneration(gen)
 		}
 		cancel()
 		if ctx.Err() != nil {

@@ -48,7 +48,17 @@ func (s *Store) SetPartitionRestoring(ctx context.Context, partition int32, rest
 // restoring whose mark has not expired, in one round trip. It is meant for
 // a background refresh, not for every request.
 func (s *Store) RestoringPartitions(ctx context.Context) ([]int32, error) {
-	marks, err := s.client.HGetAll(ctx, s.keys.Load().restoring).Result()
+	return s.restoringPartitions(ctx, s.keys.Load().restoring)
+}
+
+// RestoringPartitionsFor is RestoringPartitions of state generation gen,
+// for a reader about to switch to it.
+func (s *Store) RestoringPartitionsFor(ctx context.Context, gen int) ([]int32, error) {
+	return s.restoringPartitions(ctx, RestoringKeyFor(s.top.Spec.App, gen))
+}
+
+func (s *Store) restoringPartitions(ctx context.Context, key string) ([]int32, error) {
+	marks, err := s.client.HGetAll(ctx, key).Result()
 	if err != nil {
 		s.errors.WithLabelValues("restoring").Inc()
 		return nil, fmt.Errorf("redis read restoring partitions: %w", err)

@@ -79,6 +79,9 @@ func (f *followGenerations) Run(ctx context.Context) error {
 		}
 		f.logger.Info("switching state generation", "from", sw.From, "to", sw.To)
 		gen = sw.To
+		// --replay rebuilt the generation this process started in; the
+		// next one was just built by a replay and must be kept.
+		f.cfg.Replay = false
 	}
 }
 

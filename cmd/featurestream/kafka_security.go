@@ -38,6 +38,9 @@ func (f kafkaFlags) opts() ([]kgo.Opt, error) {
 // securityOpts are opts without the seed brokers: TLS and SASL.
 func (f kafkaFlags) securityOpts() ([]kgo.Opt, error) {
 	var opts []kgo.Opt
+	if (f.KafkaTLSCert == "") != (f.KafkaTLSKey == "") {
+		return nil, errors.New("--kafka-tls-cert and --kafka-tls-key go together: give both for mutual TLS, or neither")
+	}
 	if f.KafkaTLS || f.KafkaTLSCA != "" || f.KafkaTLSCert != "" {
 		cfg := &tls.Config{MinVersion: tls.VersionTLS12}
 		if f.KafkaTLSCA != "" {
@@ -49,9 +52,6 @@ func (f kafkaFlags) securityOpts() ([]kgo.Opt, error) {
 			if !cfg.RootCAs.AppendCertsFromPEM(pem) {
 				return nil, fmt.Errorf("--kafka-tls-ca %s: no PEM certificate in it", f.KafkaTLSCA)
 			}
-		}
-		if (f.KafkaTLSCert == "") != (f.KafkaTLSKey == "") {
-			return nil, errors.New("--kafka-tls-cert and --kafka-tls-key go together: give both for mutual TLS, or neither")
 		}
 		if f.KafkaTLSCert != "" {
 			cert, err := tls.LoadX509KeyPair(f.KafkaTLSCert, f.KafkaTLSKey)

@@ -69,6 +69,7 @@ func TestKafkaSASLAndTLS(t *testing.T) {
 		{kafkaFlags{Brokers: good.Brokers, KafkaSASLUsername: "fs"}, "--kafka-sasl-mechanism"},
 		{kafkaFlags{Brokers: good.Brokers, KafkaSASLMechanism: "PLAIN"}, "--kafka-sasl-username"},
 		{kafkaFlags{Brokers: good.Brokers, KafkaTLSCert: caFile}, "--kafka-tls-key"},
+		{kafkaFlags{Brokers: good.Brokers, KafkaTLSKey: caFile}, "--kafka-tls-cert"},
 		{kafkaFlags{Brokers: good.Brokers, KafkaTLSCA: filepath.Join(dir, "missing.pem")}, "--kafka-tls-ca"},
 	} {
 		if _, err := bad.k.opts(); err == nil || !strings.Contains(err.Error(), bad.want) {

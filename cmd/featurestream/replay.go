@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -132,7 +133,7 @@ func (c *replayCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	go func() { done <- proc.Run(pctx) }()
 
 	began := time.Now()
-	if err := waitCaughtUp(ctx, adm, top.Spec.Source.Topic, nextGroup, c.CatchUp, total, done, logger); err != nil {
+	if err := waitCaughtUp(ctx, opts, adm, top.Spec.Source.Topic, nextGroup, c.CatchUp, total, done, logger); err != nil {
 		stop()
 		<-done
 		return err
@@ -192,29 +193,56 @@ func (c *replayCmd) dropOld(ctx context.Context, opts []kgo.Opt, adm *kadm.Clien
 
 // waitCaughtUp waits until group has committed the input up to its end
 // offsets in a round that took less than catchUp, logging progress.
-func waitCaughtUp(ctx context.Context, adm *kadm.Client, topic, group string, catchUp time.Duration, total int64, done <-chan error, logger *slog.Logger) error {
+func waitCaughtUp(ctx context.Context, opts []kgo.Opt, adm *kadm.Client, topic, group string, catchUp time.Duration, total int64, done <-chan error, logger *slog.Logger) error {
 	lastLog := time.Now()
 	for {
 		round := time.Now()
 		ends, err := adm.ListEndOffsets(ctx, topic)
+		if err == nil {
+			err = ends.Error()
+		}
 		if err != nil {
 			return fmt.Errorf("input end offsets: %w", err)
 		}
+		var stalled map[int32]int64 // committed offsets seen unchanged
+		stalledSince := time.Now()
 		for {
 			committed, err := adm.FetchOffsets(ctx, group)
+			if err == nil {
+				err = committed.Error()
+			}
 			if err != nil {
 				return fmt.Errorf("offsets of %s: %w", group, err)
 			}
+			behind := make(map[int32]int64) // partition -> committed offset
 			var lag int64
 			ends.Each(func(o kadm.ListedOffset) {
 				at := int64(0)
 				if c, ok := committed.Lookup(topic, o.Partition); ok {
 					at = c.At
 				}
-				lag += max(o.Offset-at, 0)
+				if at < o.Offset {
+					behind[o.Partition] = at
+					lag += o.Offset - at
+				}
 			})
 			if lag == 0 {
 				break
+			}
+			// Transactional producers end each partition with a commit
+			// marker that no consumer commits past: when the committed
+			// offsets stop moving, see whether only markers are left.
+			if !maps.Equal(behind, stalled) {
+				stalled, stalledSince = behind, time.Now()
+			} else if time.Since(stalledSince) > time.Second {
+				only, err := onlyControlRecords(ctx, opts, topic, behind, ends)
+				if err != nil {
+					return err
+				}
+				if only {
+					break
+				}
+				stalledSince = time.Now()
 			}
 			if time.Since(lastLog) >= 5*time.Second {
 				logger.Info("replaying", "remaining_records", lag, "of", total)
@@ -232,6 +260,53 @@ func waitCaughtUp(ctx context.Context, adm *kadm.Client, topic, group string, ca
 			return nil
 		}
 	}
+}
+
+// onlyControlRecords reports whether the records of each partition from
+// the given offset to its end offset are all transaction markers (or
+// aborted, which read_committed skips).
+func onlyControlRecords(ctx context.Context, opts []kgo.Opt, topic string, from map[int32]int64, ends kadm.ListedOffsets) (bool, error) {
+	offsets := make(map[int32]kgo.Offset, len(from))
+	for p, o := range from {
+		offsets[p] = kgo.NewOffset().At(o)
+	}
+	cl, err := kgo.NewClient(append(opts[:len(opts):len(opts)],
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: offsets}),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())...)
+	if err != nil {
+		return false, err
+	}
+	defer cl.Close()
+	left := maps.Clone(from)
+	for len(left) > 0 {
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		fetches := cl.PollFetches(pctx)
+		cancel()
+		if err := ctx.Err(); err != nil {
+			return false, err
+		}
+		if fetches.NumRecords() == 0 {
+			// Nothing readable before the end: aborted data or markers.
+			return true, nil
+		}
+		data := false
+		fetches.EachRecord(func(r *kgo.Record) {
+			end, _ := ends.Lookup(topic, r.Partition)
+			if _, ok := left[r.Partition]; !ok || r.Offset >= end.Offset {
+				return
+			}
+			if !r.Attrs.IsControl() {
+				data = true
+			}
+			if r.Offset+1 >= end.Offset {
+				delete(left, r.Partition)
+			}
+		})
+		if data {
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 // startOffsets resolves --from to an offset per partition of topic, and

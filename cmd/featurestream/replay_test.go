@@ -53,12 +53,21 @@ func TestReplay(t *testing.T) {
 		}
 		recs[i] = rec
 	}
-	prod, err := kgo.NewClient(kgo.SeedBrokers(env.brokers...))
+	// A transactional producer, so every partition ends in a commit
+	// marker that no consumer commits past: the replay must still see
+	// that it has caught up.
+	prod, err := kgo.NewClient(kgo.SeedBrokers(env.brokers...), kgo.TransactionalID("replay-test-producer"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer prod.Close()
+	if err := prod.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
 	if err := prod.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	if err := prod.EndTransaction(context.Background(), kgo.TryCommit); err != nil {
 		t.Fatal(err)
 	}
 	// The whole history, and what a replay from offset 300 of every
@@ -184,7 +193,13 @@ func TestReplay(t *testing.T) {
 		}
 		moreRecs = append(moreRecs, rec)
 	}
+	if err := prod.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
 	if err := prod.ProduceSync(ctx, moreRecs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	if err := prod.EndTransaction(ctx, kgo.TryCommit); err != nil {
 		t.Fatal(err)
 	}
 	end2 := end + 600*1000 + 30_000
