@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -87,6 +88,13 @@ func (c *replayCmd) Run(ctx context.Context, logger *slog.Logger) error {
 		return err
 	}
 	defer client.Close()
+	// One replay at a time: a second one would delete the first one's
+	// generation while it is being built.
+	release, err := takeReplayLease(ctx, client, app, logger)
+	if err != nil {
+		return err
+	}
+	defer release()
 
 	// Leftovers of an earlier replay into the same generation that did not
 	// finish are not trusted.
@@ -373,4 +381,57 @@ func isDigits(s string) bool {
 		}
 	}
 	return s != ""
+}
+
+// replayLeaseTTL is how long a replay's lease lasts unless renewed, so a
+// replay that dies frees it.
+const replayLeaseTTL = time.Minute
+
+// renewLease and releaseLease act only while the lease holds the token.
+var (
+	renewLease   = redis.NewScript(`if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0`)
+	releaseLease = redis.NewScript(`if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`)
+)
+
+// takeReplayLease takes app's replay lease in Redis (key
+// fs:<app>:replay), renews it while the replay runs, and returns its
+// release.
+func takeReplayLease(ctx context.Context, client redis.UniversalClient, app string, logger *slog.Logger) (func(), error) {
+	key := "fs:" + app + ":replay"
+	host, _ := os.Hostname()
+	token := fmt.Sprintf("%s pid %d since %s", host, os.Getpid(), time.Now().UTC().Format(time.RFC3339))
+	ok, err := client.SetNX(ctx, key, token, replayLeaseTTL).Result()
+	if err != nil {
+		return nil, fmt.Errorf("replay lease %s: %w", key, err)
+	}
+	if !ok {
+		holder, _ := client.Get(ctx, key).Result()
+		return nil, fmt.Errorf("another replay of app %s is running (%s holds %s); wait for it to finish. If it died, its lease expires within %s", app, holder, key, replayLeaseTTL)
+	}
+	rctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	renewed := make(chan struct{})
+	go func() {
+		defer close(renewed)
+		t := time.NewTicker(replayLeaseTTL / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-rctx.Done():
+				return
+			case <-t.C:
+				if err := renewLease.Run(rctx, client, []string{key}, token, replayLeaseTTL.Milliseconds()).Err(); err != nil && rctx.Err() == nil {
+					logger.Warn("renew replay lease", "key", key, "err", err)
+				}
+			}
+		}
+	}()
+	return func() {
+		stop()
+		<-renewed
+		rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := releaseLease.Run(rctx, client, []string{key}, token).Err(); err != nil {
+			logger.Warn("release replay lease; it expires by itself", "key", key, "err", err)
+		}
+	}, nil
 }

@@ -140,6 +140,15 @@ func TestReplay(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	// One replay at a time: while another holds the lease, a replay
+	// refuses to start (and changes nothing).
+	if err := env.rdb.Set(ctx, "fs:shop:replay", "another host", time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := replay.Run(ctx, env.logger); err == nil || !strings.Contains(err.Error(), "another replay of app shop is running (another host") {
+		t.Fatalf("replay while another holds the lease: %v", err)
+	}
+	env.rdb.Del(ctx, "fs:shop:replay")
 	if err := replay.Run(ctx, env.logger); err != nil {
 		t.Fatalf("replay: %v", err)
 	}
@@ -173,6 +182,9 @@ func TestReplay(t *testing.T) {
 	topics, err := adm.ListTopics(ctx)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if n, err := env.rdb.Exists(ctx, "fs:shop:replay").Result(); err != nil || n != 0 {
+		t.Fatalf("the replay lease is still held (%d, %v)", n, err)
 	}
 	if topics.Has(state.ChangelogTopic(app)) || !topics.Has(state.ChangelogTopicFor(app, 1)) {
 		t.Fatalf("topics after the replay: %v; want %s gone and %s there", topics.Names(), state.ChangelogTopic(app), state.ChangelogTopicFor(app, 1))
