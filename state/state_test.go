@@ -227,12 +227,32 @@ func TestRestore(t *testing.T) {
 	}
 	check(s3, wantMeta)
 
+	// A tombstone deletes its entity in a full restore.
+	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: topic, Partition: 1, Key: []byte("u5")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	delete(want, "u5")
+	produce([]string{"u2"}, 13, 220)
+	wantMeta = Meta{ChangelogNext: 11, InputNext: 220, MaxEventMs: 1_000_000 + 12*1000, Generation: gen}
+	s4 := openMem(t, top)
+	meta5, _, err := NewRestorer(s4, adm, base, topic, logger, nil).Restore(ctx, 1, gen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if meta5 != wantMeta {
+		t.Fatalf("restore with a tombstone: meta = %+v, want %+v", meta5, wantMeta)
+	}
+	check(s4, wantMeta)
+	if st, err := s4.Get(1, "u5"); err != nil || st != nil {
+		t.Fatalf("deleted u5 restored as %v (%v)", st, err)
+	}
+
 	// State of another generation is not trusted.
 	meta3, _, err := r.Restore(ctx, 1, "another-generation")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if meta3.ChangelogNext != 9 || meta3.Generation != "another-generation" {
+	if meta3.ChangelogNext != 11 || meta3.Generation != "another-generation" {
 		t.Fatalf("meta after generation change = %+v", meta3)
 	}
 }
