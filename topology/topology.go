@@ -309,30 +309,9 @@ type contribution struct {
 // at or after it can need are dropped, which keeps state bounded.
 func (t *Topology) Apply(st *EntityState, ev *Event, watermarkMs int64) error {
 	var buf [16]contribution
-	contrib := buf[:0]
-	if len(t.Features) > len(buf) {
-		contrib = make([]contribution, 0, len(t.Features))
-	}
-	// Each distinct where expression runs once per event, on a VM reused
-	// across events: a filtered event allocates nothing.
-	var fbuf [16]int8
-	filtered := fbuf[:0]
-	if len(t.filters) > len(fbuf) {
-		filtered = make([]int8, 0, len(t.filters))
-	}
-	filtered = filtered[:len(t.filters)]
-	var machine *vm.VM
-	if len(t.filters) > 0 {
-		machine = t.vms.Get().(*vm.VM)
-		defer t.vms.Put(machine)
-	}
-	for i := range t.Features {
-		f := &t.Features[i]
-		c, err := t.contribution(f, ev, machine, filtered)
-		if err != nil {
-			return fmt.Errorf("%w: feature %s: %w", ErrBadEvent, f.Name, err)
-		}
-		contrib = append(contrib, c)
+	contrib, err := t.contributions(ev, buf[:0], false)
+	if err != nil {
+		return err
 	}
 	for i := range t.Features {
 		f := &t.Features[i]
@@ -352,6 +331,22 @@ func (t *Topology) Apply(st *EntityState, ev *Event, watermarkMs int64) error {
 // processor uses it to count a late event against the features it missed.
 // Features whose contribution fails (a bad value) are left out.
 func (t *Topology) Feeds(ev *Event, dst []int) []int {
+	var buf [16]contribution
+	contrib, _ := t.contributions(ev, buf[:0], true)
+	for i := range contrib {
+		if contrib[i].ok {
+			dst = append(dst, i)
+		}
+	}
+	return dst
+}
+
+// contributions appends each feature's contribution of ev to contrib, in
+// feature order, evaluating each distinct where expression once, on a VM
+// reused across events (a filtered event allocates nothing). A feature
+// whose filter or field fails makes it return the error, or with skipBad
+// contribute nothing.
+func (t *Topology) contributions(ev *Event, contrib []contribution, skipBad bool) ([]contribution, error) {
 	var fbuf [16]int8
 	filtered := fbuf[:0]
 	if len(t.filters) > len(fbuf) {
@@ -364,11 +359,17 @@ func (t *Topology) Feeds(ev *Event, dst []int) []int {
 		defer t.vms.Put(machine)
 	}
 	for i := range t.Features {
-		if c, err := t.contribution(&t.Features[i], ev, machine, filtered); err == nil && c.ok {
-			dst = append(dst, i)
+		f := &t.Features[i]
+		c, err := t.contribution(f, ev, machine, filtered)
+		if err != nil {
+			if !skipBad {
+				return contrib, fmt.Errorf("%w: feature %s: %w", ErrBadEvent, f.Name, err)
+			}
+			c = contribution{}
 		}
+		contrib = append(contrib, c)
 	}
-	return dst
+	return contrib, nil
 }
 
 // Filter results cached per event in Apply.
