@@ -2,16 +2,7 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
-	"net"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -21,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/featurestream/featurestream/internal/testcert"
 	"github.com/featurestream/featurestream/sinks/redisserver"
 	"github.com/featurestream/featurestream/topology"
 )
@@ -31,7 +23,7 @@ import (
 // trust in the broker's certificate, stops it at once with an error.
 func TestKafkaSASLAndTLS(t *testing.T) {
 	dir := t.TempDir()
-	caFile, serverCert := testServerCert(t, dir)
+	caFile, _, serverCert := testcert.SelfSigned(t, dir, "kafka")
 	kafka, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, "events"),
 		kfake.EnableSASL(), kfake.Superuser("SCRAM-SHA-256", "fs", "s3cret"),
 		kfake.TLS(&tls.Config{Certificates: []tls.Certificate{serverCert}, MinVersion: tls.VersionTLS12}))
@@ -124,31 +116,4 @@ func mustTopology(t *testing.T) *topology.Topology {
 		t.Fatal(err)
 	}
 	return top
-}
-
-// testServerCert writes a self-signed CA certificate for 127.0.0.1 to
-// dir/ca.pem and returns its path and the certificate with its key.
-func testServerCert(t *testing.T, dir string) (string, tls.Certificate) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "kafka test"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true,
-		KeyUsage:    x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caFile := filepath.Join(dir, "ca.pem")
-	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return caFile, tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }
