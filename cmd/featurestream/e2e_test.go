@@ -181,6 +181,15 @@ func newE2EEnv(t *testing.T, partitions int32) *e2eEnv {
 	return env
 }
 
+// userIDs returns u0 .. u<n-1>.
+func userIDs(n int) []string {
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("u%d", i)
+	}
+	return ids
+}
+
 func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 type testWriter struct{ t *testing.T }
@@ -407,10 +416,7 @@ func testEndToEnd(t *testing.T, g processor.Guarantee) {
 	t0 := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
 	span := 6 * time.Hour.Milliseconds()
 	const n = 3000
-	var users []string
-	for i := range 25 {
-		users = append(users, fmt.Sprintf("u%d", i))
-	}
+	users := userIDs(25)
 	gen := bench.NewShopGenerator(3, 25, 200)
 	events := make([]bench.ShopEvent, n)
 	for i := range events {

@@ -33,10 +33,7 @@ func TestReplay(t *testing.T) {
 	app := env.top.Spec.App
 	rng := rand.New(rand.NewPCG(5, 8))
 	t0 := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
-	var users []string
-	for i := range 20 {
-		users = append(users, fmt.Sprintf("u%d", i))
-	}
+	users := userIDs(20)
 	gen := bench.NewShopGenerator(4, 20, 100)
 	const n = 2400
 	events := make([]bench.ShopEvent, n)

@@ -65,10 +65,7 @@ func TestStandbyFailover(t *testing.T) {
 
 	rng := rand.New(rand.NewPCG(3, 4))
 	t0 := time.Date(2026, 11, 2, 0, 0, 0, 0, time.UTC).UnixMilli()
-	var users []string
-	for i := range 30 {
-		users = append(users, fmt.Sprintf("u%d", i))
-	}
+	users := userIDs(30)
 	gen := bench.NewShopGenerator(5, 30, 100)
 	model := &shopModel{byUser: map[string][]modelEvent{}}
 	produce := func(from, n int) int64 {
