@@ -29,13 +29,19 @@ func ChangelogTopic(app string) string { return app + "-features-changelog" }
 const HeaderInputNext = "fs.in"
 
 // InputNextHeader encodes the HeaderInputNext header.
-func InputNextHeader(next int64) kgo.RecordHeader {
-	return kgo.RecordHeader{Key: HeaderInputNext, Value: binary.BigEndian.AppendUint64(nil, uint64(next))}
+func InputNextHeader(next int64) kgo.RecordHeader { return offsetHeader(HeaderInputNext, next) }
+
+func inputNextOf(r *kgo.Record) (int64, bool) { return offsetHeaderOf(r, HeaderInputNext) }
+
+// offsetHeader and offsetHeaderOf encode and read a header holding an
+// offset, an 8-byte big-endian int64.
+func offsetHeader(key string, v int64) kgo.RecordHeader {
+	return kgo.RecordHeader{Key: key, Value: binary.BigEndian.AppendUint64(nil, uint64(v))}
 }
 
-func inputNextOf(r *kgo.Record) (int64, bool) {
+func offsetHeaderOf(r *kgo.Record, key string) (int64, bool) {
 	for _, h := range r.Headers {
-		if h.Key == HeaderInputNext && len(h.Value) == 8 {
+		if h.Key == key && len(h.Value) == 8 {
 			return int64(binary.BigEndian.Uint64(h.Value)), true
 		}
 	}

@@ -2,7 +2,6 @@ package state
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -23,18 +22,9 @@ import (
 const HeaderSinkNext = "fs.sink"
 
 // SinkNextHeader encodes the HeaderSinkNext header.
-func SinkNextHeader(next int64) kgo.RecordHeader {
-	return kgo.RecordHeader{Key: HeaderSinkNext, Value: binary.BigEndian.AppendUint64(nil, uint64(next))}
-}
+func SinkNextHeader(next int64) kgo.RecordHeader { return offsetHeader(HeaderSinkNext, next) }
 
-func sinkNextOf(r *kgo.Record) (int64, bool) {
-	for _, h := range r.Headers {
-		if h.Key == HeaderSinkNext && len(h.Value) == 8 {
-			return int64(binary.BigEndian.Uint64(h.Value)), true
-		}
-	}
-	return 0, false
-}
+func sinkNextOf(r *kgo.Record) (int64, bool) { return offsetHeaderOf(r, HeaderSinkNext) }
 
 // Follower keeps warm standby copies of changelog partitions in the local
 // store: it tails them, read_committed, as a restore would, but without
