@@ -184,8 +184,9 @@ func (p *Processor) stopRestoresLocked() {
 	p.updateRestoringLocked()
 }
 
-// updateRestoringLocked sets readiness: the processor is ready once it has
-// joined the group and every partition it was assigned is restored.
+// updateRestoringLocked sets readiness (the processor is ready once it has
+// joined the group and every partition it was assigned is restored) and
+// the assigned-partitions gauge, restoring ones included.
 func (p *Processor) updateRestoringLocked() {
 	p.ready.Store(p.mu.joined && len(p.mu.restores) == 0)
 	p.m.assigned.Set(float64(len(p.mu.tasks) + len(p.mu.restores)))

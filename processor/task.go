@@ -257,7 +257,6 @@ func (p *Processor) revoked(ctx context.Context, cl *kgo.Client, revoked map[str
 		p.m.lag.DeleteLabelValues(strconv.Itoa(int(t.partition)))
 	}
 	p.resumeLocked(cl, revoked[p.inTopic])
-	p.m.assigned.Set(float64(len(p.mu.tasks)))
 	p.updateRestoringLocked()
 }
 
@@ -275,7 +274,6 @@ func (p *Processor) lost(_ context.Context, cl *kgo.Client, lost map[string][]in
 		p.m.lag.DeleteLabelValues(strconv.Itoa(int(part)))
 	}
 	p.resumeLocked(cl, lost[p.inTopic])
-	p.m.assigned.Set(float64(len(p.mu.tasks)))
 	p.updateRestoringLocked()
 }
 
