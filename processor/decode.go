@@ -73,7 +73,8 @@ type avroSchema struct {
 func NewDecoder(spec *topology.Spec) (*Decoder, error) {
 	src := spec.Source
 	d := &Decoder{format: src.Format}
-	d.scanners.New = func() any { return newJSONScanner() }
+	intern := newInternTable()
+	d.scanners.New = func() any { return newJSONScanner(intern) }
 	if src.Key != "" {
 		d.keyPath = strings.Split(src.Key, ".")
 	}

@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"math"
 	"strconv"
+	"sync/atomic"
 	"unicode/utf8"
 )
 
@@ -21,8 +23,9 @@ type jsonScanner struct {
 	i     int
 	depth int
 	// intern holds short strings already boxed in an interface, so
-	// neither the string nor its boxing allocates again.
-	intern map[string]any
+	// neither the string nor its boxing allocates again. Scanners of one
+	// Decoder share it.
+	intern *internTable
 	// keys are the previous object's field names by position: events of
 	// one topic share a shape, so a name is usually found here without
 	// hashing. Only names that read the same raw as unescaped are kept.
@@ -33,14 +36,57 @@ const (
 	// maxJSONDepth bounds nesting, so a hostile record cannot exhaust the
 	// stack.
 	maxJSONDepth = 1000
-	// Strings up to internMaxLen bytes are interned, up to internMaxEntries
-	// per scanner; after that new ones are allocated as usual.
-	internMaxLen     = 32
-	internMaxEntries = 4096
+	// Strings up to internMaxLen bytes are interned.
+	internMaxLen = 32
 )
 
-func newJSONScanner() *jsonScanner {
-	return &jsonScanner{intern: make(map[string]any, 64)}
+func newJSONScanner(intern *internTable) *jsonScanner {
+	return &jsonScanner{intern: intern}
+}
+
+// internSlots is the size of an internTable: enough for the hot ids of a
+// large shop (users and items by the ten thousand) to stay in it.
+const internSlots = 1 << 15
+
+// internTable is a direct-mapped cache of short strings boxed in an
+// interface, safe for concurrent use without locks. A string that finds
+// its slot taken by another replaces it, so the table follows whatever
+// values are frequent now (a Zipf-distributed id stream keeps its head in
+// it) and never grows. Entries are immutable; a lost race only costs an
+// allocation.
+type internTable struct {
+	seed  maphash.Seed
+	slots [internSlots]atomic.Pointer[internEntry]
+}
+
+type internEntry struct {
+	s string
+	v any // s, boxed
+}
+
+func newInternTable() *internTable { return &internTable{seed: maphash.MakeSeed()} }
+
+// bytes returns raw as a boxed string.
+func (t *internTable) bytes(raw []byte) any {
+	slot := &t.slots[maphash.Bytes(t.seed, raw)&(internSlots-1)]
+	if e := slot.Load(); e != nil && e.s == string(raw) {
+		return e.v
+	}
+	s := string(raw)
+	e := &internEntry{s: s, v: s}
+	slot.Store(e)
+	return e.v
+}
+
+// string returns s boxed.
+func (t *internTable) string(s string) any {
+	slot := &t.slots[maphash.String(t.seed, s)&(internSlots-1)]
+	if e := slot.Load(); e != nil && e.s == s {
+		return e.v
+	}
+	e := &internEntry{s: s, v: s}
+	slot.Store(e)
+	return e.v
 }
 
 var (
@@ -330,14 +376,7 @@ func (s *jsonScanner) str() (any, error) {
 			if len(raw) > internMaxLen {
 				return string(raw), nil
 			}
-			if v, ok := s.intern[string(raw)]; ok {
-				return v, nil
-			}
-			var boxed any = string(raw)
-			if len(s.intern) < internMaxEntries {
-				s.intern[boxed.(string)] = boxed
-			}
-			return boxed, nil
+			return s.intern.bytes(raw), nil
 		case c == '\\':
 			plain = false
 			s.i += 2
@@ -356,12 +395,5 @@ func (s *jsonScanner) interned(v string) any {
 	if len(v) > internMaxLen {
 		return v
 	}
-	if w, ok := s.intern[v]; ok {
-		return w
-	}
-	var boxed any = v
-	if len(s.intern) < internMaxEntries {
-		s.intern[v] = boxed
-	}
-	return boxed
+	return s.intern.string(v)
 }

@@ -38,7 +38,7 @@ func checkJSON(t *testing.T, s *jsonScanner, in []byte) {
 }
 
 func TestJSONScannerMatchesEncodingJSON(t *testing.T) {
-	s := newJSONScanner()
+	s := newJSONScanner(newInternTable())
 	for _, c := range jsonCases {
 		checkJSON(t, s, []byte(c))
 	}
@@ -54,7 +54,7 @@ func TestJSONScannerMatchesEncodingJSON(t *testing.T) {
 }
 
 func TestJSONScannerInterns(t *testing.T) {
-	s := newJSONScanner()
+	s := newJSONScanner(newInternTable())
 	m := map[string]any{}
 	in := []byte(`{"type":"view","item":"i1"}`)
 	allocs := testing.AllocsPerRun(100, func() {
@@ -77,7 +77,7 @@ func FuzzJSONScanner(f *testing.F) {
 	for _, c := range jsonCases {
 		f.Add([]byte(c))
 	}
-	s := newJSONScanner()
+	s := newJSONScanner(newInternTable())
 	f.Fuzz(func(t *testing.T, in []byte) {
 		checkJSON(t, s, in)
 	})
