@@ -50,6 +50,8 @@ type task struct {
 	clearRestoring bool
 	// feeds is scratch for the features a late event would have fed.
 	feeds []int
+	// chunks hold decoded records between decode and apply (process).
+	chunks [decodeDepth][]decoded
 }
 
 // restoreMarker is implemented by a Sink that can tell readers a partition
@@ -105,20 +107,84 @@ func (t *task) watermark(nowMs int64) int64 {
 	return t.wmFloor
 }
 
+// decodeChunk is how many records are decoded ahead of applying at a time,
+// and decodeDepth how many such chunks a task keeps: decoding needs no
+// partition state, so a long run of one partition's records (a hot user's
+// partition, or the only partition with data) is decoded on a second
+// goroutine while the first applies, using two cores instead of one.
+const (
+	decodeChunk = 256
+	decodeDepth = 4
+)
+
+// decoded is one record's event, or why it has none.
+type decoded struct {
+	ev  topology.Event
+	err error
+}
+
+// process applies a poll's records of the partition, in offset order.
 func (t *task) process(recs []*kgo.Record) {
-	p := t.p
-	nowMs := p.cfg.Now().UnixMilli()
-	// One event and field map for the whole batch: Apply keeps no
-	// reference to the map.
-	ev := topology.Event{Fields: make(map[string]any, 8)}
-	for _, rec := range recs {
-		if rec.Offset < t.inputNext {
-			continue // already in state: restored from the changelog
+	for len(recs) > 0 && recs[0].Offset < t.inputNext {
+		recs = recs[1:] // already in state: restored from the changelog
+	}
+	if len(recs) == 0 {
+		return
+	}
+	nowMs := t.p.cfg.Now().UnixMilli()
+	if t.chunks[0] == nil {
+		for i := range t.chunks {
+			t.chunks[i] = make([]decoded, decodeChunk)
 		}
+	}
+	if len(recs) <= decodeChunk {
+		evs := t.chunks[0][:len(recs)]
+		t.decode(recs, evs)
+		t.apply(recs, evs, nowMs)
+		return
+	}
+	full := make(chan int, decodeDepth)
+	free := make(chan int, decodeDepth)
+	for i := range decodeDepth {
+		free <- i
+	}
+	go func() {
+		defer close(full)
+		for off := 0; off < len(recs); off += decodeChunk {
+			c := <-free
+			part := recs[off:min(off+decodeChunk, len(recs))]
+			t.decode(part, t.chunks[c][:len(part)])
+			full <- c
+		}
+	}()
+	off := 0
+	for c := range full {
+		n := min(decodeChunk, len(recs)-off)
+		t.apply(recs[off:off+n], t.chunks[c][:n], nowMs)
+		off += n
+		free <- c
+	}
+}
+
+// decode fills evs[i] from recs[i]. It touches no task state but the
+// chunks it is given, so it runs beside apply.
+func (t *task) decode(recs []*kgo.Record, evs []decoded) {
+	for i, rec := range recs {
+		evs[i].err = t.p.dec.Decode(rec, &evs[i].ev)
+	}
+}
+
+// apply applies decoded records: checks their time against the clock and
+// the watermark, then updates their entity's state. Apply keeps no
+// reference to an event or its field map, so chunks are reused.
+func (t *task) apply(recs []*kgo.Record, evs []decoded, nowMs int64) {
+	p := t.p
+	p.m.consumed.Add(float64(len(recs)))
+	for i, rec := range recs {
 		t.inputNext = rec.Offset + 1
 		t.inputEpoch = rec.LeaderEpoch
-		p.m.consumed.Inc()
-		if err := p.dec.Decode(rec, &ev); err != nil {
+		ev := &evs[i].ev
+		if err := evs[i].err; err != nil {
 			t.reject(rec, err)
 			continue
 		}
@@ -129,7 +195,7 @@ func (t *task) process(recs []*kgo.Record) {
 		wm := t.watermark(nowMs)
 		t.lastArrivalMs = nowMs
 		if ev.TimeMs < wm {
-			t.feeds = p.top.Feeds(&ev, t.feeds[:0])
+			t.feeds = p.top.Feeds(ev, t.feeds[:0])
 			for _, fi := range t.feeds {
 				p.m.lateByFeature[fi].Inc()
 			}
@@ -144,7 +210,7 @@ func (t *task) process(recs []*kgo.Record) {
 			continue
 		}
 		maxEvent := max(t.maxEventMs, ev.TimeMs)
-		if err := p.top.Apply(st, &ev, maxEvent-p.grace); err != nil {
+		if err := p.top.Apply(st, ev, maxEvent-p.grace); err != nil {
 			t.reject(rec, &RejectError{Reason: ReasonBadValue, Err: err})
 			continue
 		}
