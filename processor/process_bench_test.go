@@ -19,7 +19,8 @@ import (
 // Redis: polls of shop events over 8 partitions (Zipf-distributed users,
 // as featurestream bench makes them) are decoded and applied the way the
 // poll loop does, and every 10 polls the touched entities are encoded and
-// written to Pebble, as a commit does. ns/op is per record.
+// written to Pebble, as a commit does, and kept in the tasks' state caches
+// as the end of the push does. ns/op is per record.
 func BenchmarkProcess(b *testing.B) {
 	top, err := topology.Compile(shopSpec(b, "spec.yaml"))
 	if err != nil {
@@ -40,8 +41,11 @@ func BenchmarkProcess(b *testing.B) {
 		perPoll    = 4096 // records per poll, all partitions
 		polls      = 64   // distinct polls, cycled
 	)
+	p.cacheMax = p.cfg.StateCacheEntities / partitions
+	committed := make([]map[string]*topology.EntityState, partitions)
 	for part := range int32(partitions) {
 		p.mu.tasks[part] = p.newTask(part, state.Meta{MaxEventMs: math.MinInt64})
+		committed[part] = make(map[string]*topology.EntityState)
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
 	users := rand.NewZipf(rng, 1.1, 1, 9_999)
@@ -82,6 +86,7 @@ func BenchmarkProcess(b *testing.B) {
 					if err := batch.Set(t.partition, entity, top.AppendState(nil, st)); err != nil {
 						b.Fatal(err)
 					}
+					committed[t.partition][entity] = st
 				}
 				clear(t.dirty)
 			}
@@ -89,6 +94,13 @@ func BenchmarkProcess(b *testing.B) {
 				b.Fatal(err)
 			}
 			batch.Close()
+			// As the push's end does (waitPushLocked).
+			for _, t := range p.mu.tasks {
+				for entity, st := range committed[t.partition] {
+					t.keep(entity, st)
+				}
+				clear(committed[t.partition])
+			}
 		}
 	}
 }

@@ -95,6 +95,11 @@ type Config struct {
 	// GenerationCheckInterval is how often the processor looks for a newer
 	// state generation. Default DefaultGenerationCheckInterval.
 	GenerationCheckInterval time.Duration
+	// StateCacheEntities bounds how many decoded entity states the
+	// processor keeps between commits (spread over its partitions), so an
+	// entity updated again soon after skips Pebble's read and decode.
+	// Default 50,000; negative disables the cache.
+	StateCacheEntities int
 	// StandbyReplicas is how many other instances keep a warm copy of each
 	// partition's state, tailing its changelog, so a failover replays only
 	// the tail. 0 (default) keeps none.
@@ -116,6 +121,9 @@ func (c *Config) applyDefaults(spec *topology.Spec) {
 	}
 	if c.MaxPollRecords == 0 {
 		c.MaxPollRecords = 10000
+	}
+	if c.StateCacheEntities == 0 {
+		c.StateCacheEntities = 50_000
 	}
 	if c.SessionTimeout == 0 {
 		c.SessionTimeout = 10 * time.Second
@@ -178,6 +186,8 @@ type Processor struct {
 	reg      prometheus.Registerer
 	grace    int64
 	future   int64
+	// cacheMax is how many states each task caches (task.cache).
+	cacheMax int
 	idle     int64
 	inTopic  string
 	clTopic  string
@@ -280,6 +290,7 @@ func (p *Processor) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	p.cacheMax = max(p.cfg.StateCacheEntities/int(partitions), 0)
 	if p.cfg.Replay {
 		if err := p.resetState(ctx, admCl, adm, partitions); err != nil {
 			return fmt.Errorf("processor: %w", err)
@@ -507,6 +518,7 @@ func (p *Processor) flushLocked(ctx context.Context, tasks []*task) error {
 	for _, t := range tasks {
 		first := len(recs)
 		for entity, st := range t.expired {
+			delete(t.cache, entity)
 			// A tombstone: compaction drops the entity's records.
 			rec := &kgo.Record{Topic: p.clTopic, Partition: t.partition, Key: []byte(entity)}
 			out = append(out, pending{t: t, entity: entity, rec: rec, st: st})
@@ -812,6 +824,7 @@ func (p *Processor) waitPushLocked() error {
 			// A newer state committed meanwhile stays pending.
 			if r.Partition == t.partition && t.pendingSink[r.Entity].Version == r.Version {
 				delete(t.pendingSink, r.Entity)
+				t.keep(r.Entity, r.State)
 			}
 		}
 		if len(t.pendingSink) == 0 {

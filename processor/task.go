@@ -43,6 +43,13 @@ type task struct {
 	dirty, expired map[string]*topology.EntityState
 	// pendingSink holds committed states not yet in the online store.
 	pendingSink map[string]sinks.Record
+	// cache holds committed states already in the online store, so the
+	// next update of the entity skips Pebble's read and decode. A state
+	// leaves it when an update takes it (state) and returns once that
+	// update is committed and pushed (keep): no state changes while a push
+	// reads it, and every cached state is what Pebble holds. An aborted
+	// commit drops the states it changed with dirty.
+	cache map[string]*topology.EntityState
 	// dlq holds the dead letters of records since the last commit.
 	dlq []*kgo.Record
 	// clearRestoring is set until the partition's restoring mark is
@@ -88,6 +95,7 @@ func (p *Processor) newTask(partition int32, meta state.Meta) *task {
 		dirty:               make(map[string]*topology.EntityState),
 		expired:             make(map[string]*topology.EntityState),
 		pendingSink:         make(map[string]sinks.Record),
+		cache:               make(map[string]*topology.EntityState),
 	}
 }
 
@@ -224,11 +232,37 @@ func (t *task) state(entity string) (*topology.EntityState, error) {
 	if st, ok := t.dirty[entity]; ok {
 		return st, nil
 	}
+	if st, ok := t.cache[entity]; ok {
+		delete(t.cache, entity)
+		return st, nil
+	}
 	st, err := t.p.store.Get(t.partition, entity)
 	if err != nil || st != nil {
 		return st, err
 	}
 	return t.p.top.NewEntityState(), nil
+}
+
+// keep caches an entity's state once it is committed and in the online
+// store, unless an update has taken the entity since (dirty, expired) or
+// the state is empty (expired: Pebble holds none).
+func (t *task) keep(entity string, st *topology.EntityState) {
+	if st == nil || t.p.cacheMax == 0 || st.Empty() {
+		return
+	}
+	if _, ok := t.dirty[entity]; ok {
+		return
+	}
+	if _, ok := t.expired[entity]; ok {
+		return
+	}
+	if _, ok := t.cache[entity]; !ok && len(t.cache) >= t.p.cacheMax {
+		for victim := range t.cache { // an arbitrary one: map order is random
+			delete(t.cache, victim)
+			break
+		}
+	}
+	t.cache[entity] = st
 }
 
 // reject counts a record that cannot be applied and logs the first and then

@@ -292,6 +292,16 @@ type EntityState struct {
 	Features    [][]Tile
 }
 
+// Empty reports whether st holds no tile of any feature.
+func (st *EntityState) Empty() bool {
+	for _, tiles := range st.Features {
+		if len(tiles) > 0 {
+			return false
+		}
+	}
+	return true
+}
+
 // NewEntityState returns an empty state for t.
 func (t *Topology) NewEntityState() *EntityState {
 	return &EntityState{Features: make([][]Tile, len(t.Features))}

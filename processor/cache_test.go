@@ -1,0 +1,67 @@
+package processor
+
+import (
+	"log/slog"
+	"math"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/featurestream/featurestream/state"
+	"github.com/featurestream/featurestream/topology"
+)
+
+// TestStateCache: a state is cached only once committed and pushed, an
+// update takes it out (so a push never reads a state being changed), a
+// newer update or an expiry keeps the old one out, and the cache stays
+// within its bound.
+func TestStateCache(t *testing.T) {
+	top, err := topology.Compile(shopSpec(t, "spec.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := New(Config{Brokers: []string{"127.0.0.1:1"}, Now: time.Now}, top, nil, nil, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.cacheMax = 2
+	tk := p.newTask(0, state.Meta{MaxEventMs: math.MinInt64})
+	full := func() *topology.EntityState {
+		st := top.NewEntityState()
+		st.Features[0] = []topology.Tile{{Start: 1, Count: 1}}
+		return st
+	}
+
+	a := full()
+	tk.keep("a", a)
+	if got, err := tk.state("a"); err != nil || got != a {
+		t.Fatalf("state(a) = %p, %v; want the cached %p", got, err, a)
+	}
+	if _, ok := tk.cache["a"]; ok {
+		t.Fatal("a state taken for an update is still cached")
+	}
+
+	// A newer update of b is under way: the pushed older state stays out.
+	tk.dirty["b"] = full()
+	tk.keep("b", full())
+	if _, ok := tk.cache["b"]; ok {
+		t.Fatal("an older state of b was cached while b is being updated")
+	}
+	tk.expired["c"] = full()
+	tk.keep("c", full())
+	if _, ok := tk.cache["c"]; ok {
+		t.Fatal("an expiring entity was cached")
+	}
+	tk.keep("d", top.NewEntityState())
+	if _, ok := tk.cache["d"]; ok {
+		t.Fatal("an empty state was cached; Pebble holds none for it")
+	}
+
+	for _, e := range []string{"e", "f", "g"} {
+		tk.keep(e, full())
+	}
+	if len(tk.cache) != 2 {
+		t.Fatalf("cache holds %d states, want its bound 2", len(tk.cache))
+	}
+}
