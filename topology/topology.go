@@ -33,8 +33,39 @@ type Topology struct {
 	stateful int
 	// filters are the distinct where expressions; vms recycles the VMs
 	// that run them.
-	filters []*vm.Program
+	filters []filter
 	vms     sync.Pool
+	// needVM is set when a filter needs the VM (has no eq).
+	needVM bool
+}
+
+// filter is one compiled where expression.
+type filter struct {
+	prog *vm.Program
+	// eq is set when the expression is a field compared with a string
+	// literal (`type == "view"`, `"view" != type`), the usual where, which
+	// is then evaluated without the VM, with the VM's meaning: a missing,
+	// null or non-string field is not equal.
+	eq *fieldEquals
+}
+
+type fieldEquals struct {
+	field, value string
+	ne           bool
+}
+
+// pass evaluates the filter on ev.
+func (f *filter) pass(machine *vm.VM, ev *Event) (bool, error) {
+	if eq := f.eq; eq != nil {
+		s, ok := ev.Fields[eq.field].(string)
+		return (ok && s == eq.value) != eq.ne, nil
+	}
+	out, err := machine.Run(f.prog, ev.Fields)
+	if err != nil {
+		return false, err
+	}
+	pass, _ := out.(bool)
+	return pass, nil
 }
 
 // CompiledFeature is a feature ready to run.
@@ -131,13 +162,14 @@ func Compile(s *Spec) (*Topology, error) {
 			if fi, ok := filterIndex[where]; ok {
 				cf.filter = fi
 			} else {
-				prog, err := compileWhere(f.Where)
+				flt, err := compileWhere(f.Where)
 				if err != nil {
 					return nil, &SpecError{File: s.File, Line: f.Line, Msg: fmt.Sprintf("feature %q: where %q: %s", f.Name, f.Where, oneLine(err.Error()))}
 				}
 				cf.filter = len(t.filters)
 				filterIndex[where] = cf.filter
-				t.filters = append(t.filters, prog)
+				t.filters = append(t.filters, flt)
+				t.needVM = t.needVM || flt.eq == nil
 			}
 		}
 		t.maxWindow = max(t.maxWindow, cf.extentMs())
@@ -177,16 +209,16 @@ func (cf *CompiledFeature) compileSketch() error {
 // field may share its name with an expression builtin (type, count, now):
 // every identifier the expression uses as a value is taken to be a field, so
 // `type == "view"` means the field. Builtins called as functions still work.
-func compileWhere(src string) (*vm.Program, error) {
+func compileWhere(src string) (filter, error) {
 	tree, err := parser.Parse(src)
 	if err != nil {
-		return nil, err
+		return filter{}, err
 	}
 	idents := identCollector{names: map[string]struct{}{}}
 	ast.Walk(&tree.Node, &idents)
 	if idents.unknownCall != "" {
 		// It would compile, then fail on every event.
-		return nil, fmt.Errorf("unknown function %s", idents.unknownCall)
+		return filter{}, fmt.Errorf("unknown function %s", idents.unknownCall)
 	}
 	// The env is a map[string]any: expr then reads fields with a plain map
 	// lookup, not reflection, which would allocate per field.
@@ -194,7 +226,30 @@ func compileWhere(src string) (*vm.Program, error) {
 	for name := range idents.names {
 		opts = append(opts, expr.DisableBuiltin(name))
 	}
-	return expr.Compile(src, opts...)
+	prog, err := expr.Compile(src, opts...)
+	if err != nil {
+		return filter{}, err
+	}
+	return filter{prog: prog, eq: fieldEqualsOf(tree.Node)}, nil
+}
+
+// fieldEqualsOf returns n as a field compared with a string literal, or
+// nil if it is anything else.
+func fieldEqualsOf(n ast.Node) *fieldEquals {
+	b, ok := n.(*ast.BinaryNode)
+	if !ok || (b.Operator != "==" && b.Operator != "!=") {
+		return nil
+	}
+	id, okID := b.Left.(*ast.IdentifierNode)
+	lit, okLit := b.Right.(*ast.StringNode)
+	if !okID || !okLit {
+		id, okID = b.Right.(*ast.IdentifierNode)
+		lit, okLit = b.Left.(*ast.StringNode)
+	}
+	if !okID || !okLit {
+		return nil
+	}
+	return &fieldEquals{field: id.Value, value: lit.Value, ne: b.Operator == "!="}
 }
 
 type identCollector struct {
@@ -364,7 +419,7 @@ func (t *Topology) contributions(ev *Event, contrib []contribution, skipBad bool
 	}
 	filtered = filtered[:len(t.filters)]
 	var machine *vm.VM
-	if len(t.filters) > 0 {
+	if t.needVM {
 		machine = t.vms.Get().(*vm.VM)
 		defer t.vms.Put(machine)
 	}
@@ -398,11 +453,11 @@ func (t *Topology) contribution(f *CompiledFeature, ev *Event, machine *vm.VM, f
 		case filterSkip:
 			return contribution{}, nil
 		case filterUnknown:
-			out, err := machine.Run(t.filters[f.filter], ev.Fields)
+			pass, err := t.filters[f.filter].pass(machine, ev)
 			if err != nil {
 				return contribution{}, fmt.Errorf("where: %s", oneLine(err.Error()))
 			}
-			if pass, _ := out.(bool); !pass {
+			if !pass {
 				filtered[f.filter] = filterSkip
 				return contribution{}, nil
 			}

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/expr-lang/expr/vm"
 )
 
 func mustTopology(tb testing.TB, spec string) *Topology {
@@ -715,5 +717,48 @@ func TestTopKBound(t *testing.T) {
 	want := []ItemCount{{"a", 3}, {"b", 2}, {"c", 1}}
 	if got := top.Evaluate(0, small.Features[0], t0); got.Approximate || !slices.Equal(got.Counts, want) {
 		t.Errorf("top_k of a small set = %+v, want exactly %v", got, want)
+	}
+}
+
+// TestWhereFieldEquals: a where that compares a field with a string literal
+// runs without the VM, and means exactly what the VM computes, for every
+// kind of field value.
+func TestWhereFieldEquals(t *testing.T) {
+	values := []any{nil, "view", "View", "", "view ", 1.0, true, map[string]any{"a": "view"}, []any{"view"}}
+	for _, src := range []string{`type == "view"`, `"view" == type`, `type != "view"`, `("view" != type)`, `type == ""`} {
+		flt, err := compileWhere(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if flt.eq == nil {
+			t.Fatalf("%s: not compiled to a field comparison", src)
+		}
+		machine := new(vm.VM)
+		for _, v := range append(values, "absent") {
+			ev := &Event{Fields: map[string]any{"type": v}}
+			if v == "absent" {
+				ev.Fields = map[string]any{"other": "view"}
+			}
+			got, err := flt.pass(machine, ev)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, err := machine.Run(flt.prog, ev.Fields)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := out.(bool); got != want {
+				t.Errorf("%s with type=%#v: fast path %v, VM %v", src, v, got, want)
+			}
+		}
+	}
+	for _, src := range []string{`type == "view" && price > 1`, `type in ["view"]`, `type == other`, `user.type == "view"`, `price == 1`} {
+		flt, err := compileWhere(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if flt.eq != nil {
+			t.Errorf("%s: compiled to a field comparison %+v", src, *flt.eq)
+		}
 	}
 }
