@@ -2,8 +2,10 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/featurestream/featurestream/processor"
 )
@@ -33,5 +35,31 @@ func TestRunIngest(t *testing.T) {
 	// The restore applied every record of the changelog.
 	if res.RestoreRecords != res.ChangelogRecords || res.RestoreRecords == 0 {
 		t.Errorf("restored %d records of a changelog of %d", res.RestoreRecords, res.ChangelogRecords)
+	}
+}
+
+// TestShopEventJSON: the generator's own encoder writes exactly what
+// encoding/json writes, for generated events and for values that need
+// escapes or exponents.
+func TestShopEventJSON(t *testing.T) {
+	gen := NewShopGenerator(7, 10_000, 2_000)
+	events := []ShopEvent{
+		{UserID: `a"b\c`, Type: "<view>&", ItemID: "é", Category: "\x01", Price: 1e-7},
+		{UserID: "u1", Price: 1e21},
+		{UserID: "u2", Price: -0.5, TS: -1},
+		{},
+	}
+	now := time.UnixMilli(1_764_133_200_000)
+	for i := range 10_000 {
+		events = append(events, gen.Next(now.Add(time.Duration(i)*time.Millisecond)))
+	}
+	for _, ev := range events {
+		want, err := json.Marshal(ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := ev.AppendJSON(nil); string(got) != string(want) {
+			t.Fatalf("AppendJSON(%+v) = %s, want %s", ev, got, want)
+		}
 	}
 }

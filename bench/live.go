@@ -222,7 +222,7 @@ func RunLive(ctx context.Context, cfg LiveConfig, progress io.Writer) (*LiveResu
 				return
 			case now := <-tick.C:
 				for range per {
-					rec, _ := gen.Next(now).Record(topic)
+					rec := gen.Next(now).Record(topic)
 					cl.Produce(ctx, rec, nil)
 				}
 				if s := int(now.Sub(start) / time.Second); s < len(res.PerSecond) {

@@ -360,7 +360,7 @@ func chaosEvents(topic string, n, users, poisonEvery int) ([]*kgo.Record, *shopM
 			continue
 		}
 		model.add(i, ev)
-		rec, _ := ev.Record(topic)
+		rec := ev.Record(topic)
 		recs = append(recs, rec)
 	}
 	return recs, model, poison

@@ -235,10 +235,7 @@ func (e *e2eEnv) produce(events []bench.ShopEvent) {
 	defer cl.Close()
 	var recs []*kgo.Record
 	for _, ev := range events {
-		rec, err := ev.Record(e.top.Spec.Source.Topic)
-		if err != nil {
-			e.t.Fatal(err)
-		}
+		rec := ev.Record(e.top.Spec.Source.Topic)
 		recs = append(recs, rec)
 	}
 	if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
