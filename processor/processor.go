@@ -229,8 +229,12 @@ type Processor struct {
 	rejectLogs sync.Map // reason -> *atomic.Int64, for logging one in N
 	// failedCommits counts commits in a row that failed on broker errors.
 	failedCommits int
-	// push is the online-store write under way, guarded by mu.
-	push *pushJob
+	// push is the online-store write under way; pushErr the outcome of the
+	// last one collected, and pushRetryAt when a failed one may be retried.
+	// Guarded by mu.
+	push        *pushJob
+	pushErr     error
+	pushRetryAt time.Time
 
 	// restoreHook, when set (by tests, before Run), runs at the start of
 	// each partition's restore; an error fails the restore.
@@ -379,7 +383,7 @@ func (p *Processor) Run(ctx context.Context) error {
 	if err := p.flushLocked(fctx, p.allTasksLocked()); err != nil && runErr == nil {
 		runErr = err
 	}
-	if err := p.waitPushLocked(); err != nil && runErr == nil {
+	if err := p.drainPushLocked(fctx); err != nil && runErr == nil {
 		// Redis lacks the last states; whoever restores the partitions
 		// next re-pushes them from the changelog.
 		runErr = fmt.Errorf("processor: last push to the online store: %w", err)
@@ -436,6 +440,7 @@ func (p *Processor) loop(ctx context.Context) error {
 		// the final commit takes the offset of every polled record, so a
 		// record dropped here would be lost.
 		p.processLocked(fetches)
+		p.pumpPushLocked(ctx)
 		if ctx.Err() != nil || p.newerGen.Load() > 0 {
 			p.mu.Unlock()
 			if gen := p.newerGen.Load(); gen > 0 && ctx.Err() == nil {
@@ -501,7 +506,6 @@ func (p *Processor) flushLocked(ctx context.Context, tasks []*task) error {
 	if len(tasks) == 0 || p.cl == nil {
 		return nil
 	}
-	p.waitPushLocked()
 	start := time.Now()
 	type pending struct {
 		t      *task
@@ -744,18 +748,27 @@ func (p *Processor) commitOffsets(ctx context.Context, offsets map[int32]kgo.Epo
 }
 
 // pushLocked starts writing the tasks' committed states to the online store
-// in the background, so the next records are processed meanwhile; the
-// next commit (or waitPushLocked) collects the outcome. On failure the
-// states stay pending and are written again at the next commit. Only
-// committed states are pushed, so Redis never leads the changelog.
+// in the background, so the next records are processed meanwhile. If a
+// write is under way, they stay pending: pumpPushLocked, called after
+// every poll, starts the next write as soon as that one ends, with every
+// state committed meanwhile. A state committed again before it is written
+// replaces the pending one, so when Redis is slower than commits, writes
+// coalesce instead of holding up processing. On failure the states stay
+// pending and are written again after a commit interval. Only committed
+// states are pushed, so Redis never leads the changelog.
 func (p *Processor) pushLocked(ctx context.Context, tasks []*task) {
-	p.waitPushLocked()
-	job := &pushJob{done: make(chan error, 1), sinkNext: make(map[*task]int64, len(tasks))}
+	if p.push != nil && !p.collectPushLocked(false) {
+		return
+	}
+	job := &pushJob{done: make(chan error, 1), sinkNext: make(map[int32]int64, len(tasks)), tasks: make(map[int32]*task, len(tasks))}
 	for _, t := range tasks {
 		for _, r := range t.pendingSink {
 			job.recs = append(job.recs, r)
 		}
-		job.sinkNext[t] = t.changelogNext
+		// The write takes every pending state of t: once it succeeds, the
+		// store holds every state committed before changelogNext.
+		job.sinkNext[t.partition] = t.changelogNext
+		job.tasks[t.partition] = t
 		if t.clearRestoring {
 			job.clear = append(job.clear, t)
 		}
@@ -777,14 +790,52 @@ func (p *Processor) pushLocked(ctx context.Context, tasks []*task) {
 		}
 		return nil
 	}
-	if len(job.recs) == 0 {
-		job.done <- write()
-	} else {
-		go func() { job.done <- write() }()
-	}
 	p.push = job
 	if len(job.recs) == 0 {
+		job.done <- write()
 		p.waitPushLocked()
+		return
+	}
+	go func() { job.done <- write() }()
+}
+
+// pumpPushLocked starts the next write to the online store when none is
+// under way and states are pending, unless the last write failed less than
+// a commit interval ago.
+func (p *Processor) pumpPushLocked(ctx context.Context) {
+	if p.push != nil && !p.collectPushLocked(false) {
+		return
+	}
+	if time.Now().Before(p.pushRetryAt) {
+		return
+	}
+	for _, t := range p.mu.tasks {
+		if len(t.pendingSink) > 0 {
+			p.pushLocked(ctx, p.allTasksLocked())
+			return
+		}
+	}
+}
+
+// drainPushLocked writes every pending state to the online store with ctx
+// and waits for it, or for the first failed write. A write already under
+// way may have been started with a context now canceled: its failure only
+// leaves its states pending for the writes made here.
+func (p *Processor) drainPushLocked(ctx context.Context) error {
+	_ = p.waitPushLocked()
+	for {
+		ts := p.allTasksLocked()
+		pending := false
+		for _, t := range ts {
+			pending = pending || len(t.pendingSink) > 0
+		}
+		if !pending {
+			return nil
+		}
+		p.pushLocked(ctx, ts)
+		if err := p.waitPushLocked(); err != nil {
+			return err
+		}
 	}
 }
 
@@ -792,9 +843,11 @@ func (p *Processor) pushLocked(ctx context.Context, tasks []*task) {
 type pushJob struct {
 	done chan error
 	recs []sinks.Record
-	// sinkNext is, per task, the changelog offset the online store is
-	// complete up to once the write succeeds.
-	sinkNext map[*task]int64
+	// tasks are the tasks whose pending states the write took, by
+	// partition; sinkNext is, per partition, the changelog offset the
+	// online store is complete up to once the write succeeds.
+	tasks    map[int32]*task
+	sinkNext map[int32]int64
 	// clear are the tasks whose restoring mark the write clears once done;
 	// cleared the ones it did (read after done).
 	clear, cleared []*task
@@ -803,38 +856,55 @@ type pushJob struct {
 // waitPushLocked waits for the online-store write under way, if any, and
 // records its outcome.
 func (p *Processor) waitPushLocked() error {
-	job := p.push
-	if job == nil {
+	if p.push == nil {
 		return nil
 	}
-	p.push = nil
-	if err := <-job.done; err != nil {
+	p.collectPushLocked(true)
+	return p.pushErr
+}
+
+// collectPushLocked records the outcome of the write under way once it has
+// ended, waiting for it if wait is set, and reports whether it had ended.
+// The outcome's error is left in p.pushErr.
+func (p *Processor) collectPushLocked(wait bool) bool {
+	job := p.push
+	var err error
+	if wait {
+		err = <-job.done
+	} else {
+		select {
+		case err = <-job.done:
+		default:
+			return false
+		}
+	}
+	p.push, p.pushErr = nil, err
+	if err != nil {
 		p.m.sinkErrors.Inc()
-		p.logger.Warn("write online store failed; retrying at the next commit", "records", len(job.recs), "err", err)
-		return err
+		p.pushRetryAt = time.Now().Add(p.cfg.CommitInterval)
+		p.logger.Warn("write online store failed; retrying after a commit interval", "records", len(job.recs), "err", err)
+		return true
 	}
 	now := p.cfg.Now()
 	for _, r := range job.recs {
 		if r.State != nil {
 			p.m.freshness.Observe(now.Sub(time.UnixMilli(r.State.LastEventMs)).Seconds())
 		}
+		t := job.tasks[r.Partition]
+		// A newer state committed meanwhile stays pending.
+		if t != nil && t.pendingSink[r.Entity].Version == r.Version {
+			delete(t.pendingSink, r.Entity)
+			t.keep(r.Entity, r.State)
+		}
 	}
-	for t, next := range job.sinkNext {
-		for _, r := range job.recs {
-			// A newer state committed meanwhile stays pending.
-			if r.Partition == t.partition && t.pendingSink[r.Entity].Version == r.Version {
-				delete(t.pendingSink, r.Entity)
-				t.keep(r.Entity, r.State)
-			}
-		}
-		if len(t.pendingSink) == 0 {
-			t.sinkNext = max(t.sinkNext, next)
-		}
+	for part, next := range job.sinkNext {
+		t := job.tasks[part]
+		t.sinkNext = max(t.sinkNext, next)
 	}
 	for _, t := range job.cleared {
 		t.clearRestoring = false
 	}
-	return nil
+	return true
 }
 
 // expireLocked marks the entities of every task whose windows have all
