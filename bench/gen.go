@@ -114,18 +114,30 @@ func ProduceDemo(ctx context.Context, cl *kgo.Client, topic string, rate int, se
 	if rate <= 0 {
 		return fmt.Errorf("demo rate %d: want at least 1 event per second", rate)
 	}
-	gen := NewShopGenerator(seed, 1000, 5000)
-	tick := time.NewTicker(100 * time.Millisecond)
+	produceAtRate(ctx, cl, NewShopGenerator(seed, 1000, 5000), topic, rate, nil)
+	return nil
+}
+
+// produceAtRate sends rate shop events per second, stamped with the time
+// they are sent, to topic until ctx is done, calling sent (if set) after
+// each batch. It sends every 10 ms what is due by then, so a slow moment
+// is made up for at the next tick.
+func produceAtRate(ctx context.Context, cl *kgo.Client, gen *ShopGenerator, topic string, rate int, sent func(now time.Time, n int)) {
+	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
-	perTick := max(rate/10, 1)
+	start, total := time.Now(), 0
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return
 		case now := <-tick.C:
-			for range perTick {
-				rec := gen.Next(now).Record(topic)
-				cl.Produce(ctx, rec, nil)
+			n := int(float64(rate)*now.Sub(start).Seconds()) - total
+			for range n {
+				cl.Produce(ctx, gen.Next(now).Record(topic), nil)
+			}
+			total += n
+			if sent != nil && n > 0 {
+				sent(now, n)
 			}
 		}
 	}

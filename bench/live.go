@@ -40,8 +40,11 @@ type LiveConfig struct {
 	Top        *topology.Topology
 	Partitions int
 	Users      int
-	// Rate is the background events/s; pick half the measured maximum.
-	Rate int
+	// Rate is the background events/s. With Rate 0, RunLive first finds
+	// the maximum sustained rate (SustainedRate) below MaxRate, the
+	// backlog ingest rate, and runs at half of it.
+	Rate    int
+	MaxRate int
 	// Duration of the measurement. Default 10s.
 	Duration time.Duration
 	// ServeRate is GetFeatures calls/s made while events flow. Default 200.
@@ -62,6 +65,9 @@ type Latencies struct {
 // LiveResult is what RunLive measured.
 type LiveResult struct {
 	Rate int
+	// Sustained is the maximum sustained rate found, when it was searched
+	// for (LiveConfig.Rate 0).
+	Sustained int
 	// Freshness is event produced → its effect visible through
 	// GetFeatures.
 	Freshness Latencies
@@ -109,8 +115,8 @@ func RunLive(ctx context.Context, cfg LiveConfig, progress io.Writer) (*LiveResu
 	if cfg.Users == 0 {
 		cfg.Users = 10_000
 	}
-	if cfg.Rate <= 0 {
-		return nil, errors.New("bench live: rate must be positive")
+	if cfg.Rate < 0 || cfg.Rate == 0 && cfg.MaxRate <= 0 {
+		return nil, errors.New("bench live: rate must be positive, or a maximum rate given to search below")
 	}
 	probe := -1
 	for i, f := range cfg.Top.Features {
@@ -198,9 +204,19 @@ func RunLive(ctx context.Context, cfg LiveConfig, progress io.Writer) (*LiveResu
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
+	gen := NewShopGenerator(11, uint64(cfg.Users), 50_000)
+	res := &LiveResult{}
+	if cfg.Rate == 0 {
+		group := processor.GroupFor(spec.App, 0)
+		sustained, err := sustainedRate(ctx, cl, topic, group, gen, cfg.MaxRate, progress)
+		if err != nil {
+			return nil, err
+		}
+		res.Sustained, cfg.Rate = sustained, sustained/2
+	}
+	res.Rate = cfg.Rate
 	fmt.Fprintf(progress, "live: %d events/s for %s, probing freshness, GetFeatures at %d/s...\n", cfg.Rate, cfg.Duration, cfg.ServeRate)
 
-	res := &LiveResult{Rate: cfg.Rate}
 	secs := int(cfg.Duration / time.Second)
 	res.PerSecond = make([]SecondSample, max(secs, 1))
 	var mu sync.Mutex
@@ -212,26 +228,13 @@ func RunLive(ctx context.Context, cfg LiveConfig, progress io.Writer) (*LiveResu
 
 	// Background traffic.
 	load.Go(func() {
-		gen := NewShopGenerator(11, uint64(cfg.Users), 50_000)
-		tick := time.NewTicker(10 * time.Millisecond)
-		defer tick.Stop()
-		per := max(cfg.Rate/100, 1)
-		for {
-			select {
-			case <-mctx.Done():
-				return
-			case now := <-tick.C:
-				for range per {
-					rec := gen.Next(now).Record(topic)
-					cl.Produce(ctx, rec, nil)
-				}
-				if s := int(now.Sub(start) / time.Second); s < len(res.PerSecond) {
-					mu.Lock()
-					res.PerSecond[s].Events += per
-					mu.Unlock()
-				}
+		produceAtRate(mctx, cl, gen, topic, cfg.Rate, func(now time.Time, n int) {
+			if s := int(now.Sub(start) / time.Second); s < len(res.PerSecond) {
+				mu.Lock()
+				res.PerSecond[s].Events += n
+				mu.Unlock()
 			}
-		}
+		})
 	})
 
 	// Freshness probes, one at a time.
@@ -301,4 +304,87 @@ func RunLive(ctx context.Context, cfg LiveConfig, progress io.Writer) (*LiveResu
 	fmt.Fprintf(progress, "freshness: p50 %s p99 %s p999 %s (%d probes); GetFeatures under load: p50 %s p99 %s (%d calls)\n",
 		res.Freshness.P50, res.Freshness.P99, res.Freshness.P999, res.Freshness.N, res.Serving.P50, res.Serving.P99, res.Serving.N)
 	return res, nil
+}
+
+// Sustained-rate search: each step produces for sustainStep; a rate is
+// sustained if the producer sent at least 95% of it and the processor's
+// group is then no more than sustainLag behind.
+const (
+	sustainStep  = 3 * time.Second
+	sustainLag   = 250 * time.Millisecond
+	sustainSteps = 5
+)
+
+// sustainedRate finds, by bisection below hi, the highest event rate the
+// running processor keeps up with while the load is produced on the same
+// machine: the maximum sustained rate. The backlog ingest rate (hi) is
+// higher, because there the producer had finished before the processor
+// started.
+func sustainedRate(ctx context.Context, cl *kgo.Client, topic, group string, gen *ShopGenerator, hi int, progress io.Writer) (int, error) {
+	adm := kadm.NewClient(cl)
+	lag := func() (int64, error) {
+		ends, err := adm.ListEndOffsets(ctx, topic)
+		if err != nil {
+			return 0, err
+		}
+		committed, err := adm.FetchOffsets(ctx, group)
+		if err != nil {
+			return 0, err
+		}
+		var total int64
+		ends.Each(func(o kadm.ListedOffset) {
+			at := int64(0)
+			if c, ok := committed.Lookup(topic, o.Partition); ok {
+				at = c.At
+			}
+			total += max(o.Offset-at, 0)
+		})
+		return total, nil
+	}
+	// drain waits for the group to catch up between steps.
+	drain := func() error {
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
+			n, err := lag()
+			if err != nil {
+				return err
+			}
+			if n == 0 {
+				return nil
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		return errors.New("bench live: the processor did not catch up within 30s between search steps")
+	}
+	lo := 0
+	for range sustainSteps {
+		rate := (lo + hi) / 2
+		if err := drain(); err != nil {
+			return 0, err
+		}
+		sctx, cancel := context.WithTimeout(ctx, sustainStep)
+		sent := 0
+		produceAtRate(sctx, cl, gen, topic, rate, func(_ time.Time, n int) { sent += n })
+		cancel()
+		if err := cl.Flush(ctx); err != nil {
+			return 0, err
+		}
+		behind, err := lag()
+		if err != nil {
+			return 0, err
+		}
+		ok := float64(sent) >= 0.95*float64(rate)*sustainStep.Seconds() && behind <= int64(float64(rate)*sustainLag.Seconds())
+		fmt.Fprintf(progress, "sustained-rate search: %d events/s: sent %d, %d behind: %s\n", rate, sent, behind, map[bool]string{true: "kept up", false: "fell behind"}[ok])
+		if ok {
+			lo = rate
+		} else {
+			hi = rate
+		}
+	}
+	if lo == 0 {
+		return 0, fmt.Errorf("bench live: no rate was sustained; the lowest tried was %d events/s", hi)
+	}
+	if err := drain(); err != nil {
+		return 0, err
+	}
+	return lo, nil
 }

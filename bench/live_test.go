@@ -44,3 +44,29 @@ func TestRunLive(t *testing.T) {
 type bytesBuffer []byte
 
 func (b *bytesBuffer) Write(p []byte) (int, error) { *b = append(*b, p...); return len(p), nil }
+
+// TestSustainedRateSearch: with no rate given, the live run first finds the
+// maximum sustained rate below the backlog rate and runs at half of it. At
+// 2,000 events/s a test processor keeps up, so every step of the bisection
+// holds and the search ends just below the bound.
+func TestSustainedRateSearch(t *testing.T) {
+	env := newTestEnv(t)
+	const bound = 2000
+	res, err := RunLive(context.Background(), LiveConfig{
+		Brokers: env.brokers, RedisAddr: env.redisAddr, Top: env.top, Partitions: 2, Users: 100,
+		MaxRate: bound, Duration: time.Second, ServeRate: 10, Dir: t.TempDir(),
+	}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := 0
+	for range sustainSteps {
+		want = (want + bound) / 2
+	}
+	if res.Sustained != want {
+		t.Errorf("sustained rate %d, want %d (every step kept up)", res.Sustained, want)
+	}
+	if res.Rate != res.Sustained/2 {
+		t.Errorf("ran at %d events/s, want half the sustained %d", res.Rate, res.Sustained)
+	}
+}

@@ -37,7 +37,11 @@ func (r *Report) WriteText(w io.Writer) {
 		fmt.Fprintf(w, "%-36s %12.0f %8s\n", "raw read_committed changelog read", in.RawChangelog, "1.00")
 	}
 	if l := r.Live; l != nil {
-		fmt.Fprintf(w, "\nlive at %d events/s\n", l.Rate)
+		if l.Sustained > 0 {
+			fmt.Fprintf(w, "\nlive at %d events/s, half the maximum sustained rate %d events/s\n", l.Rate, l.Sustained)
+		} else {
+			fmt.Fprintf(w, "\nlive at %d events/s\n", l.Rate)
+		}
 		fmt.Fprintf(w, "%-36s %10s %10s %10s %8s\n", "", "p50", "p99", "p999", "n")
 		fmt.Fprintf(w, "%-36s %10s %10s %10s %8d\n", "freshness (produce → GetFeatures)", ms(l.Freshness.P50), ms(l.Freshness.P99), ms(l.Freshness.P999), l.Freshness.N)
 		fmt.Fprintf(w, "%-36s %10s %10s %10s %8d\n", "GetFeatures while ingesting", ms(l.Serving.P50), ms(l.Serving.P99), ms(l.Serving.P999), l.Serving.N)
@@ -138,7 +142,7 @@ table{border-collapse:collapse}td,th{padding:.2em .8em;border-bottom:1px solid #
 <h2>Throughput ({{.R.Ingest.Events}} events)</h2>
 {{template "bars" .Throughput}}
 {{with .R.Live}}
-<h2>Live at {{.Rate}} events/s</h2>
+<h2>Live at {{.Rate}} events/s{{if .Sustained}}, half the maximum sustained rate {{.Sustained}} events/s{{end}}</h2>
 <table><tr><th></th><th>p50</th><th>p99</th><th>p999</th><th>n</th></tr>
 <tr><td>freshness: produce → visible in GetFeatures</td><td>{{ms .Freshness.P50}}</td><td>{{ms .Freshness.P99}}</td><td>{{ms .Freshness.P999}}</td><td>{{.Freshness.N}}</td></tr>
 <tr><td>GetFeatures while ingesting</td><td>{{ms .Serving.P50}}</td><td>{{ms .Serving.P99}}</td><td>{{ms .Serving.P999}}</td><td>{{.Serving.N}}</td></tr></table>

@@ -27,9 +27,9 @@ type benchIngestCmd struct {
 	Users        int           `help:"Distinct users (Zipf-distributed)." default:"10000"`
 	Partitions   int           `help:"Partitions of the input topic." default:"8"`
 	OutOfOrder   float64       `help:"Fraction of events up to a minute out of order." default:"0.05"`
-	LiveDuration time.Duration `help:"How long to run live traffic (at half the exactly-once maximum) to measure freshness and serving under load; 0 skips it." default:"10s"`
+	LiveDuration time.Duration `help:"How long to run live traffic (at half the maximum sustained rate) to measure freshness and serving under load; 0 skips it." default:"10s"`
 	ServeRate    int           `help:"GetFeatures calls per second while live traffic flows." default:"200"`
-	LiveRate     int           `help:"Events per second of the live traffic; 0 means half the measured exactly-once maximum."`
+	LiveRate     int           `help:"Events per second of the live traffic; 0 means half the maximum sustained rate, which the bench finds first (below the exactly-once backlog rate) by producing and consuming at once."`
 	JSON         string        `name:"json" help:"Also write the result as JSON to this file." type:"path"`
 	HTML         string        `name:"html" help:"Also write an HTML report with charts to this file." type:"path"`
 	CPUProfile   string        `name:"cpuprofile" help:"Write a CPU profile of the run to this file." type:"path"`
@@ -80,19 +80,16 @@ func (c *benchIngestCmd) Run(ctx context.Context, logger *slog.Logger) error {
 		return err
 	}
 	if c.LiveDuration > 0 {
-		rate := 0.0
+		maxRate := 0.0
 		for _, r := range rep.Ingest.Runs {
 			if r.Guarantee == processor.ExactlyOnce {
-				rate = r.Rate / 2
+				maxRate = r.Rate
 			}
 		}
-		if c.LiveRate > 0 {
-			rate = float64(c.LiveRate)
-		}
-		if rate > 0 {
+		if maxRate > 0 || c.LiveRate > 0 {
 			rep.Live, err = bench.RunLive(ctx, bench.LiveConfig{
 				Brokers: brokers, RedisAddr: redisAddr, Top: top, Partitions: c.Partitions, Users: c.Users,
-				Rate: int(rate), Duration: c.LiveDuration, ServeRate: c.ServeRate, Logger: quiet,
+				Rate: c.LiveRate, MaxRate: int(maxRate), Duration: c.LiveDuration, ServeRate: c.ServeRate, Logger: quiet,
 			}, os.Stderr)
 			if err != nil {
 				return err
