@@ -519,22 +519,37 @@ func (p *Processor) flushLocked(ctx context.Context, tasks []*task) error {
 		letters []*kgo.Record
 		moved   bool
 	)
+	// The commit's records, keys and values are carved from a few large
+	// allocations rather than one or more each: a commit writes thousands.
+	// A slice of buf stays valid when buf grows (append copies, it does
+	// not move what was sliced).
+	n := 0
+	for _, t := range tasks {
+		n += len(t.expired) + len(t.dirty)
+	}
+	slab := make([]kgo.Record, n)
+	buf := make([]byte, 0, n*256)
+	carve := func(from int) []byte { return buf[from:len(buf):len(buf)] }
 	for _, t := range tasks {
 		first := len(recs)
 		for entity, st := range t.expired {
 			delete(t.cache, entity)
 			// A tombstone: compaction drops the entity's records.
-			rec := &kgo.Record{Topic: p.clTopic, Partition: t.partition, Key: []byte(entity)}
+			rec := &slab[len(recs)]
+			from := len(buf)
+			buf = append(buf, entity...)
+			*rec = kgo.Record{Topic: p.clTopic, Partition: t.partition, Key: carve(from)}
 			out = append(out, pending{t: t, entity: entity, rec: rec, st: st})
 			recs = append(recs, rec)
 		}
 		for entity, st := range t.dirty {
-			rec := &kgo.Record{
-				Topic:     p.clTopic,
-				Partition: t.partition,
-				Key:       []byte(entity),
-				Value:     p.top.AppendState(nil, st),
-			}
+			rec := &slab[len(recs)]
+			from := len(buf)
+			buf = append(buf, entity...)
+			key := carve(from)
+			from = len(buf)
+			buf = p.top.AppendState(buf, st)
+			*rec = kgo.Record{Topic: p.clTopic, Partition: t.partition, Key: key, Value: carve(from)}
 			out = append(out, pending{t: t, entity: entity, rec: rec, st: st})
 			recs = append(recs, rec)
 		}
