@@ -61,7 +61,10 @@ type Config struct {
 	// online store. Default 100ms.
 	CommitInterval time.Duration
 	// MaxPollRecords bounds the records processed between commits'
-	// checks. Default 10000.
+	// checks. Default 100,000: about what one fetch from a broker holds, so
+	// a poll usually takes the whole buffered fetch and the client fetches
+	// the next while these are processed (franz-go fetches again only once
+	// the buffered fetch is drained).
 	MaxPollRecords int
 	// SessionTimeout is the group session timeout. Default 10s.
 	SessionTimeout time.Duration
@@ -120,7 +123,7 @@ func (c *Config) applyDefaults(spec *topology.Spec) {
 		c.CommitInterval = 100 * time.Millisecond
 	}
 	if c.MaxPollRecords == 0 {
-		c.MaxPollRecords = 10000
+		c.MaxPollRecords = 100_000
 	}
 	if c.StateCacheEntities == 0 {
 		c.StateCacheEntities = 50_000
