@@ -898,8 +898,13 @@ func (p *Processor) collectPushLocked(wait bool) bool {
 	}
 	p.push, p.pushErr = nil, err
 	if err != nil {
-		p.m.sinkErrors.Inc()
 		p.pushRetryAt = time.Now().Add(p.cfg.CommitInterval)
+		if errors.Is(err, context.Canceled) {
+			// Stopping: the final commit writes these states again.
+			p.logger.Debug("write online store canceled", "records", len(job.recs))
+			return true
+		}
+		p.m.sinkErrors.Inc()
 		p.logger.Warn("write online store failed; retrying after a commit interval", "records", len(job.recs), "err", err)
 		return true
 	}
