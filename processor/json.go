@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
-	"math"
 	"strconv"
 	"sync/atomic"
 	"unicode/utf8"
@@ -249,8 +248,11 @@ func (s *jsonScanner) literal(word string) error {
 	return nil
 }
 
-// number reads a number by JSON's grammar; integers of up to 15 digits are
-// converted without strconv.
+// number reads a number by JSON's grammar. One without an exponent and of
+// at most 15 digits in all (1234, 19.99) is converted without strconv, by
+// the exact fast path strconv itself takes: the digits as an integer are
+// exact in a float64, and so is 10^k for k <= 22, so one division rounds
+// correctly.
 func (s *jsonScanner) number() (float64, error) {
 	start := s.i
 	neg := s.b[s.i] == '-'
@@ -268,17 +270,18 @@ func (s *jsonScanner) number() (float64, error) {
 	default:
 		return 0, s.errorf("malformed number")
 	}
-	intEnd := s.i
-	simple := true
+	intEnd, fracStart, fracEnd := s.i, s.i, s.i
+	exp := false
 	if s.i < len(s.b) && s.b[s.i] == '.' {
-		simple = false
 		s.i++
+		fracStart = s.i
 		if !s.digits() {
 			return 0, s.errorf("malformed number")
 		}
+		fracEnd = s.i
 	}
 	if s.i < len(s.b) && (s.b[s.i] == 'e' || s.b[s.i] == 'E') {
-		simple = false
+		exp = true
 		s.i++
 		if s.i < len(s.b) && (s.b[s.i] == '+' || s.b[s.i] == '-') {
 			s.i++
@@ -287,18 +290,19 @@ func (s *jsonScanner) number() (float64, error) {
 			return 0, s.errorf("malformed number")
 		}
 	}
-	if simple && intEnd-digits <= 15 {
+	if !exp && (intEnd-digits)+(fracEnd-fracStart) <= 15 {
 		var n int64
 		for _, c := range s.b[digits:intEnd] {
 			n = n*10 + int64(c-'0')
 		}
-		if neg {
-			if n == 0 {
-				return math.Copysign(0, -1), nil // -0, as encoding/json reads it
-			}
-			n = -n
+		for _, c := range s.b[fracStart:fracEnd] {
+			n = n*10 + int64(c-'0')
 		}
-		return float64(n), nil
+		f := float64(n) / pow10[fracEnd-fracStart]
+		if neg {
+			f = -f // -0 stays -0, as encoding/json reads it
+		}
+		return f, nil
 	}
 	f, err := strconv.ParseFloat(string(s.b[start:s.i]), 64)
 	if err != nil {
@@ -306,6 +310,9 @@ func (s *jsonScanner) number() (float64, error) {
 	}
 	return f, nil
 }
+
+// pow10 are the powers of ten the number fast path divides by, all exact.
+var pow10 = [...]float64{1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15}
 
 func (s *jsonScanner) digits() bool {
 	start := s.i

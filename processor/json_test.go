@@ -2,7 +2,10 @@ package processor
 
 import (
 	"encoding/json"
+	"math"
+	"math/rand/v2"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -81,4 +84,52 @@ func FuzzJSONScanner(f *testing.F) {
 	f.Fuzz(func(t *testing.T, in []byte) {
 		checkJSON(t, s, in)
 	})
+}
+
+// TestJSONNumbersExact: the scanner's fast path for short decimals gives
+// bit for bit what strconv (and so encoding/json) gives, sign of zero
+// included, for chosen edge cases and a million random decimals.
+func TestJSONNumbersExact(t *testing.T) {
+	s := newJSONScanner(newInternTable())
+	check := func(num string) {
+		t.Helper()
+		want, err := strconv.ParseFloat(num, 64)
+		if err != nil {
+			t.Fatalf("%s: %v", num, err)
+		}
+		m := map[string]any{}
+		if err := s.decodeObject([]byte(`{"n":`+num+`}`), m); err != nil {
+			t.Fatalf("%s: %v", num, err)
+		}
+		if got := m["n"].(float64); math.Float64bits(got) != math.Float64bits(want) {
+			t.Fatalf("%s: got %v (%#x), want %v (%#x)", num, got, math.Float64bits(got), want, math.Float64bits(want))
+		}
+	}
+	for _, num := range []string{
+		"0", "-0", "0.0", "-0.0", "-0.000", "0.1", "0.2", "0.3", "19.99", "-19.99", "1.5", "100.25",
+		"123456789012345", "-123456789012345", "12345678901234.5", "0.000000000000001", "0.123456789012345",
+		"999999999999999", "99999999999999.9", "9007199254740993", "0.30000000000000004", "1234567890123456",
+		"1.7976931348623157", "4.9406564584124654",
+	} {
+		check(num)
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	for range 1_000_000 {
+		intDigits, fracDigits := 1+rng.IntN(15), rng.IntN(16)
+		b := make([]byte, 0, 34)
+		if rng.IntN(2) == 0 {
+			b = append(b, '-')
+		}
+		b = append(b, byte('1'+rng.IntN(9)))
+		for range intDigits - 1 {
+			b = append(b, byte('0'+rng.IntN(10)))
+		}
+		if fracDigits > 0 {
+			b = append(b, '.')
+			for range fracDigits {
+				b = append(b, byte('0'+rng.IntN(10)))
+			}
+		}
+		check(string(b))
+	}
 }
