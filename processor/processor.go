@@ -189,12 +189,13 @@ type Processor struct {
 	reg      prometheus.Registerer
 	grace    int64
 	future   int64
-	// cacheMax is how many states each task caches (task.cache).
-	cacheMax int
 	idle     int64
 	inTopic  string
 	clTopic  string
 	dlqTopic string
+
+	// cacheMax is how many states each task caches (task.cache).
+	cacheMax int
 
 	ready atomic.Bool
 	// newerGen is set by watchGeneration to a newer current state
