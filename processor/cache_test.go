@@ -1,12 +1,9 @@
 package processor
 
 import (
-	"log/slog"
 	"math"
 	"testing"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/featurestream/featurestream/state"
 	"github.com/featurestream/featurestream/topology"
@@ -17,14 +14,8 @@ import (
 // newer update or an expiry keeps the old one out, and the cache stays
 // within its bound.
 func TestStateCache(t *testing.T) {
-	top, err := topology.Compile(shopSpec(t, "spec.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := New(Config{Brokers: []string{"127.0.0.1:1"}, Now: time.Now}, top, nil, nil, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := offlineProcessor(t, time.Now())
+	top := p.top
 	p.cacheMax = 2
 	tk := p.newTask(0, state.Meta{MaxEventMs: math.MinInt64})
 	full := func() *topology.EntityState {

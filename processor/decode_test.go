@@ -3,6 +3,7 @@ package processor
 import (
 	stdjson "encoding/json"
 	"errors"
+	"log/slog"
 	"os"
 	"strings"
 	"testing"
@@ -10,6 +11,7 @@ import (
 
 	goccy "github.com/goccy/go-json"
 	"github.com/hamba/avro/v2"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/featurestream/featurestream/topology"
@@ -22,6 +24,22 @@ func shopSpec(t testing.TB, file string) *topology.Spec {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// offlineProcessor is a processor of the shop spec, with its clock stopped
+// at now, that never connects: tests drive its tasks directly. It has no
+// store; set p.store if the test reads state.
+func offlineProcessor(tb testing.TB, now time.Time) *Processor {
+	tb.Helper()
+	top, err := topology.Compile(shopSpec(tb, "spec.yaml"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	p, err := New(Config{Brokers: []string{"127.0.0.1:1"}, Now: func() time.Time { return now }}, top, nil, nil, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return p
 }
 
 func TestDecodeJSON(t *testing.T) {

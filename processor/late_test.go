@@ -2,32 +2,22 @@ package processor
 
 import (
 	"fmt"
-	"log/slog"
 	"math"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/featurestream/featurestream/state"
-	"github.com/featurestream/featurestream/topology"
 )
 
 // TestLateEventsByFeature: a late event is dead-lettered once and counted
 // in featurestream_late_events_total only for the features it would have
 // updated.
 func TestLateEventsByFeature(t *testing.T) {
-	top, err := topology.Compile(shopSpec(t, "spec.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	now := time.UnixMilli(1_764_133_200_000)
-	p, err := New(Config{Brokers: []string{"127.0.0.1:1"}, Now: func() time.Time { return now }}, top, nil, nil, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := offlineProcessor(t, now)
 	tk := p.newTask(0, state.Meta{MaxEventMs: math.MinInt64})
 	tk.maxEventMs, tk.lastArrivalMs = now.UnixMilli(), now.UnixMilli()
 	late := now.UnixMilli() - 24*3600_000

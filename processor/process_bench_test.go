@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/featurestream/featurestream/state"
@@ -22,20 +21,15 @@ import (
 // written to Pebble, as a commit does, and kept in the tasks' state caches
 // as the end of the push does. ns/op is per record.
 func BenchmarkProcess(b *testing.B) {
-	top, err := topology.Compile(shopSpec(b, "spec.yaml"))
-	if err != nil {
-		b.Fatal(err)
-	}
+	now := time.UnixMilli(1_764_133_200_000)
+	p := offlineProcessor(b, now)
+	top := p.top
 	store, err := state.Open(state.Options{Dir: b.TempDir(), Logger: slog.New(slog.DiscardHandler)}, top)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer store.Close()
-	now := time.UnixMilli(1_764_133_200_000)
-	p, err := New(Config{Brokers: []string{"127.0.0.1:1"}, Now: func() time.Time { return now }}, top, store, nil, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
-	if err != nil {
-		b.Fatal(err)
-	}
+	p.store = store
 	const (
 		partitions = 8
 		perPoll    = 4096 // records per poll, all partitions
