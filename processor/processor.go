@@ -560,8 +560,9 @@ func (p *Processor) flushLocked(ctx context.Context, tasks []*task) error {
 		// Only the partition's last record of this commit says how far
 		// input is reflected: produce keeps order within a partition, so
 		// if it is in the changelog, so is every record before it. It
-		// also says how far the online store is complete, for standby
-		// copies (the push before this commit has finished).
+		// also says how far the online store is known complete, for
+		// standby copies: as of the last push that ended, so never more
+		// than it is.
 		if len(recs) > first {
 			recs[len(recs)-1].Headers = []kgo.RecordHeader{state.InputNextHeader(t.inputNext), state.SinkNextHeader(t.sinkNext)}
 		}

@@ -352,6 +352,14 @@ func (p *Processor) revoked(ctx context.Context, cl *kgo.Client, revoked map[str
 			p.logger.Warn("commit of revoked partitions failed; the next owner replays them", "err", err)
 		}
 	}
+	// Their committed states still waiting for a push go now, not with
+	// the next owner's restore: a push under way would otherwise leave
+	// them behind, and Redis would serve older values meanwhile.
+	_ = p.waitPushLocked() // its failure leaves its states pending: pushed here
+	p.pushLocked(ctx, ts)
+	if err := p.waitPushLocked(); err != nil {
+		p.logger.Warn("push of revoked partitions failed; the next owner re-pushes them", "err", err)
+	}
 	for _, t := range ts {
 		delete(p.mu.tasks, t.partition)
 		p.m.lag.DeleteLabelValues(strconv.Itoa(int(t.partition)))
