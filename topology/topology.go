@@ -246,7 +246,7 @@ func fieldEqualsOf(n ast.Node) *fieldEquals {
 		id, okID = b.Right.(*ast.IdentifierNode)
 		lit, okLit = b.Left.(*ast.StringNode)
 	}
-	if !okID || !okLit {
+	if !okID || !okLit || id.Value == "$env" { // $env is the whole event
 		return nil
 	}
 	return &fieldEquals{field: id.Value, value: lit.Value, ne: b.Operator == "!="}

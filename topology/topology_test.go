@@ -752,7 +752,7 @@ func TestWhereFieldEquals(t *testing.T) {
 			}
 		}
 	}
-	for _, src := range []string{`type == "view" && price > 1`, `type in ["view"]`, `type == other`, `user.type == "view"`, `price == 1`} {
+	for _, src := range []string{`type == "view" && price > 1`, `type in ["view"]`, `type == other`, `user.type == "view"`, `price == 1`, `$env == "view"`} {
 		flt, err := compileWhere(src)
 		if err != nil {
 			t.Fatal(err)
