@@ -8,6 +8,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -114,26 +115,36 @@ func ProduceDemo(ctx context.Context, cl *kgo.Client, topic string, rate int, se
 	if rate <= 0 {
 		return fmt.Errorf("demo rate %d: want at least 1 event per second", rate)
 	}
-	produceAtRate(ctx, cl, NewShopGenerator(seed, 1000, 5000), topic, rate, nil)
+	produceAtRate(ctx, ctx, cl, NewShopGenerator(seed, 1000, 5000), topic, rate, nil, nil)
 	return nil
 }
 
 // produceAtRate sends rate shop events per second, stamped with the time
-// they are sent, to topic until ctx is done, calling sent (if set) after
-// each batch. It sends every 10 ms what is due by then, so a slow moment
-// is made up for at the next tick.
-func produceAtRate(ctx context.Context, cl *kgo.Client, gen *ShopGenerator, topic string, rate int, sent func(now time.Time, n int)) {
+// they are sent, to topic until stop is done, calling sent (if set) after
+// each batch and counting in acked (if set) each record the broker
+// acknowledges. Records are produced with ctx, which must outlive stop, so
+// stopping does not fail the ones still buffered. It sends every 10 ms
+// what is due by then, so a slow moment is made up for at the next tick.
+func produceAtRate(ctx, stop context.Context, cl *kgo.Client, gen *ShopGenerator, topic string, rate int, acked *atomic.Int64, sent func(now time.Time, n int)) {
+	var promise func(*kgo.Record, error)
+	if acked != nil {
+		promise = func(_ *kgo.Record, err error) {
+			if err == nil {
+				acked.Add(1)
+			}
+		}
+	}
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	start, total := time.Now(), 0
 	for {
 		select {
-		case <-ctx.Done():
+		case <-stop.Done():
 			return
 		case now := <-tick.C:
 			n := int(float64(rate)*now.Sub(start).Seconds()) - total
 			for range n {
-				cl.Produce(ctx, gen.Next(now).Record(topic), nil)
+				cl.Produce(ctx, gen.Next(now).Record(topic), promise)
 			}
 			total += n
 			if sent != nil && n > 0 {
