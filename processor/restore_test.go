@@ -72,11 +72,17 @@ func newRestoreEnv(t *testing.T) *restoreEnv {
 // start runs a processor of group "shop" on its own state directory.
 func (e *restoreEnv) start(hook func(context.Context, int32) error) *Processor {
 	e.t.Helper()
+	return e.startWith(e.sink, hook)
+}
+
+// startWith is start with another sink in front of Redis.
+func (e *restoreEnv) startWith(sink Sink, hook func(context.Context, int32) error) *Processor {
+	e.t.Helper()
 	store, err := state.Open(state.Options{Dir: e.t.TempDir(), Logger: slog.New(slog.DiscardHandler)}, e.top)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	p, err := New(Config{Brokers: e.brokers, SessionTimeout: 6 * time.Second}, e.top, store, e.sink, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	p, err := New(Config{Brokers: e.brokers, SessionTimeout: 6 * time.Second}, e.top, store, sink, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 	if err != nil {
 		e.t.Fatal(err)
 	}
