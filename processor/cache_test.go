@@ -12,25 +12,26 @@ import (
 // TestStateCache: a state is cached only once committed and pushed, an
 // update takes it out (so a push never reads a state being changed), a
 // newer update or an expiry keeps the old one out, and the cache stays
-// within its bound.
+// within its bound in bytes.
 func TestStateCache(t *testing.T) {
 	p := offlineProcessor(t, time.Now())
 	top := p.top
-	p.cacheMax = 2
 	tk := p.newTask(0, state.Meta{MaxEventMs: math.MinInt64})
 	full := func() *topology.EntityState {
 		st := top.NewEntityState()
 		st.Features[0] = []topology.Tile{{Start: 1, Count: 1}}
 		return st
 	}
+	size := full().SizeBytes()
+	p.cacheBudget = 2 * size
 
 	a := full()
 	tk.keep("a", a)
 	if got, err := tk.state("a"); err != nil || got != a {
 		t.Fatalf("state(a) = %p, %v; want the cached %p", got, err, a)
 	}
-	if _, ok := tk.cache["a"]; ok {
-		t.Fatal("a state taken for an update is still cached")
+	if _, ok := tk.cache["a"]; ok || tk.cacheBytes != 0 {
+		t.Fatalf("a state taken for an update is still cached (%d bytes counted)", tk.cacheBytes)
 	}
 
 	// A newer update of b is under way: the pushed older state stays out.
@@ -52,7 +53,13 @@ func TestStateCache(t *testing.T) {
 	for _, e := range []string{"e", "f", "g"} {
 		tk.keep(e, full())
 	}
-	if len(tk.cache) != 2 {
-		t.Fatalf("cache holds %d states, want its bound 2", len(tk.cache))
+	if len(tk.cache) != 2 || tk.cacheBytes != 2*size {
+		t.Fatalf("cache holds %d states of %d bytes, want its bound: 2 of %d", len(tk.cache), tk.cacheBytes, 2*size)
+	}
+	big := full()
+	big.Features[0] = make([]topology.Tile, 100)
+	tk.keep("big", big)
+	if _, ok := tk.cache["big"]; ok {
+		t.Fatal("a state larger than the whole cache was cached")
 	}
 }

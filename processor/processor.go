@@ -98,11 +98,11 @@ type Config struct {
 	// GenerationCheckInterval is how often the processor looks for a newer
 	// state generation. Default DefaultGenerationCheckInterval.
 	GenerationCheckInterval time.Duration
-	// StateCacheEntities bounds how many decoded entity states the
-	// processor keeps between commits (spread over its partitions), so an
-	// entity updated again soon after skips Pebble's read and decode.
-	// Default 50,000; negative disables the cache.
-	StateCacheEntities int
+	// StateCacheBytes bounds the memory of the decoded entity states the
+	// processor keeps between commits (split evenly over its partitions),
+	// so an entity updated again soon after skips Pebble's read and decode.
+	// Default 128 MiB; negative disables the cache.
+	StateCacheBytes int
 	// StandbyReplicas is how many other instances keep a warm copy of each
 	// partition's state, tailing its changelog, so a failover replays only
 	// the tail. 0 (default) keeps none.
@@ -125,8 +125,8 @@ func (c *Config) applyDefaults(spec *topology.Spec) {
 	if c.MaxPollRecords == 0 {
 		c.MaxPollRecords = 100_000
 	}
-	if c.StateCacheEntities == 0 {
-		c.StateCacheEntities = 50_000
+	if c.StateCacheBytes == 0 {
+		c.StateCacheBytes = 128 << 20
 	}
 	if c.SessionTimeout == 0 {
 		c.SessionTimeout = 10 * time.Second
@@ -194,8 +194,8 @@ type Processor struct {
 	clTopic  string
 	dlqTopic string
 
-	// cacheMax is how many states each task caches (task.cache).
-	cacheMax int
+	// cacheBudget is the bytes of states each task caches (task.cache).
+	cacheBudget int
 
 	ready atomic.Bool
 	// newerGen is set by watchGeneration to a newer current state
@@ -298,7 +298,7 @@ func (p *Processor) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	p.cacheMax = max(p.cfg.StateCacheEntities/int(partitions), 0)
+	p.cacheBudget = max(p.cfg.StateCacheBytes/int(partitions), 0)
 	if p.cfg.Replay {
 		if err := p.resetState(ctx, admCl, adm, partitions); err != nil {
 			return fmt.Errorf("processor: %w", err)
@@ -537,7 +537,9 @@ func (p *Processor) flushLocked(ctx context.Context, tasks []*task) error {
 	for _, t := range tasks {
 		first := len(recs)
 		for entity, st := range t.expired {
-			delete(t.cache, entity)
+			if c, ok := t.cache[entity]; ok {
+				t.uncache(entity, c)
+			}
 			// A tombstone: compaction drops the entity's records.
 			rec := &slab[len(recs)]
 			from := len(buf)

@@ -48,8 +48,10 @@ type task struct {
 	// leaves it when an update takes it (state) and returns once that
 	// update is committed and pushed (keep): no state changes while a push
 	// reads it, and every cached state is what Pebble holds. An aborted
-	// commit drops the states it changed with dirty.
-	cache map[string]*topology.EntityState
+	// commit drops the states it changed with dirty. cacheBytes is the
+	// estimated size of what it holds (EntityState.SizeBytes).
+	cache      map[string]cachedState
+	cacheBytes int
 	// dlq holds the dead letters of records since the last commit.
 	dlq []*kgo.Record
 	// clearRestoring is set until the partition's restoring mark is
@@ -95,7 +97,7 @@ func (p *Processor) newTask(partition int32, meta state.Meta) *task {
 		dirty:               make(map[string]*topology.EntityState),
 		expired:             make(map[string]*topology.EntityState),
 		pendingSink:         make(map[string]sinks.Record),
-		cache:               make(map[string]*topology.EntityState),
+		cache:               make(map[string]cachedState),
 	}
 }
 
@@ -232,9 +234,9 @@ func (t *task) state(entity string) (*topology.EntityState, error) {
 	if st, ok := t.dirty[entity]; ok {
 		return st, nil
 	}
-	if st, ok := t.cache[entity]; ok {
-		delete(t.cache, entity)
-		return st, nil
+	if c, ok := t.cache[entity]; ok {
+		t.uncache(entity, c)
+		return c.st, nil
 	}
 	st, err := t.p.store.Get(t.partition, entity)
 	if err != nil || st != nil {
@@ -243,11 +245,18 @@ func (t *task) state(entity string) (*topology.EntityState, error) {
 	return t.p.top.NewEntityState(), nil
 }
 
+// cachedState is a state in task.cache with its estimated size.
+type cachedState struct {
+	st   *topology.EntityState
+	size int
+}
+
 // keep caches an entity's state once it is committed and in the online
 // store, unless an update has taken the entity since (dirty, expired) or
-// the state is empty (expired: Pebble holds none).
+// the state is empty (expired: Pebble holds none). Arbitrary states (map
+// order is random) make room for it.
 func (t *task) keep(entity string, st *topology.EntityState) {
-	if st == nil || t.p.cacheMax == 0 || st.Empty() {
+	if st == nil || t.p.cacheBudget <= 0 || st.Empty() {
 		return
 	}
 	if _, ok := t.dirty[entity]; ok {
@@ -256,13 +265,27 @@ func (t *task) keep(entity string, st *topology.EntityState) {
 	if _, ok := t.expired[entity]; ok {
 		return
 	}
-	if _, ok := t.cache[entity]; !ok && len(t.cache) >= t.p.cacheMax {
-		for victim := range t.cache { // an arbitrary one: map order is random
-			delete(t.cache, victim)
+	if old, ok := t.cache[entity]; ok {
+		t.uncache(entity, old)
+	}
+	size := st.SizeBytes()
+	if size > t.p.cacheBudget {
+		return
+	}
+	for victim, c := range t.cache {
+		if t.cacheBytes+size <= t.p.cacheBudget {
 			break
 		}
+		t.uncache(victim, c)
 	}
-	t.cache[entity] = st
+	t.cache[entity] = cachedState{st: st, size: size}
+	t.cacheBytes += size
+}
+
+// uncache drops entity's cached state c.
+func (t *task) uncache(entity string, c cachedState) {
+	delete(t.cache, entity)
+	t.cacheBytes -= c.size
 }
 
 // reject counts a record that cannot be applied and logs the first and then

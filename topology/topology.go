@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/DataDog/sketches-go/ddsketch"
 	"github.com/DataDog/sketches-go/ddsketch/mapping"
@@ -355,6 +356,40 @@ func (st *EntityState) Empty() bool {
 		}
 	}
 	return true
+}
+
+// SizeBytes estimates the memory st holds: its tiles and items as laid
+// out, maps of counts by their entries, a HyperLogLog or DDSketch as 1 KiB.
+// Caches bound themselves with it; TestSizeBytes keeps it within a factor
+// of two of the heap (it errs high with small maps).
+func (st *EntityState) SizeBytes() int {
+	const (
+		tileSize = int(unsafe.Sizeof(Tile{}))
+		itemSize = int(unsafe.Sizeof(Item{}))
+	)
+	n := int(unsafe.Sizeof(*st)) + cap(st.Features)*int(unsafe.Sizeof([]Tile(nil)))
+	for _, tiles := range st.Features {
+		n += cap(tiles) * tileSize
+		for i := range tiles {
+			n += len(tiles[i].Items) * itemSize
+			for _, it := range tiles[i].Items {
+				n += len(it.Value)
+			}
+			if x := tiles[i].x; x != nil {
+				n += int(unsafe.Sizeof(*x))
+				if x.counts != nil {
+					n += 64 + max(len(x.counts), 8)*48 // a map of at least one group
+				}
+				if x.hll != nil {
+					n += 1 << 10
+				}
+				if x.dd != nil {
+					n += 1 << 10
+				}
+			}
+		}
+	}
+	return n
 }
 
 // NewEntityState returns an empty state for t.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -759,6 +760,55 @@ func TestWhereFieldEquals(t *testing.T) {
 		}
 		if flt.eq != nil {
 			t.Errorf("%s: compiled to a field comparison %+v", src, *flt.eq)
+		}
+	}
+}
+
+// TestSizeBytes: the estimate caches bound themselves with is within a
+// factor of two of the heap that decoded states really hold.
+func TestSizeBytes(t *testing.T) {
+	top := mustTopology(t, `app: shop
+source: {topic: events, format: json, key: user_id, time: ts}
+features:
+  - {name: views_1h, where: 'type == "view"', agg: count, window: 1h}
+  - {name: spend_24h, where: 'type == "purchase"', agg: sum, field: price, window: 24h}
+  - {name: last_items, agg: last_k, field: item_id, k: 10}
+  - {name: cats, agg: count_distinct, field: category, window: 24h}
+`)
+	now := int64(1_764_133_200_000)
+	for _, events := range []int{20, 200} {
+		st := top.NewEntityState()
+		for i := range events {
+			typ := "view"
+			if i%10 == 0 {
+				typ = "purchase"
+			}
+			ev := Event{Key: "u1", TimeMs: now - int64(events-i)*86_400_000/int64(events),
+				Fields: map[string]any{"type": typ, "item_id": fmt.Sprintf("item-%d", i), "category": fmt.Sprintf("c%d", i%7), "price": 9.99}}
+			if err := top.Apply(st, &ev, now-86_400_000); err != nil {
+				t.Fatal(err)
+			}
+		}
+		enc := top.AppendState(nil, st)
+		const n = 2000
+		keep := make([]*EntityState, n)
+		var m0, m1 runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&m0)
+		estimate := 0
+		for i := range keep {
+			var err error
+			if keep[i], err = top.DecodeState(enc); err != nil {
+				t.Fatal(err)
+			}
+			estimate += keep[i].SizeBytes()
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&m1)
+		runtime.KeepAlive(keep)
+		heap := int(m1.HeapAlloc) - int(m0.HeapAlloc)
+		if ratio := float64(estimate) / float64(heap); ratio < 0.5 || ratio > 2 {
+			t.Errorf("%d events: SizeBytes sums to %d for %d states, the heap grew by %d (×%.2f)", events, estimate, n, heap, ratio)
 		}
 	}
 }
