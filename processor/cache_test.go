@@ -23,7 +23,7 @@ func TestStateCache(t *testing.T) {
 		return st
 	}
 	size := full().SizeBytes()
-	p.cacheBudget = 2 * size
+	p.cfg.StateCacheBytes = 2 * size // one task: all of it
 
 	a := full()
 	tk.keep("a", a)

@@ -35,7 +35,6 @@ func BenchmarkProcess(b *testing.B) {
 		perPoll    = 4096 // records per poll, all partitions
 		polls      = 64   // distinct polls, cycled
 	)
-	p.cacheBudget = p.cfg.StateCacheBytes / partitions
 	committed := make([]map[string]*topology.EntityState, partitions)
 	for part := range int32(partitions) {
 		p.mu.tasks[part] = p.newTask(part, state.Meta{MaxEventMs: math.MinInt64})

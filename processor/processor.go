@@ -99,7 +99,8 @@ type Config struct {
 	// state generation. Default DefaultGenerationCheckInterval.
 	GenerationCheckInterval time.Duration
 	// StateCacheBytes bounds the memory of the decoded entity states the
-	// processor keeps between commits (split evenly over its partitions),
+	// processor keeps between commits (split evenly over the partitions
+	// it owns),
 	// so an entity updated again soon after skips Pebble's read and decode.
 	// Default 128 MiB; negative disables the cache.
 	StateCacheBytes int
@@ -193,9 +194,6 @@ type Processor struct {
 	inTopic  string
 	clTopic  string
 	dlqTopic string
-
-	// cacheBudget is the bytes of states each task caches (task.cache).
-	cacheBudget int
 
 	ready atomic.Bool
 	// newerGen is set by watchGeneration to a newer current state
@@ -298,7 +296,6 @@ func (p *Processor) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	p.cacheBudget = max(p.cfg.StateCacheBytes/int(partitions), 0)
 	if p.cfg.Replay {
 		if err := p.resetState(ctx, admCl, adm, partitions); err != nil {
 			return fmt.Errorf("processor: %w", err)

@@ -256,7 +256,8 @@ type cachedState struct {
 // the state is empty (expired: Pebble holds none). Arbitrary states (map
 // order is random) make room for it.
 func (t *task) keep(entity string, st *topology.EntityState) {
-	if st == nil || t.p.cacheBudget <= 0 || st.Empty() {
+	budget := t.p.cacheShareLocked()
+	if st == nil || budget <= 0 || st.Empty() {
 		return
 	}
 	if _, ok := t.dirty[entity]; ok {
@@ -269,17 +270,27 @@ func (t *task) keep(entity string, st *topology.EntityState) {
 		t.uncache(entity, old)
 	}
 	size := st.SizeBytes()
-	if size > t.p.cacheBudget {
+	if size > budget {
 		return
 	}
 	for victim, c := range t.cache {
-		if t.cacheBytes+size <= t.p.cacheBudget {
+		if t.cacheBytes+size <= budget {
 			break
 		}
 		t.uncache(victim, c)
 	}
 	t.cache[entity] = cachedState{st: st, size: size}
 	t.cacheBytes += size
+}
+
+// cacheShareLocked is each task's share of the state cache: the partitions
+// an instance owns split its budget, and a task's cache shrinks to a
+// smaller share at its next keep.
+func (p *Processor) cacheShareLocked() int {
+	if p.cfg.StateCacheBytes <= 0 {
+		return 0
+	}
+	return p.cfg.StateCacheBytes / max(1, len(p.mu.tasks))
 }
 
 // uncache drops entity's cached state c.
