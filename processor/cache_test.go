@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/featurestream/featurestream/state"
 	"github.com/featurestream/featurestream/topology"
 )
@@ -32,6 +34,9 @@ func TestStateCache(t *testing.T) {
 	}
 	if _, ok := tk.cache["a"]; ok || tk.cacheBytes != 0 {
 		t.Fatalf("a state taken for an update is still cached (%d bytes counted)", tk.cacheBytes)
+	}
+	if hits := testutil.ToFloat64(p.m.cacheHits); hits != 1 {
+		t.Errorf("cache hits = %v, want 1", hits)
 	}
 
 	// A newer update of b is under way: the pushed older state stays out.

@@ -23,6 +23,10 @@ type metrics struct {
 	lag           *prometheus.GaugeVec
 	expired       prometheus.Counter
 	delay         prometheus.Histogram
+	// cacheHits and cacheMisses count the state cache's lookups (a miss
+	// reads Pebble); cacheBytes is what it holds, as of the last commit.
+	cacheHits, cacheMisses prometheus.Counter
+	cacheBytes             prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -99,10 +103,20 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help:    "Time from an input record's Kafka timestamp to its processing (the last record of each fetched batch).",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 18),
 		}),
+		cacheBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "featurestream_state_cache_bytes",
+			Help: "Estimated memory of the decoded entity states cached between commits (--state-cache-mib), as of the last commit.",
+		}),
 	}
+	lookups := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "featurestream_state_cache_lookups_total",
+		Help: "First reads of an entity's state in a commit interval, by result: hit (the state cache) or miss (read and decoded from Pebble).",
+	}, []string{"result"})
+	m.cacheHits, m.cacheMisses = lookups.WithLabelValues("hit"), lookups.WithLabelValues("miss")
 	if reg != nil {
 		reg.MustRegister(m.consumed, m.rejected, m.decodeErrors, m.late, m.flushDuration, m.changelog,
-			m.sinkErrors, m.freshness, m.assigned, m.rebalances, m.watermark, m.txns, m.txnDuration, m.dlq, m.lag, m.delay, m.expired)
+			m.sinkErrors, m.freshness, m.assigned, m.rebalances, m.watermark, m.txns, m.txnDuration, m.dlq, m.lag, m.delay, m.expired,
+			lookups, m.cacheBytes)
 	}
 	return m
 }

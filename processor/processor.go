@@ -683,6 +683,11 @@ func (p *Processor) flushLocked(ctx context.Context, tasks []*task) error {
 			HorizonMs: p.horizon(o.t.maxEventMs),
 		}
 	}
+	cached := 0
+	for _, t := range p.mu.tasks {
+		cached += t.cacheBytes
+	}
+	p.m.cacheBytes.Set(float64(cached))
 	for _, t := range tasks {
 		p.m.expired.Add(float64(len(t.expired)))
 		clear(t.dirty)

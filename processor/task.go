@@ -236,8 +236,10 @@ func (t *task) state(entity string) (*topology.EntityState, error) {
 	}
 	if c, ok := t.cache[entity]; ok {
 		t.uncache(entity, c)
+		t.p.m.cacheHits.Inc()
 		return c.st, nil
 	}
+	t.p.m.cacheMisses.Inc()
 	st, err := t.p.store.Get(t.partition, entity)
 	if err != nil || st != nil {
 		return st, err
