@@ -5,6 +5,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/featurestream/featurestream/internal/testshop"
 	"github.com/featurestream/featurestream/sinks/redisserver"
 	"github.com/featurestream/featurestream/topology"
 )
@@ -25,13 +26,5 @@ func newTestEnv(t *testing.T) testEnv {
 	}
 	t.Cleanup(kafka.Close)
 	rs := redisserver.StartForTest(t)
-	spec, err := topology.LoadSpec("../examples/shop/spec.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	top, err := topology.Compile(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return testEnv{brokers: kafka.ListenAddrs(), redisAddr: rs.Addr(), top: top}
+	return testEnv{brokers: kafka.ListenAddrs(), redisAddr: rs.Addr(), top: testshop.Topology(t)}
 }

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/featurestream/featurestream/internal/testshop"
 	pb "github.com/featurestream/featurestream/proto/featurestream/v1"
 	"github.com/featurestream/featurestream/sinks"
 	"github.com/featurestream/featurestream/sinks/redisserver"
@@ -68,7 +69,7 @@ func startCluster(t *testing.T) []string {
 // node come back in request order, and restoring marks are seen.
 func TestRedisCluster(t *testing.T) {
 	addrs := startCluster(t)
-	top := shopTopology(t)
+	top := testshop.Topology(t)
 	rdb, err := sinks.NewClient(sinks.Options{Addrs: addrs[:1], Cluster: true})
 	if err != nil {
 		t.Fatal(err)

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/featurestream/featurestream/internal/testshop"
 	pb "github.com/featurestream/featurestream/proto/featurestream/v1"
 	"github.com/featurestream/featurestream/sinks"
 	"github.com/featurestream/featurestream/sinks/redisserver"
@@ -47,19 +48,6 @@ const minute = int64(60_000)
 // testNow is the server's clock in tests, unless a test sets another: a day
 // after t0, so every as_of the tests ask for is inside the horizon.
 var testNow = time.UnixMilli(t0 + 24*60*minute)
-
-func shopTopology(t testing.TB) *topology.Topology {
-	t.Helper()
-	spec, err := topology.LoadSpec("../examples/shop/spec.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	top, err := topology.Compile(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return top
-}
 
 type testEvent struct {
 	atMin int64 // minutes after t0
@@ -101,7 +89,7 @@ type env struct {
 // returns a connected client; everything stops when t ends.
 func start(t testing.TB, cfg Config) *env {
 	t.Helper()
-	return startTop(t, cfg, shopTopology(t))
+	return startTop(t, cfg, testshop.Topology(t))
 }
 
 // startTop is start for another topology.
@@ -597,7 +585,7 @@ func TestConfigValidate(t *testing.T) {
 }
 
 func TestRunListensAndStops(t *testing.T) {
-	top := shopTopology(t)
+	top := testshop.Topology(t)
 	rs := redisserver.StartForTest(t)
 	rdb, err := sinks.NewClient(sinks.Options{Addrs: []string{rs.Addr()}})
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
+	"github.com/featurestream/featurestream/internal/testshop"
 	pb "github.com/featurestream/featurestream/proto/featurestream/v1"
 	"github.com/featurestream/featurestream/sinks"
 	"github.com/featurestream/featurestream/sinks/redisserver"
@@ -33,7 +34,7 @@ func TestShutdownDrains(t *testing.T) {
 		{"cut off after the timeout", 50 * time.Millisecond, codes.Unavailable},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			top := shopTopology(t)
+			top := testshop.Topology(t)
 			rs := redisserver.StartForTest(t)
 			rdb, err := sinks.NewClient(sinks.Options{Addrs: []string{rs.Addr()}})
 			if err != nil {

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/featurestream/featurestream/internal/testshop"
 	pb "github.com/featurestream/featurestream/proto/featurestream/v1"
 	"github.com/featurestream/featurestream/sinks"
 	"github.com/featurestream/featurestream/topology"
@@ -14,10 +15,7 @@ import (
 // staleTopology is the shop spec with max_staleness set on views_1h only.
 func staleTopology(t testing.TB, maxStaleness time.Duration) *topology.Topology {
 	t.Helper()
-	spec, err := topology.LoadSpec("../examples/shop/spec.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
+	spec := testshop.Spec(t)
 	spec.Features[0].MaxStaleness = topology.Duration(maxStaleness)
 	top, err := topology.Compile(spec)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/featurestream/featurestream/internal/testshop"
 	"github.com/featurestream/featurestream/sinks"
 	"github.com/featurestream/featurestream/sinks/redisserver"
 )
@@ -14,7 +15,7 @@ import (
 // an ACL user), the right credentials work and wrong or missing ones fail
 // Ping with ErrAuth and a message that says so.
 func TestRedisAuth(t *testing.T) {
-	top := shopTopology(t)
+	top := testshop.Topology(t)
 	srv := redisserver.StartForTest(t, "--requirepass", "s3cret", "--user", "app", "on", ">app-pass", "~fs:*", "&*", "+@all")
 	ctx := context.Background()
 	tests := []struct {

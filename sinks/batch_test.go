@@ -10,6 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/featurestream/featurestream/internal/testshop"
 	"github.com/featurestream/featurestream/sinks"
 )
 
@@ -36,7 +37,7 @@ func (h *gateHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 // flight wait and then go together in one pipeline, each getting its own
 // entities; a waiting read whose context ends returns at once.
 func TestReadsShareAPipeline(t *testing.T) {
-	top := shopTopology(t)
+	top := testshop.Topology(t)
 	s, client, _, _ := startStore(t, top)
 	ctx := context.Background()
 	var recs []sinks.Record

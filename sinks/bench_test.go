@@ -7,6 +7,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/featurestream/featurestream/internal/testshop"
 	"github.com/featurestream/featurestream/sinks"
 )
 
@@ -14,7 +15,7 @@ import (
 // shop events (60 events, one a minute), as the processor would leave them.
 func benchEntities(b *testing.B, s *sinks.Store, n int) []string {
 	b.Helper()
-	top := shopTopology(b)
+	top := testshop.Topology(b)
 	ids := make([]string, n)
 	recs := make([]sinks.Record, n)
 	for i := range n {
@@ -28,7 +29,7 @@ func benchEntities(b *testing.B, s *sinks.Store, n int) []string {
 }
 
 func BenchmarkStoreRead(b *testing.B) {
-	top := shopTopology(b)
+	top := testshop.Topology(b)
 	s, _, _, _ := startStore(b, top)
 	features := allFeatures(top)
 	for _, n := range []int{1, 100} {
@@ -50,7 +51,7 @@ func BenchmarkStoreRead(b *testing.B) {
 // BenchmarkRawHGetAll is the floor BenchmarkStoreRead is compared with:
 // go-redis fetching the same hashes in one pipeline, with no decoding.
 func BenchmarkRawHGetAll(b *testing.B) {
-	top := shopTopology(b)
+	top := testshop.Topology(b)
 	s, client, _, _ := startStore(b, top)
 	for _, n := range []int{1, 100} {
 		b.Run(fmt.Sprintf("entities=%d", n), func(b *testing.B) {
@@ -77,7 +78,7 @@ func BenchmarkRawHGetAll(b *testing.B) {
 }
 
 func BenchmarkStoreWrite(b *testing.B) {
-	top := shopTopology(b)
+	top := testshop.Topology(b)
 	s, _, _, _ := startStore(b, top)
 	const n = 100
 	recs := make([]sinks.Record, n)

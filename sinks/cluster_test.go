@@ -15,6 +15,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/featurestream/featurestream/internal/testshop"
 	"github.com/featurestream/featurestream/sinks"
 	"github.com/featurestream/featurestream/sinks/redisserver"
 )
@@ -77,7 +78,7 @@ func freePort(t *testing.T) int {
 // Write and per Read, and values come back exactly.
 func TestCluster(t *testing.T) {
 	addrs := startCluster(t, 3)
-	top := shopTopology(t)
+	top := testshop.Topology(t)
 	s, client, _ := newStore(t, top, sinks.Options{Addrs: addrs[:1], Cluster: true})
 	cc := client.(*redis.ClusterClient)
 	var mu sync.Mutex

@@ -8,6 +8,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/featurestream/featurestream/internal/testshop"
 	"github.com/featurestream/featurestream/sinks"
 	"github.com/featurestream/featurestream/sinks/redisserver"
 )
@@ -30,7 +31,7 @@ func TestStateGenerations(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := tc.opts(t)
-			top := shopTopology(t)
+			top := testshop.Topology(t)
 			old, client, _ := newStore(t, top, o)
 			next, _, _ := newStore(t, top, o)
 			next.SetStateGeneration(1)

@@ -32,19 +32,6 @@ func TestMain(m *testing.M) {
 // fall on it.
 var t0 = time.Date(2025, 11, 26, 4, 0, 0, 0, time.UTC).UnixMilli()
 
-func shopTopology(t testing.TB) *topology.Topology {
-	t.Helper()
-	spec, err := topology.LoadSpec("../examples/shop/spec.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	top, err := topology.Compile(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return top
-}
-
 // shopState applies n events to a new state: views, with every third a
 // purchase, one minute apart from base, items named by seed.
 func shopState(t testing.TB, top *topology.Topology, seed string, base int64, n int) *topology.EntityState {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/featurestream/featurestream/internal/testshop"
 	"github.com/featurestream/featurestream/sinks"
 	"github.com/featurestream/featurestream/topology"
 )
@@ -79,7 +80,7 @@ func TestNewClientKind(t *testing.T) {
 }
 
 func TestWriteReadRoundtrip(t *testing.T) {
-	top := shopTopology(t)
+	top := testshop.Topology(t)
 	s, client, reg, _ := startStore(t, top)
 	ctx := context.Background()
 
@@ -167,7 +168,7 @@ func TestWriteReadRoundtrip(t *testing.T) {
 }
 
 func TestReadReusesDst(t *testing.T) {
-	top := shopTopology(t)
+	top := testshop.Topology(t)
 	s, _, _, _ := startStore(t, top)
 	ctx := context.Background()
 	st := shopState(t, top, "u1", t0, 5)
@@ -189,7 +190,7 @@ func TestReadReusesDst(t *testing.T) {
 }
 
 func TestWriteVersionOrdering(t *testing.T) {
-	top := shopTopology(t)
+	top := testshop.Topology(t)
 	s, _, reg, _ := startStore(t, top)
 	ctx := context.Background()
 	stale := func() float64 { return metric(t, reg, "featurestream_redis_stale_writes_skipped_total") }
@@ -254,7 +255,7 @@ func TestWriteVersionOrdering(t *testing.T) {
 // TestWriteRemovesDroppedFeatures: a write replaces the whole hash, so a
 // field that the writer's spec lacks does not survive with older tiles.
 func TestWriteRemovesDroppedFeatures(t *testing.T) {
-	top := shopTopology(t)
+	top := testshop.Topology(t)
 	s, client, _, _ := startStore(t, top)
 	ctx := context.Background()
 	if err := client.HSet(ctx, "fs:shop:e:u1", "_v", "1", "_g", "g", "_t", "0", "_p", "0", "gone_feature", "x").Err(); err != nil {
@@ -269,7 +270,7 @@ func TestWriteRemovesDroppedFeatures(t *testing.T) {
 }
 
 func TestWriteOneRoundTrip(t *testing.T) {
-	top := shopTopology(t)
+	top := testshop.Topology(t)
 	s, client, _, _ := startStore(t, top)
 	hook := &callHook{}
 	client.AddHook(hook)
@@ -327,7 +328,7 @@ func nonNil(t []topology.Tile) []topology.Tile {
 // TestWriteReloadsScript: after Redis loses its script cache (restart,
 // SCRIPT FLUSH) a write loads the script and retries, once.
 func TestWriteReloadsScript(t *testing.T) {
-	top := shopTopology(t)
+	top := testshop.Topology(t)
 	s, client, _, _ := startStore(t, top)
 	ctx := context.Background()
 	if err := client.ScriptFlush(ctx).Err(); err != nil {
@@ -356,7 +357,7 @@ func TestWriteReloadsScript(t *testing.T) {
 }
 
 func TestWriteRejectsBadRecords(t *testing.T) {
-	top := shopTopology(t)
+	top := testshop.Topology(t)
 	s, _, _, _ := startStore(t, top)
 	good := shopState(t, top, "u", t0, 1)
 	tests := []struct {
@@ -379,7 +380,7 @@ func TestWriteRejectsBadRecords(t *testing.T) {
 }
 
 func TestReadCorrupt(t *testing.T) {
-	top := shopTopology(t)
+	top := testshop.Topology(t)
 	s, client, _, _ := startStore(t, top)
 	ctx := context.Background()
 	if err := s.Write(ctx, []sinks.Record{{Entity: "u1", Version: 1, State: shopState(t, top, "u1", t0, 3)}}); err != nil {
@@ -415,7 +416,7 @@ func TestReadCorrupt(t *testing.T) {
 // TestReadFeatureNotStored: a hash written under a spec without a feature
 // reads as nil tiles for it, distinct from a stored feature with no tiles.
 func TestReadFeatureNotStored(t *testing.T) {
-	top := shopTopology(t)
+	top := testshop.Topology(t)
 	s, client, _, _ := startStore(t, top)
 	ctx := context.Background()
 	empty := string(top.AppendFeature(nil, 0, nil))
@@ -438,7 +439,7 @@ func TestReadFeatureNotStored(t *testing.T) {
 }
 
 func TestReadBadFeatureIndex(t *testing.T) {
-	top := shopTopology(t)
+	top := testshop.Topology(t)
 	s, _, _, _ := startStore(t, top)
 	if _, err := s.Read(context.Background(), []string{"u"}, []int{0, 4}, nil); err == nil || !strings.Contains(err.Error(), "features[1]: index 4 out of range") {
 		t.Fatalf("Read = %v", err)
@@ -446,7 +447,7 @@ func TestReadBadFeatureIndex(t *testing.T) {
 }
 
 func TestRedisDown(t *testing.T) {
-	top := shopTopology(t)
+	top := testshop.Topology(t)
 	s, _, reg, srv := startStore(t, top)
 	ctx := context.Background()
 	if err := s.Ping(ctx); err != nil {
@@ -475,7 +476,7 @@ func TestRedisDown(t *testing.T) {
 }
 
 func TestMetricsNamesAndDoubleRegister(t *testing.T) {
-	top := shopTopology(t)
+	top := testshop.Topology(t)
 	s, client, reg, _ := startStore(t, top)
 	ctx := context.Background()
 	if err := s.Write(ctx, []sinks.Record{{Entity: "u", State: top.NewEntityState()}}); err != nil {
@@ -511,7 +512,7 @@ func TestMetricsNamesAndDoubleRegister(t *testing.T) {
 // TestWriteTimeOnlyMovesWithVersion: _w is when the stored version was
 // written; a write skipped as stale does not refresh it.
 func TestWriteTimeOnlyMovesWithVersion(t *testing.T) {
-	top := shopTopology(t)
+	top := testshop.Topology(t)
 	s, _, _, _ := startStore(t, top)
 	ctx := context.Background()
 	at := func(ms int64) { sinks.SetClock(s, func() time.Time { return time.UnixMilli(ms) }) }
@@ -545,7 +546,7 @@ func TestWriteTimeOnlyMovesWithVersion(t *testing.T) {
 }
 
 func TestPartitionRestoring(t *testing.T) {
-	top := shopTopology(t)
+	top := testshop.Topology(t)
 	s, client, reg, _ := startStore(t, top)
 	ctx := context.Background()
 	now := time.UnixMilli(t0)

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/featurestream/featurestream/internal/testcert"
+	"github.com/featurestream/featurestream/internal/testshop"
 	"github.com/featurestream/featurestream/sinks"
 	"github.com/featurestream/featurestream/sinks/redisserver"
 )
@@ -21,7 +22,7 @@ func TestRedisTLS(t *testing.T) {
 	tlsPort := freePort(t)
 	redisserver.StartForTest(t, "--tls-port", strconv.Itoa(tlsPort), "--tls-cert-file", certFile,
 		"--tls-key-file", keyFile, "--tls-ca-cert-file", certFile, "--tls-auth-clients", "no")
-	top := shopTopology(t)
+	top := testshop.Topology(t)
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(tlsPort))
 	ctx := context.Background()
 

@@ -6,13 +6,15 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/featurestream/featurestream/internal/testshop"
 )
 
 // BenchmarkStore measures the processor's use of the store, tuned and with
 // Pebble's defaults, on a real directory: commits of 1000 entity states
 // (ns/op is per state) and point reads of existing and missing entities.
 func BenchmarkStore(b *testing.B) {
-	top := shop(b)
+	top := testshop.Topology(b)
 	const entities = 200_000
 	enc := top.AppendState(nil, stateOf(b, top, "u", 10))
 	for _, tuned := range []bool{true, false} {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 
+	"github.com/featurestream/featurestream/internal/testshop"
 	"github.com/featurestream/featurestream/topology"
 )
 
@@ -20,7 +21,7 @@ import (
 // not synced. The recovered store must equal the model at the changelog
 // offset its metadata says, every time: never half a batch.
 func TestCrashConsistency(t *testing.T) {
-	top := shop(t)
+	top := testshop.Topology(t)
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	rounds := 30
 	for round := range rounds {

@@ -6,10 +6,12 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/featurestream/featurestream/internal/testshop"
 )
 
 func TestCollector(t *testing.T) {
-	top := shop(t)
+	top := testshop.Topology(t)
 	s := openMem(t, top)
 	b := s.NewBatch()
 	b.Set(0, "u1", top.AppendState(nil, stateOf(t, top, "u1", 3)))

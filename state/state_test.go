@@ -15,21 +15,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/featurestream/featurestream/internal/testshop"
 	"github.com/featurestream/featurestream/topology"
 )
-
-func shop(t testing.TB) *topology.Topology {
-	t.Helper()
-	spec, err := topology.LoadSpec("../examples/shop/spec.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	top, err := topology.Compile(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return top
-}
 
 func openMem(t testing.TB, top *topology.Topology) *Store {
 	t.Helper()
@@ -55,7 +43,7 @@ func stateOf(t testing.TB, top *topology.Topology, user string, events int) *top
 }
 
 func TestStoreBatchAndMeta(t *testing.T) {
-	top := shop(t)
+	top := testshop.Topology(t)
 	s := openMem(t, top)
 	st := stateOf(t, top, "u1", 3)
 	b := s.NewBatch()
@@ -98,7 +86,7 @@ func TestStoreBatchAndMeta(t *testing.T) {
 // restore into an empty store, a restore of only the tail into a store
 // that has the head, and that a store of another generation is wiped.
 func TestRestore(t *testing.T) {
-	top := shop(t)
+	top := testshop.Topology(t)
 	c, err := kfake.NewCluster(kfake.NumBrokers(1))
 	if err != nil {
 		t.Fatal(err)
