@@ -54,16 +54,31 @@ type worker struct {
 	done     chan struct{}
 }
 
+// newCluster is newClusterFor the shop spec.
 func newCluster(t *testing.T, partitions int32) *cluster {
 	top, err := loadTopology(shopSpec)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return newClusterFor(t, top, partitions)
+}
+
+// inputCluster starts a kfake broker with top's input topic, closed when
+// t ends.
+func inputCluster(t *testing.T, top *topology.Topology, partitions int32) *kfake.Cluster {
+	t.Helper()
 	kafka, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(partitions, top.Spec.Source.Topic))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(kafka.Close)
+	return kafka
+}
+
+// newClusterFor starts a broker and a redis-server for worker processes
+// of top; workers still running when t ends are killed.
+func newClusterFor(t *testing.T, top *topology.Topology, partitions int32) *cluster {
+	kafka := inputCluster(t, top, partitions)
 	c := &cluster{t: t, top: top, kafka: kafka, brokers: strings.Join(kafka.ListenAddrs(), ","), redis: redisserver.StartForTest(t), dir: t.TempDir()}
 	t.Cleanup(func() {
 		c.mu.Lock()

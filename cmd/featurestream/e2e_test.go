@@ -137,11 +137,7 @@ func newE2EEnv(t *testing.T, partitions int32) *e2eEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kafka, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(partitions, top.Spec.Source.Topic))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(kafka.Close)
+	kafka := inputCluster(t, top, partitions)
 	rs := redisserver.StartForTest(t)
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if testing.Verbose() {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"strings"
 	"testing"
 	"time"
 
@@ -12,7 +11,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/featurestream/featurestream/processor"
-	"github.com/featurestream/featurestream/sinks/redisserver"
 	"github.com/featurestream/featurestream/state"
 )
 
@@ -28,16 +26,8 @@ func TestBrokerFaults(t *testing.T) {
 
 func testBrokerFaults(t *testing.T, g processor.Guarantee) {
 	const users = 300
-	top, err := loadTopology(shopSpec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kafka, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, top.Spec.Source.Topic))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer kafka.Close()
-	c := &cluster{t: t, top: top, kafka: kafka, brokers: strings.Join(kafka.ListenAddrs(), ","), redis: redisserver.StartForTest(t), dir: t.TempDir()}
+	c := newCluster(t, 4)
+	top, kafka := c.top, c.kafka
 	recs, model, poison := chaosEvents(top.Spec.Source.Topic, 20_000, users, 100)
 
 	env := &e2eEnv{t: t, top: top, brokers: kafka.ListenAddrs(), logger: discardLogger()}

@@ -9,11 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/featurestream/featurestream/processor"
-	"github.com/featurestream/featurestream/sinks/redisserver"
 	"github.com/featurestream/featurestream/topology"
 )
 
@@ -45,12 +43,8 @@ func TestSpecChange(t *testing.T) {
 	}
 	changed := writeSpec("c.yaml", changedSrc)
 
-	kafka, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, base.Spec.Source.Topic))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer kafka.Close()
-	c := &cluster{t: t, top: base, kafka: kafka, brokers: strings.Join(kafka.ListenAddrs(), ","), redis: redisserver.StartForTest(t), dir: t.TempDir()}
+	c := newClusterFor(t, base, 2)
+	kafka := c.kafka
 	recs, model, _ := chaosEvents(base.Spec.Source.Topic, 3000, 50, 1_000_000)
 	prod, err := kgo.NewClient(kgo.SeedBrokers(kafka.ListenAddrs()...))
 	if err != nil {

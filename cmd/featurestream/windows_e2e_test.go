@@ -192,11 +192,7 @@ func specEnv(t *testing.T, specYAML string, partitions int32) (*topology.Topolog
 	if err != nil {
 		t.Fatal(err)
 	}
-	kafka, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(partitions, top.Spec.Source.Topic))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(kafka.Close)
+	kafka := inputCluster(t, top, partitions)
 	rs := redisserver.StartForTest(t)
 	store, client, err := openStore(t.Context(), rs.Addr(), false, top, discardLogger(), newRegistry())
 	if err != nil {
