@@ -384,7 +384,7 @@ func (p *Processor) Run(ctx context.Context) error {
 	if err := p.flushLocked(fctx, p.allTasksLocked()); err != nil && runErr == nil {
 		runErr = err
 	}
-	if err := p.drainPushLocked(fctx); err != nil && runErr == nil {
+	if err := p.drainPushLocked(fctx, p.allTasksLocked()); err != nil && runErr == nil {
 		// Redis lacks the last states; whoever restores the partitions
 		// next re-pushes them from the changelog.
 		runErr = fmt.Errorf("processor: last push to the online store: %w", err)
@@ -841,22 +841,21 @@ func (p *Processor) pumpPushLocked(ctx context.Context) {
 	}
 }
 
-// drainPushLocked writes every pending state to the online store with ctx
-// and waits for it, or for the first failed write. A write already under
-// way may have been started with a context now canceled: its failure only
-// leaves its states pending for the writes made here.
-func (p *Processor) drainPushLocked(ctx context.Context) error {
+// drainPushLocked writes every pending state of tasks to the online store
+// with ctx and waits for it, or for the first failed write. A write already
+// under way may have been started with a context now canceled: its failure
+// only leaves its states pending for the writes made here.
+func (p *Processor) drainPushLocked(ctx context.Context, tasks []*task) error {
 	_ = p.waitPushLocked()
 	for {
-		ts := p.allTasksLocked()
 		pending := false
-		for _, t := range ts {
+		for _, t := range tasks {
 			pending = pending || len(t.pendingSink) > 0
 		}
 		if !pending {
 			return nil
 		}
-		p.pushLocked(ctx, ts)
+		p.pushLocked(ctx, tasks)
 		if err := p.waitPushLocked(); err != nil {
 			return err
 		}

@@ -391,9 +391,7 @@ func (p *Processor) revoked(ctx context.Context, cl *kgo.Client, revoked map[str
 	// Their committed states still waiting for a push go now, not with
 	// the next owner's restore: a push under way would otherwise leave
 	// them behind, and Redis would serve older values meanwhile.
-	_ = p.waitPushLocked() // its failure leaves its states pending: pushed here
-	p.pushLocked(ctx, ts)
-	if err := p.waitPushLocked(); err != nil {
+	if err := p.drainPushLocked(ctx, ts); err != nil {
 		p.logger.Warn("push of revoked partitions failed; the next owner re-pushes them", "err", err)
 	}
 	for _, t := range ts {
