@@ -27,6 +27,9 @@ type metrics struct {
 	// reads Pebble); cacheBytes is what it holds, as of the last commit.
 	cacheHits, cacheMisses prometheus.Counter
 	cacheBytes             prometheus.Gauge
+	// pushPacing is the current wait between writes to the online store
+	// (pacedLocked).
+	pushPacing prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -107,6 +110,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "featurestream_state_cache_bytes",
 			Help: "Estimated memory of the decoded entity states cached between commits (--state-cache-mib), as of the last commit.",
 		}),
+		pushPacing: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "featurestream_push_pacing_seconds",
+			Help: "Least time between two writes to the online store: while the processor is catching up, its input lag in time at its consume rate, at most --catch-up-push-interval; 0 once caught up (a write at every commit).",
+		}),
 	}
 	lookups := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "featurestream_state_cache_lookups_total",
@@ -116,7 +123,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	if reg != nil {
 		reg.MustRegister(m.consumed, m.rejected, m.decodeErrors, m.late, m.flushDuration, m.changelog,
 			m.sinkErrors, m.freshness, m.assigned, m.rebalances, m.watermark, m.txns, m.txnDuration, m.dlq, m.lag, m.delay, m.expired,
-			lookups, m.cacheBytes)
+			lookups, m.cacheBytes, m.pushPacing)
 	}
 	return m
 }

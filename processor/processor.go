@@ -104,6 +104,16 @@ type Config struct {
 	// so an entity updated again soon after skips Pebble's read and decode.
 	// Default 128 MiB; negative disables the cache.
 	StateCacheBytes int
+	// CatchUpPushInterval bounds how far writes to the online store are
+	// paced while the processor is catching up: instead of one write per
+	// commit, it starts one per its input lag in time (records behind over
+	// records per second), at most this long apart, each with every
+	// entity's newest committed state. The states it skips were already
+	// behind by the lag, and Redis spends the same time on an entity's
+	// write whether the state is fresh or not, time the processor then has
+	// for catching up (docs/decisions/0014). Default 1s; negative disables
+	// pacing.
+	CatchUpPushInterval time.Duration
 	// StandbyReplicas is how many other instances keep a warm copy of each
 	// partition's state, tailing its changelog, so a failover replays only
 	// the tail. 0 (default) keeps none.
@@ -128,6 +138,9 @@ func (c *Config) applyDefaults(spec *topology.Spec) {
 	}
 	if c.StateCacheBytes == 0 {
 		c.StateCacheBytes = 128 << 20
+	}
+	if c.CatchUpPushInterval == 0 {
+		c.CatchUpPushInterval = time.Second
 	}
 	if c.SessionTimeout == 0 {
 		c.SessionTimeout = 10 * time.Second
@@ -237,6 +250,14 @@ type Processor struct {
 	push        *pushJob
 	pushErr     error
 	pushRetryAt time.Time
+	// lastPush is when the last write with states started; consumed
+	// counts the records polled since the last commit, and rate is the
+	// consume rate (records/s) over the last commit interval: with the
+	// tasks' lag they pace writes while catching up (pacedLocked).
+	// Guarded by mu.
+	lastPush time.Time
+	consumed int
+	rate     float64
 
 	// restoreHook, when set (by tests, before Run), runs at the start of
 	// each partition's restore; an error fails the restore.
@@ -421,7 +442,7 @@ func (p *Processor) inputPartitions(ctx context.Context, adm *kadm.Client) (int3
 }
 
 func (p *Processor) loop(ctx context.Context) error {
-	lastFlush, lastExpire := time.Now(), time.Now()
+	lastFlush, lastExpire, rateFrom := time.Now(), time.Now(), time.Now()
 	for {
 		wait := max(p.cfg.CommitInterval-time.Since(lastFlush), time.Millisecond)
 		pctx, cancel := context.WithTimeout(ctx, wait)
@@ -456,6 +477,9 @@ func (p *Processor) loop(ctx context.Context) error {
 			lastExpire = time.Now()
 		}
 		if time.Since(lastFlush) >= p.cfg.CommitInterval {
+			// The rate over a whole cycle, the last commit's time
+			// included.
+			p.rate, p.consumed, rateFrom = float64(p.consumed)/time.Since(rateFrom).Seconds(), 0, time.Now()
 			err = p.flushLocked(ctx, p.allTasksLocked())
 			lastFlush, flushed = time.Now(), true
 		}
@@ -489,9 +513,11 @@ func (p *Processor) processLocked(fetches kgo.Fetches) {
 		if t == nil || len(ftp.Records) == 0 {
 			return
 		}
+		p.consumed += len(ftp.Records)
 		wg.Go(func() {
 			t.process(ftp.Records)
-			p.m.lag.WithLabelValues(strconv.Itoa(int(t.partition))).Set(float64(max(ftp.HighWatermark-t.inputNext, 0)))
+			t.lag = max(ftp.HighWatermark-t.inputNext, 0)
+			p.m.lag.WithLabelValues(strconv.Itoa(int(t.partition))).Set(float64(t.lag))
 			p.m.delay.Observe(time.Since(ftp.Records[len(ftp.Records)-1].Timestamp).Seconds())
 		})
 	})
@@ -784,6 +810,47 @@ func (p *Processor) pushLocked(ctx context.Context, tasks []*task) {
 	if p.push != nil && !p.collectPushLocked(false) {
 		return
 	}
+	if p.pacedLocked() {
+		return
+	}
+	p.startPushLocked(ctx, tasks)
+}
+
+// pacedLocked reports whether a write to the online store waits because the
+// processor is catching up. While at least catchUpMinLag records are
+// behind, writes start no more often than the lag takes at the consume rate
+// (records behind the high watermarks over records per second in the last
+// commit interval), and at least every Config.CatchUpPushInterval: Redis
+// then trails the input by at most about twice the lag it has anyway, and a
+// processor that has caught up writes at every commit again.
+func (p *Processor) pacedLocked() bool {
+	every := p.cfg.CatchUpPushInterval
+	if every <= 0 {
+		return false
+	}
+	var lag int64
+	for _, t := range p.mu.tasks {
+		lag += t.lag
+	}
+	var wait time.Duration
+	if lag >= catchUpMinLag {
+		wait = every
+		if p.rate > 0 {
+			wait = min(every, time.Duration(float64(lag)/p.rate*float64(time.Second)))
+		}
+	}
+	p.m.pushPacing.Set(wait.Seconds())
+	return time.Since(p.lastPush) < wait
+}
+
+// catchUpMinLag is the lag, in records, below which a processor counts as
+// caught up: a partition read up to a transaction's commit marker stays a
+// record or two behind its high watermark for good.
+const catchUpMinLag = 1000
+
+// startPushLocked starts writing the tasks' pending states; no write may be
+// under way.
+func (p *Processor) startPushLocked(ctx context.Context, tasks []*task) {
 	job := &pushJob{done: make(chan error, 1), sinkNext: make(map[int32]int64, len(tasks)), tasks: make(map[int32]*task, len(tasks))}
 	for _, t := range tasks {
 		for _, r := range t.pendingSink {
@@ -815,6 +882,9 @@ func (p *Processor) pushLocked(ctx context.Context, tasks []*task) {
 		return nil
 	}
 	p.push = job
+	if len(job.recs) > 0 {
+		p.lastPush = time.Now()
+	}
 	if len(job.recs) == 0 {
 		job.done <- write()
 		p.waitPushLocked()
@@ -855,7 +925,7 @@ func (p *Processor) drainPushLocked(ctx context.Context, tasks []*task) error {
 		if !pending {
 			return nil
 		}
-		p.pushLocked(ctx, tasks)
+		p.startPushLocked(ctx, tasks)
 		if err := p.waitPushLocked(); err != nil {
 			return err
 		}

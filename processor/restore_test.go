@@ -78,11 +78,18 @@ func (e *restoreEnv) start(hook func(context.Context, int32) error) *Processor {
 // startWith is start with another sink in front of Redis.
 func (e *restoreEnv) startWith(sink Sink, hook func(context.Context, int32) error) *Processor {
 	e.t.Helper()
+	return e.startConfig(sink, Config{SessionTimeout: 6 * time.Second}, hook)
+}
+
+// startConfig is startWith with cfg (its brokers set here).
+func (e *restoreEnv) startConfig(sink Sink, cfg Config, hook func(context.Context, int32) error) *Processor {
+	e.t.Helper()
 	store, err := state.Open(state.Options{Dir: e.t.TempDir(), Logger: slog.New(slog.DiscardHandler)}, e.top)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	p, err := New(Config{Brokers: e.brokers, SessionTimeout: 6 * time.Second}, e.top, store, sink, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	cfg.Brokers = e.brokers
+	p, err := New(cfg, e.top, store, sink, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -33,6 +33,9 @@ type task struct {
 	// the group has; inputEpoch the leader epoch of the last record.
 	inputNext, committedNext int64
 	inputEpoch               int32
+	// lag is how far inputNext was behind the partition's high watermark
+	// after the last poll that had its records.
+	lag int64
 	// changelogNext is past the last changelog record written; sinkNext is
 	// where the online store is known complete; savedSinkNext is the value
 	// last written to Pebble.
