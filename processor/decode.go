@@ -57,6 +57,9 @@ type Decoder struct {
 	byID     map[uint32]*avroSchema
 	readers  sync.Pool
 	scanners sync.Pool // *jsonScanner
+	// only, when not nil, are the top-level JSON fields decoded into
+	// Event.Fields (project).
+	only map[string]struct{}
 }
 
 // avroSchema is one writer schema.
@@ -74,7 +77,11 @@ func NewDecoder(spec *topology.Spec) (*Decoder, error) {
 	src := spec.Source
 	d := &Decoder{format: src.Format}
 	intern := newInternTable()
-	d.scanners.New = func() any { return newJSONScanner(intern) }
+	d.scanners.New = func() any {
+		s := newJSONScanner(intern)
+		s.only = d.only
+		return s
+	}
 	if src.Key != "" {
 		d.keyPath = strings.Split(src.Key, ".")
 	}
@@ -100,6 +107,27 @@ func NewDecoder(spec *topology.Spec) (*Decoder, error) {
 		}
 	}
 	return d, nil
+}
+
+// project makes JSON decoding leave out of Event.Fields the top-level
+// fields top's features never read (and the source's key and time need
+// not): their values are checked as JSON and skipped, which saves interning
+// and storing them. It must be called before the first Decode. Avro
+// records are decoded whole.
+func (d *Decoder) project(top *topology.Topology) {
+	names, all := top.EventFields()
+	if all {
+		return
+	}
+	d.only = make(map[string]struct{}, len(names)+2)
+	for _, name := range names {
+		d.only[name] = struct{}{}
+	}
+	for _, path := range [][]string{d.keyPath, d.timePath} {
+		if len(path) > 0 {
+			d.only[path[0]] = struct{}{}
+		}
+	}
 }
 
 // loadAvroSchema reads the record schema at path (relative to the spec)

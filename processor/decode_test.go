@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -264,6 +265,32 @@ func FuzzDecodeAvro(f *testing.F) {
 	})
 }
 
+// TestDecodeProjected: a processor's decoder keeps in Event.Fields only the
+// fields the shop features read, with the entity id and event time, and
+// still rejects a record whose skipped field is not valid JSON.
+func TestDecodeProjected(t *testing.T) {
+	p := offlineProcessor(t, time.Now())
+	ev := topology.Event{}
+	rec := &kgo.Record{Value: []byte(`{"user_id":"u1","ts":1764133200000,"type":"view","item_id":"i9","category":"shoes","price":19.99,"extra":{"x":[1,"\u00e9"]}}`)}
+	if err := p.dec.Decode(rec, &ev); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{"user_id": "u1", "ts": 1764133200000.0, "type": "view", "item_id": "i9", "price": 19.99}
+	if !reflect.DeepEqual(ev.Fields, want) || ev.Key != "u1" || ev.TimeMs != 1764133200000 {
+		t.Errorf("decoded %q at %d: %#v, want u1 at 1764133200000: %#v", ev.Key, ev.TimeMs, ev.Fields, want)
+	}
+	for _, bad := range []string{
+		`{"user_id":"u1","ts":1,"category":"sh` + "\x01" + `oes"}`,
+		`{"user_id":"u1","ts":1,"category":01}`,
+		`{"user_id":"u1","ts":1,"extra":{"x":}}`,
+	} {
+		var re *RejectError
+		if err := p.dec.Decode(&kgo.Record{Value: []byte(bad)}, &ev); !errors.As(err, &re) || re.Reason != ReasonDecode {
+			t.Errorf("%q: err = %v, want a %s rejection", bad, err, ReasonDecode)
+		}
+	}
+}
+
 // BenchmarkDecodeJSON decodes a 100-byte shop event into a reused map, as
 // a partition task does ("decoder": the whole Decode, with the entity id and
 // event time), beside encoding/json and goccy/go-json unmarshalling the
@@ -284,6 +311,40 @@ func BenchmarkDecodeJSON(b *testing.B) {
 			}
 		}
 	})
+	// As a processor decodes: only the fields the shop features read.
+	b.Run("decoder-projected", func(b *testing.B) {
+		d := offlineProcessor(b, time.Now()).dec
+		ev := topology.Event{Fields: make(map[string]any, 8)}
+		b.SetBytes(int64(len(rec.Value)))
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := d.Decode(rec, &ev); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	// A wider event, as apps often send (device, session, geo), of which
+	// the shop features read the same five fields.
+	wide := &kgo.Record{Value: []byte(`{"user_id":"u1234","ts":1764133200000,"type":"view","item_id":"i9876","category":"shoes","price":19.99,` +
+		`"session_id":"s-5f2c9a7e41b3","device":"phone","os":"android","os_version":"15.1","app_version":"8.42.0","country":"DE","city":"Berlin",` +
+		`"referrer":"https://example.com/feed?tab=new","page":"/item/i9876","ab_bucket":"b","screen_w":1080,"screen_h":2400,"lat":52.52,"lon":13.405,"consent":true}`)}
+	for _, proj := range []bool{false, true} {
+		name := "wide-full"
+		dec := d
+		if proj {
+			name, dec = "wide-projected", offlineProcessor(b, time.Now()).dec
+		}
+		b.Run(name, func(b *testing.B) {
+			ev := topology.Event{Fields: make(map[string]any, 32)}
+			b.SetBytes(int64(len(wide.Value)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := dec.Decode(wide, &ev); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 	for name, unmarshal := range map[string]func([]byte, any) error{"encoding-json": stdjson.Unmarshal, "goccy-json": goccy.Unmarshal} {
 		b.Run(name, func(b *testing.B) {
 			m := make(map[string]any, 8)

@@ -28,7 +28,12 @@ type jsonScanner struct {
 	// keys are the previous object's field names by position: events of
 	// one topic share a shape, so a name is usually found here without
 	// hashing. Only names that read the same raw as unescaped are kept.
+	// skip[n] is set when keys[n] is a field left out (only).
 	keys []string
+	skip []bool
+	// only, when not nil, are the top-level fields to decode into the
+	// map; the values of the others are checked and skipped.
+	only map[string]struct{}
 }
 
 const (
@@ -145,7 +150,7 @@ func (s *jsonScanner) object(m map[string]any) error {
 		if s.i >= len(s.b) || s.b[s.i] != '"' {
 			return s.errorf("want a field name")
 		}
-		k, err := s.key(top, n)
+		k, skip, err := s.key(top, n)
 		if err != nil {
 			return err
 		}
@@ -154,11 +159,17 @@ func (s *jsonScanner) object(m map[string]any) error {
 			return s.errorf("want ':' after field %q", k)
 		}
 		s.i++
-		v, err := s.value()
-		if err != nil {
-			return err
+		if skip {
+			if err := s.skipValue(); err != nil {
+				return err
+			}
+		} else {
+			v, err := s.value()
+			if err != nil {
+				return err
+			}
+			m[k] = v
 		}
-		m[k] = v
 		s.space()
 		if s.i >= len(s.b) {
 			return s.errorf("unterminated object")
@@ -322,28 +333,75 @@ func (s *jsonScanner) digits() bool {
 	return s.i > start
 }
 
-// key reads the name of the n-th field of an object.
-func (s *jsonScanner) key(top bool, n int) (string, error) {
+// key reads the name of the n-th field of an object, and whether its value
+// is to be skipped (a top-level field not in only).
+func (s *jsonScanner) key(top bool, n int) (string, bool, error) {
 	if top && n < len(s.keys) {
 		k := s.keys[n]
 		if end := s.i + 1 + len(k); end < len(s.b) && s.b[end] == '"' && string(s.b[s.i+1:end]) == k {
 			s.i = end + 1
-			return k, nil
+			return k, s.skip[n], nil
 		}
 	}
 	v, err := s.str()
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
 	k := v.(string)
+	skip := false
+	if top && s.only != nil {
+		_, keep := s.only[k]
+		skip = !keep
+	}
 	if top && plainASCII(k) {
 		if n < len(s.keys) {
-			s.keys[n] = k
+			s.keys[n], s.skip[n] = k, skip
 		} else if n < 64 {
-			s.keys = append(s.keys, k)
+			s.keys, s.skip = append(s.keys, k), append(s.skip, skip)
 		}
 	}
-	return k, nil
+	return k, skip, nil
+}
+
+// skipValue checks the value at s.i as value does, without keeping it: a
+// plain ASCII string is only scanned, and numbers and literals are not
+// boxed.
+func (s *jsonScanner) skipValue() error {
+	s.space()
+	if s.i < len(s.b) && s.b[s.i] == '"' {
+		start := s.i
+		for s.i++; s.i < len(s.b); s.i++ {
+			switch c := s.b[s.i]; {
+			case c == '"':
+				s.i++
+				return nil
+			case c == '\\' || c >= utf8.RuneSelf:
+				// Escapes or non-ASCII: str checks them.
+				s.i = start
+				_, err := s.str()
+				return err
+			case c < 0x20:
+				return s.errorf("control character in string")
+			}
+		}
+		return s.errorf("unterminated string")
+	}
+	if s.i < len(s.b) {
+		// Numbers and literals without boxing them.
+		switch c := s.b[s.i]; {
+		case c == '-' || c >= '0' && c <= '9':
+			_, err := s.number()
+			return err
+		case c == 't':
+			return s.literal("true")
+		case c == 'f':
+			return s.literal("false")
+		case c == 'n':
+			return s.literal("null")
+		}
+	}
+	_, err := s.value()
+	return err
 }
 
 // plainASCII reports whether a name needs no escaping: one read back from

@@ -16,14 +16,31 @@ var jsonCases = []string{
 	`{"a":"x","a":"y"}`, `{"a":"\u00e9\n\"q\"","b":"é"}`, `{"a\u0062":1}`, `{"a":"\ud800"}`,
 	`{"a":"` + "\xff\xfe" + `"}`, `{"a":[1,"2",[true,false,null],{}],"b":{"c":{"d":[]}}}`,
 	`{"user_id":"u1","ts":1764133200000,"type":"view","price":19.99}`,
+	`{"b":"plain","a":1,"c":"\u00e9","d":"é","e":[1,{"f":"g"}],"f":{"a":2},"g":-1.5e3,"h":null,"i":true}`,
 	// rejected
 	``, `null`, `[]`, `1`, `"s"`, `{`, `{"a"}`, `{"a":}`, `{"a":1,}`, `{,}`, `{"a":01}`, `{"a":1.}`,
 	`{"a":.5}`, `{"a":1e}`, `{"a":-}`, `{"a":+1}`, `{"a":NaN}`, `{"a":Infinity}`, `{"a":1e400}`,
 	`{"a":tru}`, `{"a":nul}`, `{"a":"x` + "\x01" + `"}`, `{"a":"\x"}`, `{"a":"\u12"}`, `{"a":1} x`,
 	`{"a":1}{}`, `{'a':1}`, `{"a":[1,]}`, `{"a":[,1]}`, `{"a" 1}`, `{"a":"unterminated}`,
+	// rejected in a skipped field
+	`{"b":"x` + "\x01" + `"}`, `{"b":"\x"}`, `{"b":"\u12"}`, `{"b":01}`, `{"b":[1,]}`, `{"b":tru}`, `{"b":"unterminated}`,
+	`{"b":"ok","a":1,"b":{"c":}}`, `{"b":"x" "a":1}`,
 }
 
-func checkJSON(t *testing.T, s *jsonScanner, in []byte) {
+// projected are the fields a projecting scanner (newProjectedScanner)
+// keeps in these tests; the cases' other fields are skipped.
+var projected = map[string]struct{}{"a": {}, "ab": {}, "user_id": {}, "ts": {}}
+
+func newProjectedScanner() *jsonScanner {
+	s := newJSONScanner(newInternTable())
+	s.only = projected
+	return s
+}
+
+// checkJSON checks that s decodes in as encoding/json does, and that proj,
+// which keeps only the projected fields, accepts and rejects the same and
+// gives the same values for the fields it keeps.
+func checkJSON(t *testing.T, s, proj *jsonScanner, in []byte) {
 	t.Helper()
 	var want map[string]any
 	wantErr := json.Unmarshal(in, &want)
@@ -38,17 +55,33 @@ func checkJSON(t *testing.T, s *jsonScanner, in []byte) {
 	if err == nil && !reflect.DeepEqual(got, want) {
 		t.Fatalf("%q: got %#v, encoding/json gives %#v", in, got, want)
 	}
+	got = map[string]any{"stale": true}
+	err = proj.decodeObject(in, got)
+	if (err != nil) != (wantErr != nil) {
+		t.Fatalf("%q projected: err = %v, encoding/json says %v", in, err, wantErr)
+	}
+	if err != nil {
+		return
+	}
+	for k := range want {
+		if _, ok := projected[k]; !ok {
+			delete(want, k)
+		}
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("%q projected: got %#v, want %#v", in, got, want)
+	}
 }
 
 func TestJSONScannerMatchesEncodingJSON(t *testing.T) {
-	s := newJSONScanner(newInternTable())
+	s, proj := newJSONScanner(newInternTable()), newProjectedScanner()
 	for _, c := range jsonCases {
-		checkJSON(t, s, []byte(c))
+		checkJSON(t, s, proj, []byte(c))
 	}
 	// The same shape again, with the positional name cache warm, and a
 	// name that changes at the cached position.
 	for _, c := range []string{`{"ab":1,"c":2}`, `{"ab":1,"c":2}`, `{"ab":1,"cd":2}`, `{"a":1,"c":2}`, `{"a\"":1}`, `{"a\"":1}`} {
-		checkJSON(t, s, []byte(c))
+		checkJSON(t, s, proj, []byte(c))
 	}
 	deep := []byte(strings.Repeat(`{"a":`, maxJSONDepth+1) + "1" + strings.Repeat("}", maxJSONDepth+1))
 	if err := s.decodeObject(deep, map[string]any{}); err == nil {
@@ -80,9 +113,9 @@ func FuzzJSONScanner(f *testing.F) {
 	for _, c := range jsonCases {
 		f.Add([]byte(c))
 	}
-	s := newJSONScanner(newInternTable())
+	s, proj := newJSONScanner(newInternTable()), newProjectedScanner()
 	f.Fuzz(func(t *testing.T, in []byte) {
-		checkJSON(t, s, in)
+		checkJSON(t, s, proj, in)
 	})
 }
 

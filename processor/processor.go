@@ -277,6 +277,7 @@ func New(cfg Config, top *topology.Topology, store *state.Store, sink Sink, logg
 	if err != nil {
 		return nil, err
 	}
+	dec.project(top)
 	p := &Processor{
 		cfg: cfg, top: top, dec: dec, store: store, sink: sink, logger: logger, reg: reg,
 		m:        newMetrics(reg),

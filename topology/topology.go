@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -48,6 +49,9 @@ type filter struct {
 	// is then evaluated without the VM, with the VM's meaning: a missing,
 	// null or non-string field is not equal.
 	eq *fieldEquals
+	// idents are the identifiers the expression uses as values: the event
+	// fields it may read, and local names.
+	idents map[string]struct{}
 }
 
 type fieldEquals struct {
@@ -231,7 +235,35 @@ func compileWhere(src string) (filter, error) {
 	if err != nil {
 		return filter{}, err
 	}
-	return filter{prog: prog, eq: fieldEqualsOf(tree.Node)}, nil
+	return filter{prog: prog, eq: fieldEqualsOf(tree.Node), idents: idents.names}, nil
+}
+
+// EventFields returns the top-level event fields the features can read: their
+// fields (the first part of a dotted path) and the identifiers of their
+// where expressions. It returns all when an expression reads the event as
+// a whole ($env), so any field may matter. A decoder may leave every other
+// field out of Event.Fields: nothing in Apply reads it.
+func (t *Topology) EventFields() (names []string, all bool) {
+	seen := map[string]struct{}{}
+	for _, f := range t.Features {
+		if len(f.fieldPath) > 0 {
+			seen[f.fieldPath[0]] = struct{}{}
+		}
+	}
+	for _, flt := range t.filters {
+		for name := range flt.idents {
+			if name == "$env" {
+				return nil, true
+			}
+			seen[name] = struct{}{}
+		}
+	}
+	names = make([]string, 0, len(seen))
+	for name := range seen {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	return names, false
 }
 
 // fieldEqualsOf returns n as a field compared with a string literal, or
