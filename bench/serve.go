@@ -21,6 +21,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/featurestream/featurestream/client"
 	pb "github.com/featurestream/featurestream/proto/featurestream/v1"
@@ -149,8 +150,10 @@ func checkLoopback(addr string) error {
 
 // Cell is one measured combination of path, callers and batch size.
 type Cell struct {
-	// Path is "grpc" (GetFeatures through the feature server) or "raw"
-	// (go-redis HGETALL, pipelined for batches).
+	// Path is "grpc" (GetFeatures through the feature server), "raw"
+	// (go-redis HGETALL, pipelined for batches) or "health" (the gRPC
+	// health check on the same server and connections: a call that does no
+	// work, measured with batch 1 as the floor any gRPC call costs).
 	Path           string
 	Callers, Batch int
 	Calls, Errors  int
@@ -264,6 +267,7 @@ func RunServe(ctx context.Context, cfg ServeConfig, progress io.Writer) (*ServeR
 	}()
 
 	conns := make([]pb.FeatureServiceClient, cfg.Conns)
+	healths := make([]healthpb.HealthClient, cfg.Conns)
 	clients := make([]*client.Client, cfg.Conns)
 	for i := range conns {
 		conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -271,7 +275,7 @@ func RunServe(ctx context.Context, cfg ServeConfig, progress io.Writer) (*ServeR
 			return nil, err
 		}
 		defer conn.Close()
-		conns[i] = pb.NewFeatureServiceClient(conn)
+		conns[i], healths[i] = pb.NewFeatureServiceClient(conn), healthpb.NewHealthClient(conn)
 		if clients[i], err = client.New(ln.Addr().String(), client.Insecure()); err != nil {
 			return nil, err
 		}
@@ -340,10 +344,25 @@ func RunServe(ctx context.Context, cfg ServeConfig, progress io.Writer) (*ServeR
 				}
 				return err
 			}
-			for _, path := range []string{"raw", "grpc"} {
+			paths := []string{"raw", "grpc"}
+			if batch == 1 {
+				paths = append(paths, "health")
+			}
+			for _, path := range paths {
 				cell := measure(ctx, cfg, path, callers, batch, cpuMeter{raw}, func(worker int) func(context.Context, *rand.Rand) error {
-					if path == "raw" {
+					switch path {
+					case "raw":
 						return rawCall
+					case "health":
+						c := healths[worker%len(healths)]
+						req := &healthpb.HealthCheckRequest{}
+						return func(ctx context.Context, _ *rand.Rand) error {
+							resp, err := c.Check(ctx, req)
+							if err == nil && resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+								err = fmt.Errorf("health: %v", resp.GetStatus())
+							}
+							return err
+						}
 					}
 					if cfg.Verbose || cfg.Generated {
 						req := &pb.GetFeaturesRequest{EntityIds: make([]string, batch), Compact: !cfg.Verbose}
@@ -556,9 +575,10 @@ func (r *ServeReport) pair(callers, batch int) (raw, grpc *Cell) {
 		if c.Callers != callers || c.Batch != batch {
 			continue
 		}
-		if c.Path == "raw" {
+		switch c.Path {
+		case "raw":
 			raw = c
-		} else {
+		case "grpc":
 			grpc = c
 		}
 	}
@@ -614,6 +634,12 @@ func (r *ServeReport) WriteTable(w io.Writer) error {
 				raw.CallsPerSec, round(raw.P50), round(raw.P99), round(raw.P999), round(raw.CPUPerCall()), tr, pr)
 		}
 	}
+	if floor := r.floorLines(); len(floor) > 0 {
+		b.WriteString("\nThe gRPC floor: a health check, which does no work, on the same server (interceptors included) and connections, beside GetFeatures of one entity:\n\n")
+		for _, l := range floor {
+			b.WriteString("- " + l + "\n")
+		}
+	}
 	if errs := r.errors(); errs != "" {
 		b.WriteString("\nErrors: " + errs + "\n")
 	}
@@ -623,6 +649,24 @@ func (r *ServeReport) WriteTable(w io.Writer) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// floorLines compares the health-check cells with GetFeatures and the raw
+// loop at the same callers.
+func (r *ServeReport) floorLines() []string {
+	var out []string
+	for _, h := range r.Cells {
+		if h.Path != "health" || h.Calls == 0 {
+			continue
+		}
+		raw, g := r.pair(h.Callers, 1)
+		if raw == nil || g == nil || raw.Calls == 0 || g.Calls == 0 {
+			continue
+		}
+		out = append(out, fmt.Sprintf("%d callers: health check %.0f calls/s (%.2f× raw), p99 %s, CPU/call %s; GetFeatures %.0f calls/s, %.2f× the health check",
+			h.Callers, h.CallsPerSec, h.CallsPerSec/raw.CallsPerSec, round(h.P99), round(h.CPUPerCall()), g.CallsPerSec, g.CallsPerSec/h.CallsPerSec))
+	}
+	return out
 }
 
 func (r *ServeReport) errors() string {

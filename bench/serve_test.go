@@ -22,8 +22,9 @@ func TestRunServeSmall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rep.Cells) != 8 {
-		t.Fatalf("%d cells, want 8", len(rep.Cells))
+	// raw and grpc for each callers × batch, and health for batch 1.
+	if len(rep.Cells) != 10 {
+		t.Fatalf("%d cells, want 10", len(rep.Cells))
 	}
 	for _, c := range rep.Cells {
 		if c.Errors > 0 || c.Calls == 0 || c.P50 <= 0 || c.P50 > c.P99 || c.P99 > c.P999 {
@@ -34,7 +35,7 @@ func TestRunServeSmall(t *testing.T) {
 	if err := rep.WriteMarkdown(&md, "featurestream bench serve --entities 300"); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"featurestream bench serve --entities 300", "nproc", "| 4 | 10 |", "1 caller × 1 entity"} {
+	for _, want := range []string{"featurestream bench serve --entities 300", "nproc", "| 4 | 10 |", "1 caller × 1 entity", "4 callers: health check"} {
 		if !strings.Contains(md.String(), want) {
 			t.Errorf("report lacks %q:\n%s", want, md.String())
 		}
