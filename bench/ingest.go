@@ -40,6 +40,9 @@ type IngestConfig struct {
 	OutOfOrder float64
 	// Guarantees to measure. Default both.
 	Guarantees []processor.Guarantee
+	// Rounds is how many times the raw consume and the processor runs are
+	// measured, alternating; the result keeps each one's median. Default 1.
+	Rounds int
 	// Dir holds the runs' state; default a temporary directory.
 	Dir    string
 	Logger *slog.Logger
@@ -48,9 +51,15 @@ type IngestConfig struct {
 // IngestResult is what RunIngest measured.
 type IngestResult struct {
 	Events int
-	// RawConsume is a plain franz-go consume of the input, events/s.
+	// RawConsume is a plain franz-go consume of the input, events/s (the
+	// median of the rounds).
 	RawConsume float64
-	Runs       []IngestRun
+	// Runs has one run per guarantee, with the medians of the rounds.
+	Runs   []IngestRun
+	Rounds int
+	// EOSOverALO is the median over the rounds of exactly-once's rate over
+	// at-least-once's, when both ran.
+	EOSOverALO float64
 	// RestoreRate is records/s rebuilding all partitions' state from the
 	// exactly-once run's changelog into an empty store, the median of
 	// restoreRounds runs alternating with the raw read; RawChangelog is
@@ -67,6 +76,11 @@ type IngestRun struct {
 	// Rate is events/s from the processor being ready (joined, restored)
 	// to every offset committed.
 	Rate float64
+	// RawRatio is Rate over the raw consume of the same round; with
+	// several rounds, the median of the rounds' ratios, as are the other
+	// figures, and RoundRates has each round's rate.
+	RawRatio   float64
+	RoundRates []float64 `json:",omitempty"`
 	// CPUPerMillion is this process's CPU seconds per million events, over
 	// the same span.
 	CPUPerMillion float64
@@ -91,6 +105,9 @@ func (c *IngestConfig) defaults() {
 	}
 	if len(c.Guarantees) == 0 {
 		c.Guarantees = []processor.Guarantee{processor.AtLeastOnce, processor.ExactlyOnce}
+	}
+	if c.Rounds <= 0 {
+		c.Rounds = 1
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -130,26 +147,72 @@ func RunIngest(ctx context.Context, cfg IngestConfig, progress io.Writer) (*Inge
 	}
 	res := &IngestResult{Events: cfg.Events}
 
-	start := time.Now()
-	n, err := consumeAll(ctx, cfg.Brokers, topic, false)
-	if err != nil {
-		return nil, err
-	}
-	res.RawConsume = float64(n) / time.Since(start).Seconds()
-	fmt.Fprintf(progress, "raw consume: %.0f events/s\n", res.RawConsume)
-
-	var eosApp string
-	for _, g := range cfg.Guarantees {
-		app := fmt.Sprintf("bench_%d_%s", time.Now().UnixNano(), map[processor.Guarantee]string{processor.ExactlyOnce: "eos", processor.AtLeastOnce: "alo"}[g])
-		run, err := runProcessor(ctx, cfg, topic, app, g, filepath.Join(dir, app))
+	// A machine shared with other work runs faster and slower from one
+	// second to the next: each round measures the raw consume right
+	// before the processor runs it is compared with.
+	res.Rounds = cfg.Rounds
+	var (
+		raws     []float64
+		runs     = make([][]IngestRun, len(cfg.Guarantees))
+		ratios   = make([][]float64, len(cfg.Guarantees))
+		eosOverA []float64
+		eosApp   string
+	)
+	for round := range cfg.Rounds {
+		start := time.Now()
+		n, err := consumeAll(ctx, cfg.Brokers, topic, false)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", g, err)
+			return nil, err
+		}
+		raw := float64(n) / time.Since(start).Seconds()
+		raws = append(raws, raw)
+		fmt.Fprintf(progress, "round %d/%d: raw consume: %.0f events/s\n", round+1, cfg.Rounds, raw)
+		rates := map[processor.Guarantee]float64{}
+		for i, g := range cfg.Guarantees {
+			app := fmt.Sprintf("bench_%d_%s", time.Now().UnixNano(), map[processor.Guarantee]string{processor.ExactlyOnce: "eos", processor.AtLeastOnce: "alo"}[g])
+			run, err := runProcessor(ctx, cfg, topic, app, g, filepath.Join(dir, app))
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", g, err)
+			}
+			runs[i] = append(runs[i], run)
+			ratios[i] = append(ratios[i], run.Rate/raw)
+			rates[g] = run.Rate
+			fmt.Fprintf(progress, "round %d/%d: processor %s: %.0f events/s (%.2f× raw), %.1f CPU s per million events; ready after %s\n",
+				round+1, cfg.Rounds, g, run.Rate, run.Rate/raw, run.CPUPerMillion, run.Startup.Round(time.Millisecond))
+			if g == processor.ExactlyOnce {
+				eosApp = app
+			}
+		}
+		if a, e := rates[processor.AtLeastOnce], rates[processor.ExactlyOnce]; a > 0 && e > 0 {
+			eosOverA = append(eosOverA, e/a)
+		}
+	}
+	res.RawConsume = median(raws)
+	for i, g := range cfg.Guarantees {
+		field := func(f func(IngestRun) float64) float64 {
+			var v []float64
+			for _, r := range runs[i] {
+				v = append(v, f(r))
+			}
+			return median(v)
+		}
+		run := IngestRun{
+			Guarantee:     g,
+			Rate:          field(func(r IngestRun) float64 { return r.Rate }),
+			RawRatio:      median(ratios[i]),
+			CPUPerMillion: field(func(r IngestRun) float64 { return r.CPUPerMillion }),
+			Elapsed:       time.Duration(field(func(r IngestRun) float64 { return float64(r.Elapsed) })),
+			Startup:       time.Duration(field(func(r IngestRun) float64 { return float64(r.Startup) })),
+		}
+		if cfg.Rounds > 1 {
+			for _, r := range runs[i] {
+				run.RoundRates = append(run.RoundRates, r.Rate)
+			}
 		}
 		res.Runs = append(res.Runs, run)
-		fmt.Fprintf(progress, "processor %s: %.0f events/s (%.2f× raw), %.1f CPU s per million events; ready after %s\n", g, run.Rate, run.Rate/res.RawConsume, run.CPUPerMillion, run.Startup.Round(time.Millisecond))
-		if g == processor.ExactlyOnce {
-			eosApp = app
-		}
+	}
+	if len(eosOverA) > 0 {
+		res.EOSOverALO = median(eosOverA)
 	}
 	if eosApp == "" {
 		return res, nil
@@ -159,14 +222,14 @@ func RunIngest(ctx context.Context, cfg IngestConfig, progress io.Writer) (*Inge
 	// on a shared machine moves the figure by half: alternate the raw read
 	// and the restore restoreRounds times and keep each one's median.
 	changelog := state.ChangelogTopic(eosApp)
-	var raws, restores []float64
+	var rawReads, restores []float64
 	for round := range restoreRounds {
 		start := time.Now()
 		nc, err := consumeAll(ctx, cfg.Brokers, changelog, true)
 		if err != nil {
 			return nil, err
 		}
-		raws = append(raws, float64(nc)/time.Since(start).Seconds())
+		rawReads = append(rawReads, float64(nc)/time.Since(start).Seconds())
 		res.ChangelogRecords = nc
 		restored, elapsed, err := restoreAll(ctx, cfg, adm, changelog, filepath.Join(dir, fmt.Sprintf("%s-restore-%d", eosApp, round)))
 		if err != nil {
@@ -175,7 +238,7 @@ func RunIngest(ctx context.Context, cfg IngestConfig, progress io.Writer) (*Inge
 		res.RestoreRecords = restored
 		restores = append(restores, float64(restored)/elapsed.Seconds())
 	}
-	res.RawChangelog, res.RestoreRate = median(raws), median(restores)
+	res.RawChangelog, res.RestoreRate = median(rawReads), median(restores)
 	fmt.Fprintf(progress, "restore: %d records at %.0f records/s; raw read_committed consume of the changelog %.0f records/s (%.2f×; medians of %d rounds)\n",
 		res.RestoreRecords, res.RestoreRate, res.RawChangelog, res.RestoreRate/res.RawChangelog, restoreRounds)
 	return res, nil
@@ -348,6 +411,9 @@ const restoreRounds = 3
 func median(xs []float64) float64 {
 	s := slices.Clone(xs)
 	slices.Sort(s)
+	if len(s)%2 == 0 {
+		return (s[len(s)/2-1] + s[len(s)/2]) / 2
+	}
 	return s[len(s)/2]
 }
 

@@ -16,7 +16,7 @@ func TestRunIngest(t *testing.T) {
 	env := newTestEnv(t)
 	res, err := RunIngest(context.Background(), IngestConfig{
 		Brokers: env.brokers, RedisAddr: env.redisAddr, Top: env.top,
-		Events: 5000, Users: 300, Partitions: 3, Dir: t.TempDir(),
+		Events: 5000, Users: 300, Partitions: 3, Rounds: 2, Dir: t.TempDir(),
 	}, os.Stderr)
 	if err != nil {
 		t.Fatal(err)
@@ -25,9 +25,17 @@ func TestRunIngest(t *testing.T) {
 		t.Fatalf("incomplete result: %+v", res)
 	}
 	for _, r := range res.Runs {
-		if r.Rate <= 0 || r.CPUPerMillion <= 0 {
+		if r.Rate <= 0 || r.CPUPerMillion <= 0 || r.RawRatio <= 0 || len(r.RoundRates) != 2 {
 			t.Errorf("%s: %+v", r.Guarantee, r)
+			continue
 		}
+		// The median of two rounds is their mean.
+		if want := (r.RoundRates[0] + r.RoundRates[1]) / 2; r.Rate != want {
+			t.Errorf("%s: rate %v, want the median %v of %v", r.Guarantee, r.Rate, want, r.RoundRates)
+		}
+	}
+	if res.Rounds != 2 || res.EOSOverALO <= 0 {
+		t.Errorf("rounds %d, exactly-once over at-least-once %v", res.Rounds, res.EOSOverALO)
 	}
 	if res.Runs[1].Guarantee != processor.ExactlyOnce {
 		t.Errorf("runs in order %v", res.Runs)

@@ -24,13 +24,17 @@ type Report struct {
 // WriteText prints the report as a table.
 func (r *Report) WriteText(w io.Writer) {
 	in := r.Ingest
-	fmt.Fprintf(w, "\n%-36s %12s %8s %14s\n", fmt.Sprintf("ingest (%d events)", in.Events), "events/s", "× raw", "CPU s/M events")
+	title := fmt.Sprintf("ingest (%d events)", in.Events)
+	if in.Rounds > 1 {
+		title = fmt.Sprintf("ingest (%d events, medians of %d rounds)", in.Events, in.Rounds)
+	}
+	fmt.Fprintf(w, "\n%-36s %12s %8s %14s\n", title, "events/s", "× raw", "CPU s/M events")
 	fmt.Fprintf(w, "%-36s %12.0f %8s\n", "raw franz-go consume", in.RawConsume, "1.00")
 	for _, run := range in.Runs {
-		fmt.Fprintf(w, "%-36s %12.0f %8.2f %14.1f\n", "processor "+string(run.Guarantee), run.Rate, run.Rate/in.RawConsume, run.CPUPerMillion)
+		fmt.Fprintf(w, "%-36s %12.0f %8.2f %14.1f\n", "processor "+string(run.Guarantee), run.Rate, run.RawRatio, run.CPUPerMillion)
 	}
-	if len(in.Runs) == 2 {
-		fmt.Fprintf(w, "%-36s %12s %8.2f\n", in.Runs[1].Guarantee+" / "+in.Runs[0].Guarantee, "", in.Runs[1].Rate/in.Runs[0].Rate)
+	if in.EOSOverALO > 0 {
+		fmt.Fprintf(w, "%-36s %12s %8.2f\n", "exactly-once / at-least-once", "", in.EOSOverALO)
 	}
 	if in.RestoreRate > 0 {
 		fmt.Fprintf(w, "%-36s %12.0f %8.2f   (%d records)\n", "restore from the changelog", in.RestoreRate, in.RestoreRate/in.RawChangelog, in.RestoreRecords)
@@ -109,7 +113,7 @@ func (r *Report) WriteHTML(w io.Writer) error {
 	in := r.Ingest
 	throughput := []bar{{Label: "raw consume", Value: in.RawConsume, Text: fmt.Sprintf("%.0f/s", in.RawConsume)}}
 	for _, run := range in.Runs {
-		throughput = append(throughput, bar{Label: string(run.Guarantee), Value: run.Rate, Text: fmt.Sprintf("%.0f/s (%.2f×)", run.Rate, run.Rate/in.RawConsume)})
+		throughput = append(throughput, bar{Label: string(run.Guarantee), Value: run.Rate, Text: fmt.Sprintf("%.0f/s (%.2f×)", run.Rate, run.RawRatio)})
 	}
 	if in.RestoreRate > 0 {
 		throughput = append(throughput,

@@ -27,6 +27,7 @@ type benchIngestCmd struct {
 	Users        int           `help:"Distinct users (Zipf-distributed)." default:"10000"`
 	Partitions   int           `help:"Partitions of the input topic." default:"8"`
 	OutOfOrder   float64       `help:"Fraction of events up to a minute out of order." default:"0.05"`
+	Rounds       int           `help:"How many times to measure the raw consume and each guarantee's processor run, alternating; the report keeps the medians, and each ratio to raw is taken within its round." default:"3"`
 	LiveDuration time.Duration `help:"How long to run live traffic (at half the maximum sustained rate) to measure freshness and serving under load; 0 skips it." default:"10s"`
 	ServeRate    int           `help:"GetFeatures calls per second while live traffic flows." default:"200"`
 	LiveRate     int           `help:"Events per second of the live traffic; 0 means half the maximum sustained rate, which the bench finds first (below the exactly-once backlog rate) by producing and consuming at once."`
@@ -74,7 +75,7 @@ func (c *benchIngestCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	rep := &bench.Report{Command: "featurestream " + strings.Join(os.Args[1:], " "), Machine: bench.MachineString(), Started: time.Now()}
 	rep.Ingest, err = bench.RunIngest(ctx, bench.IngestConfig{
 		Brokers: brokers, RedisAddr: redisAddr, Top: top,
-		Events: c.Events, Users: c.Users, Partitions: c.Partitions, OutOfOrder: c.OutOfOrder, Logger: quiet,
+		Events: c.Events, Users: c.Users, Partitions: c.Partitions, OutOfOrder: c.OutOfOrder, Rounds: c.Rounds, Logger: quiet,
 	}, os.Stderr)
 	if err != nil {
 		return err
