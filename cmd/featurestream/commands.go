@@ -64,7 +64,7 @@ type processCmd struct {
 	CommitInterval      time.Duration `help:"How often state is committed and pushed to Redis." default:"100ms"`
 	SessionTimeout      time.Duration `help:"Consumer group session timeout: how long a silent instance keeps its partitions." default:"10s"`
 	ExpireInterval      time.Duration `help:"How often to delete entities whose every window has passed the watermark (a changelog tombstone each); negative disables." default:"5m"`
-	StateCacheMiB       int           `help:"Memory for decoded entity states kept between commits, in MiB, shared by the partitions this processor owns, so an entity updated again soon skips the local store's read and decode. Negative disables the cache." default:"128"`
+	StateCacheMiB       int           `help:"Memory for decoded entity states kept between commits, in MiB, shared by the partitions this processor owns, so an entity updated again soon skips the local store's read and decode. 0 disables the cache." default:"128"`
 	CatchUpPushInterval time.Duration `help:"While the processor is catching up, it writes to Redis once per its input lag (in time at its consume rate), at most this long apart, instead of at every commit, leaving Redis's and the processor's time to the backlog. 0 writes at every commit." default:"1s"`
 	StandbyReplicas     int           `help:"How many other processors keep a warm copy of each partition's state (tailing its changelog), so a failover replays only the changelog's tail instead of all of it. Each copy costs the disk and the changelog reads of that partition." default:"0"`
 	Replay              bool          `help:"Rebuild all state from the earliest retained input: deletes the changelog, the spec record, the group's offsets and local state first. Stop every other processor of the app before. Needed after a spec change that alters what a feature's state means."`
@@ -138,19 +138,19 @@ func (c *processCmd) Run(ctx context.Context, logger *slog.Logger) error {
 		top: top, brokers: c.Brokers, stateDir: c.StateDir, sink: sink, reg: reg, logger: logger,
 		cfg: processor.Config{ClientOpts: kafkaOpts, Group: c.Group, InstanceID: c.InstanceID, CommitInterval: c.CommitInterval,
 			SessionTimeout: c.SessionTimeout, Guarantee: processor.Guarantee(c.Guarantee), Replay: c.Replay, StandbyReplicas: c.StandbyReplicas,
-			StateCacheBytes: c.StateCacheMiB << 20, CatchUpPushInterval: pushPacing(c.CatchUpPushInterval),
+			StateCacheBytes: offIfZero(c.StateCacheMiB << 20), CatchUpPushInterval: offIfZero(c.CatchUpPushInterval),
 			ExpireInterval: c.ExpireInterval},
 		adminAddr: c.AdminAddr,
 	})
 }
 
-// pushPacing maps --catch-up-push-interval to processor.Config, where 0
-// means the default and a negative value disables pacing.
-func pushPacing(d time.Duration) time.Duration {
-	if d <= 0 {
+// offIfZero maps a flag where 0 turns a feature off to processor.Config,
+// where 0 means the default and a negative value turns it off.
+func offIfZero[T int | time.Duration](v T) T {
+	if v <= 0 {
 		return -1
 	}
-	return d
+	return v
 }
 
 type processorParams struct {
