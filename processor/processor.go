@@ -478,9 +478,10 @@ func (p *Processor) loop(ctx context.Context) error {
 			lastExpire = time.Now()
 		}
 		if time.Since(lastFlush) >= p.cfg.CommitInterval {
-			// The rate over a whole cycle, the last commit's time
-			// included.
-			p.rate, p.consumed, rateFrom = float64(p.consumed)/time.Since(rateFrom).Seconds(), 0, time.Now()
+			// The consume rate over a whole cycle, the last commit's
+			// time included.
+			p.rate = float64(p.consumed) / time.Since(rateFrom).Seconds()
+			p.consumed, rateFrom = 0, time.Now()
 			err = p.flushLocked(ctx, p.allTasksLocked())
 			lastFlush, flushed = time.Now(), true
 		}
@@ -517,8 +518,14 @@ func (p *Processor) processLocked(fetches kgo.Fetches) {
 		p.consumed += len(ftp.Records)
 		wg.Go(func() {
 			t.process(ftp.Records)
-			t.lag = max(ftp.HighWatermark-t.inputNext, 0)
-			p.m.lag.WithLabelValues(strconv.Itoa(int(t.partition))).Set(float64(t.lag))
+			lag := max(ftp.HighWatermark-t.inputNext, 0)
+			p.m.lag.WithLabelValues(strconv.Itoa(int(t.partition))).Set(float64(lag))
+			// What a read_committed consumer can still read: records of
+			// open transactions (past the last stable offset) are not.
+			if lso := ftp.LastStableOffset; lso >= 0 {
+				lag = max(min(ftp.HighWatermark, lso)-t.inputNext, 0)
+			}
+			t.lag, t.lagAt = lag, time.Now()
 			p.m.delay.Observe(time.Since(ftp.Records[len(ftp.Records)-1].Timestamp).Seconds())
 		})
 	})
@@ -811,7 +818,9 @@ func (p *Processor) pushLocked(ctx context.Context, tasks []*task) {
 	if p.push != nil && !p.collectPushLocked(false) {
 		return
 	}
-	if p.pacedLocked() {
+	// Pacing holds back states only: a write that just clears restoring
+	// marks goes at once.
+	if pendingStates(tasks) && p.pacedLocked() {
 		return
 	}
 	p.startPushLocked(ctx, tasks)
@@ -820,34 +829,58 @@ func (p *Processor) pushLocked(ctx context.Context, tasks []*task) {
 // pacedLocked reports whether a write to the online store waits because the
 // processor is catching up. While at least catchUpMinLag records are
 // behind, writes start no more often than the lag takes at the consume rate
-// (records behind the high watermarks over records per second in the last
-// commit interval), and at least every Config.CatchUpPushInterval: Redis
-// then trails the input by at most about twice the lag it has anyway, and a
-// processor that has caught up writes at every commit again.
+// (records behind over records per second in the last commit interval),
+// and at least every Config.CatchUpPushInterval: Redis then trails the input
+// by at most about twice the lag it has anyway, and a processor that has
+// caught up writes at every commit again.
+//
+// Only a partition's recent lag of at least catchUpPartitionMinLag counts:
+// a partition with a backlog returns records at every fetch, while one read
+// up to a transaction marker, or up to an aborted transaction's records,
+// keeps a lag it will never read. Nothing consumed in the last interval
+// means nothing to catch up with.
 func (p *Processor) pacedLocked() bool {
 	every := p.cfg.CatchUpPushInterval
 	if every <= 0 {
+		p.m.pushPacing.Set(0)
 		return false
 	}
+	now := time.Now()
 	var lag int64
 	for _, t := range p.mu.tasks {
-		lag += t.lag
+		if t.lag >= catchUpPartitionMinLag && now.Sub(t.lagAt) < catchUpLagTTL {
+			lag += t.lag
+		}
 	}
 	var wait time.Duration
-	if lag >= catchUpMinLag {
+	if lag >= catchUpMinLag && p.rate > 0 {
 		wait = every
-		if p.rate > 0 {
-			wait = min(every, time.Duration(float64(lag)/p.rate*float64(time.Second)))
+		if behind := float64(lag) / p.rate; behind < every.Seconds() {
+			wait = time.Duration(behind * float64(time.Second))
 		}
 	}
 	p.m.pushPacing.Set(wait.Seconds())
-	return time.Since(p.lastPush) < wait
+	return now.Sub(p.lastPush) < wait
 }
 
-// catchUpMinLag is the lag, in records, below which a processor counts as
-// caught up: a partition read up to a transaction's commit marker stays a
-// record or two behind its high watermark for good.
-const catchUpMinLag = 1000
+// Pacing thresholds (pacedLocked): a processor catches up while at least
+// catchUpMinLag records are behind, counting partitions at least
+// catchUpPartitionMinLag behind whose lag was measured within
+// catchUpLagTTL.
+const (
+	catchUpMinLag          = 1000
+	catchUpPartitionMinLag = 100
+	catchUpLagTTL          = 2 * time.Second
+)
+
+func pendingStates(tasks []*task) bool {
+	for _, t := range tasks {
+		if len(t.pendingSink) > 0 {
+			return true
+		}
+	}
+	return false
+}
 
 // startPushLocked starts writing the tasks' pending states; no write may be
 // under way.

@@ -7,6 +7,7 @@ import (
 	"math"
 	"strconv"
 	"sync/atomic"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -33,9 +34,12 @@ type task struct {
 	// the group has; inputEpoch the leader epoch of the last record.
 	inputNext, committedNext int64
 	inputEpoch               int32
-	// lag is how far inputNext was behind the partition's high watermark
-	// after the last poll that had its records.
-	lag int64
+	// lag is how many records a read_committed consumer could still read
+	// after the last poll that had the partition's records, measured at
+	// lagAt. The task's goroutine in processLocked writes them; they are
+	// read under p.mu after that poll's goroutines are done.
+	lag   int64
+	lagAt time.Time
 	// changelogNext is past the last changelog record written; sinkNext is
 	// where the online store is known complete; savedSinkNext is the value
 	// last written to Pebble.
