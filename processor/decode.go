@@ -73,20 +73,30 @@ type avroSchema struct {
 
 // NewDecoder builds the decoder for a spec's source; Avro schema paths are
 // relative to the spec file.
-func NewDecoder(spec *topology.Spec) (*Decoder, error) {
+func NewDecoder(spec *topology.Spec) (*Decoder, error) { return newDecoder(spec, nil) }
+
+// newDecoder is NewDecoder; with top, JSON decoding leaves out of
+// Event.Fields the top-level fields top's features never read (and the
+// source's key and time need not): their values are checked as JSON and
+// skipped, without interning, boxing or storing them. Avro records are
+// decoded whole.
+func newDecoder(spec *topology.Spec, top *topology.Topology) (*Decoder, error) {
 	src := spec.Source
 	d := &Decoder{format: src.Format}
-	intern := newInternTable()
-	d.scanners.New = func() any {
-		s := newJSONScanner(intern)
-		s.only = d.only
-		return s
-	}
 	if src.Key != "" {
 		d.keyPath = strings.Split(src.Key, ".")
 	}
 	if src.Time != "" {
 		d.timePath = strings.Split(src.Time, ".")
+	}
+	if top != nil {
+		d.only = projection(top, d.keyPath, d.timePath)
+	}
+	intern := newInternTable()
+	d.scanners.New = func() any {
+		s := newJSONScanner(intern)
+		s.only = d.only
+		return s
 	}
 	if src.Format != "avro" {
 		return d, nil
@@ -109,25 +119,24 @@ func NewDecoder(spec *topology.Spec) (*Decoder, error) {
 	return d, nil
 }
 
-// project makes JSON decoding leave out of Event.Fields the top-level
-// fields top's features never read (and the source's key and time need
-// not): their values are checked as JSON and skipped, which saves interning
-// and storing them. It must be called before the first Decode. Avro
-// records are decoded whole.
-func (d *Decoder) project(top *topology.Topology) {
+// projection is the set of top-level fields to decode for top's features,
+// with the first part of the key and time paths, or nil for all of them (an
+// expression reads the whole event).
+func projection(top *topology.Topology, keyPath, timePath []string) map[string]struct{} {
 	names, all := top.EventFields()
 	if all {
-		return
+		return nil
 	}
-	d.only = make(map[string]struct{}, len(names)+2)
+	only := make(map[string]struct{}, len(names)+2)
 	for _, name := range names {
-		d.only[name] = struct{}{}
+		only[name] = struct{}{}
 	}
-	for _, path := range [][]string{d.keyPath, d.timePath} {
+	for _, path := range [][]string{keyPath, timePath} {
 		if len(path) > 0 {
-			d.only[path[0]] = struct{}{}
+			only[path[0]] = struct{}{}
 		}
 	}
+	return only
 }
 
 // loadAvroSchema reads the record schema at path (relative to the spec)

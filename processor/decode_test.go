@@ -301,11 +301,13 @@ func BenchmarkDecodeJSON(b *testing.B) {
 		b.Fatal(err)
 	}
 	rec := &kgo.Record{Value: []byte(`{"user_id":"u1234","ts":1764133200000,"type":"view","item_id":"i9876","category":"shoes","price":19.99}`)}
-	// A wider event, as apps often send (device, session, geo), of which
-	// the shop features read the same five fields.
+	// A wider event, as apps often send (device, session, geo, a nested
+	// context, an escaped user agent), of which the shop features read the
+	// same five fields.
 	wide := &kgo.Record{Value: []byte(`{"user_id":"u1234","ts":1764133200000,"type":"view","item_id":"i9876","category":"shoes","price":19.99,` +
 		`"session_id":"s-5f2c9a7e41b3","device":"phone","os":"android","os_version":"15.1","app_version":"8.42.0","country":"DE","city":"Berlin",` +
-		`"referrer":"https://example.com/feed?tab=new","page":"/item/i9876","ab_bucket":"b","screen_w":1080,"screen_h":2400,"lat":52.52,"lon":13.405,"consent":true}`)}
+		`"referrer":"https://example.com/feed?tab=new","page":"/item/i9876","ab_bucket":"b","screen_w":1080,"screen_h":2400,"lat":52.52,"lon":13.405,"consent":true,` +
+		`"context":{"campaign":"winter","tags":["sale","new"],"slot":3},"ua":"Mozilla/5.0 (Linux; Android 15) \"Chrome\" M\u00fcnchen"}`)}
 	// A processor's decoder keeps only the fields the shop features read.
 	projected := offlineProcessor(b, time.Now()).dec
 	for _, c := range []struct {

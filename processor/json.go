@@ -363,45 +363,85 @@ func (s *jsonScanner) key(top bool, n int) (string, bool, error) {
 	return k, skip, nil
 }
 
-// skipValue checks the value at s.i as value does, without keeping it: a
-// plain ASCII string is only scanned, and numbers and literals are not
-// boxed.
+// skipValue checks the value at s.i as value does, without building it: no
+// string is copied or interned and no number boxed, so a skipped field
+// costs a scan.
 func (s *jsonScanner) skipValue() error {
 	s.space()
-	if s.i < len(s.b) && s.b[s.i] == '"' {
-		start := s.i
-		for s.i++; s.i < len(s.b); s.i++ {
-			switch c := s.b[s.i]; {
-			case c == '"':
+	if s.i >= len(s.b) {
+		return s.errorf("want a value")
+	}
+	switch c := s.b[s.i]; {
+	case c == '"':
+		return s.skipString()
+	case c == '{' || c == '[':
+		return s.skipContainer()
+	case c == '-' || c >= '0' && c <= '9':
+		_, err := s.number()
+		return err
+	case c == 't':
+		return s.literal("true")
+	case c == 'f':
+		return s.literal("false")
+	case c == 'n':
+		return s.literal("null")
+	}
+	return s.errorf("unexpected %q", s.b[s.i])
+}
+
+// skipString skips the string whose '"' is at s.i. A string with escapes
+// is checked by encoding/json's own validator, which accepts exactly the
+// strings it decodes (any byte from 0x80 up, and only valid escapes).
+func (s *jsonScanner) skipString() error {
+	start := s.i
+	escaped := false
+	for s.i++; s.i < len(s.b); s.i++ {
+		switch c := s.b[s.i]; {
+		case c == '"':
+			s.i++
+			if escaped && !json.Valid(s.b[start:s.i]) {
+				return fmt.Errorf("json: string at offset %d: invalid escape", start)
+			}
+			return nil
+		case c == '\\':
+			escaped = true
+			s.i++ // the escaped byte: '"' or '\\' do not end the string
+		case c < 0x20:
+			return s.errorf("control character in string")
+		}
+	}
+	return s.errorf("unterminated string")
+}
+
+// skipContainer skips the object or array whose '{' or '[' is at s.i: it
+// finds the matching close, bounding the nesting as object and array do,
+// and checks what it spans with encoding/json's validator. A span that
+// validates is one whole value, so it ends where value would have.
+func (s *jsonScanner) skipContainer() error {
+	start, depth := s.i, 0
+	for ; s.i < len(s.b); s.i++ {
+		switch s.b[s.i] {
+		case '{', '[':
+			if depth++; s.depth+depth > maxJSONDepth {
+				return errJSONDepth
+			}
+		case '}', ']':
+			if depth--; depth == 0 {
 				s.i++
+				if !json.Valid(s.b[start:s.i]) {
+					return fmt.Errorf("json: value at offset %d: not valid JSON", start)
+				}
 				return nil
-			case c == '\\' || c >= utf8.RuneSelf:
-				// Escapes or non-ASCII: str checks them.
-				s.i = start
-				_, err := s.str()
-				return err
-			case c < 0x20:
-				return s.errorf("control character in string")
+			}
+		case '"':
+			for s.i++; s.i < len(s.b) && s.b[s.i] != '"'; s.i++ {
+				if s.b[s.i] == '\\' {
+					s.i++
+				}
 			}
 		}
-		return s.errorf("unterminated string")
 	}
-	if s.i < len(s.b) {
-		// Numbers and literals without boxing them.
-		switch c := s.b[s.i]; {
-		case c == '-' || c >= '0' && c <= '9':
-			_, err := s.number()
-			return err
-		case c == 't':
-			return s.literal("true")
-		case c == 'f':
-			return s.literal("false")
-		case c == 'n':
-			return s.literal("null")
-		}
-	}
-	_, err := s.value()
-	return err
+	return s.errorf("unterminated value")
 }
 
 // plainASCII reports whether a name needs no escaping: one read back from

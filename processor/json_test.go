@@ -17,6 +17,7 @@ var jsonCases = []string{
 	`{"a":"` + "\xff\xfe" + `"}`, `{"a":[1,"2",[true,false,null],{}],"b":{"c":{"d":[]}}}`,
 	`{"user_id":"u1","ts":1764133200000,"type":"view","price":19.99}`,
 	`{"b":"plain","a":1,"c":"\u00e9","d":"é","e":[1,{"f":"g"}],"f":{"a":2},"g":-1.5e3,"h":null,"i":true}`,
+	`{"b":"q\"uo\\te\u00e9\/","c":{"x":"]}[{","y":[1,{"z":"\"]"}],"w":"\\"},"a":3}`, `{"b":[],"c":{},"d":[[[]]],"a":[{"b":1}]}`,
 	// rejected
 	``, `null`, `[]`, `1`, `"s"`, `{`, `{"a"}`, `{"a":}`, `{"a":1,}`, `{,}`, `{"a":01}`, `{"a":1.}`,
 	`{"a":.5}`, `{"a":1e}`, `{"a":-}`, `{"a":+1}`, `{"a":NaN}`, `{"a":Infinity}`, `{"a":1e400}`,
@@ -83,9 +84,19 @@ func TestJSONScannerMatchesEncodingJSON(t *testing.T) {
 	for _, c := range []string{`{"ab":1,"c":2}`, `{"ab":1,"c":2}`, `{"ab":1,"cd":2}`, `{"a":1,"c":2}`, `{"a\"":1}`, `{"a\"":1}`} {
 		checkJSON(t, s, proj, []byte(c))
 	}
-	deep := []byte(strings.Repeat(`{"a":`, maxJSONDepth+1) + "1" + strings.Repeat("}", maxJSONDepth+1))
-	if err := s.decodeObject(deep, map[string]any{}); err == nil {
-		t.Fatal("nesting beyond the limit was accepted")
+	for _, field := range []string{"a", "b"} { // b is skipped by proj
+		deep := []byte(`{"` + field + `":` + strings.Repeat(`{"a":`, maxJSONDepth) + "1" + strings.Repeat("}", maxJSONDepth+1))
+		for _, sc := range []*jsonScanner{s, proj} {
+			if err := sc.decodeObject(deep, map[string]any{}); err == nil {
+				t.Fatalf("nesting beyond the limit in field %s was accepted", field)
+			}
+		}
+		ok := []byte(`{"` + field + `":` + strings.Repeat(`{"a":`, maxJSONDepth-2) + "1" + strings.Repeat("}", maxJSONDepth-1))
+		for _, sc := range []*jsonScanner{s, proj} {
+			if err := sc.decodeObject(ok, map[string]any{}); err != nil {
+				t.Fatalf("nesting at the limit in field %s: %v", field, err)
+			}
+		}
 	}
 }
 

@@ -273,11 +273,10 @@ func New(cfg Config, top *topology.Topology, store *state.Store, sink Sink, logg
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	dec, err := NewDecoder(top.Spec)
+	dec, err := newDecoder(top.Spec, top)
 	if err != nil {
 		return nil, err
 	}
-	dec.project(top)
 	p := &Processor{
 		cfg: cfg, top: top, dec: dec, store: store, sink: sink, logger: logger, reg: reg,
 		m:        newMetrics(reg),
