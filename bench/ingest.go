@@ -57,6 +57,9 @@ type IngestResult struct {
 	// Runs has one run per guarantee, with the medians of the rounds.
 	Runs   []IngestRun
 	Rounds int
+	// RawRounds is each round's raw consume, events/s, with several
+	// rounds.
+	RawRounds []float64 `json:",omitempty"`
 	// EOSOverALO is the median over the rounds of exactly-once's rate over
 	// at-least-once's, when both ran.
 	EOSOverALO float64
@@ -168,7 +171,17 @@ func RunIngest(ctx context.Context, cfg IngestConfig, progress io.Writer) (*Inge
 		raws = append(raws, raw)
 		fmt.Fprintf(progress, "round %d/%d: raw consume: %.0f events/s\n", round+1, cfg.Rounds, raw)
 		rates := map[processor.Guarantee]float64{}
-		for i, g := range cfg.Guarantees {
+		// Every other round runs the guarantees in reverse, so neither
+		// always runs second on a machine that warms up or slows down.
+		order := make([]int, len(cfg.Guarantees))
+		for i := range order {
+			order[i] = i
+		}
+		if round%2 == 1 {
+			slices.Reverse(order)
+		}
+		for _, i := range order {
+			g := cfg.Guarantees[i]
 			app := fmt.Sprintf("bench_%d_%s", time.Now().UnixNano(), map[processor.Guarantee]string{processor.ExactlyOnce: "eos", processor.AtLeastOnce: "alo"}[g])
 			run, err := runProcessor(ctx, cfg, topic, app, g, filepath.Join(dir, app))
 			if err != nil {
@@ -188,6 +201,9 @@ func RunIngest(ctx context.Context, cfg IngestConfig, progress io.Writer) (*Inge
 		}
 	}
 	res.RawConsume = median(raws)
+	if cfg.Rounds > 1 {
+		res.RawRounds = raws
+	}
 	for i, g := range cfg.Guarantees {
 		field := func(f func(IngestRun) float64) float64 {
 			var v []float64

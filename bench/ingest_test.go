@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -34,8 +35,21 @@ func TestRunIngest(t *testing.T) {
 			t.Errorf("%s: rate %v, want the median %v of %v", r.Guarantee, r.Rate, want, r.RoundRates)
 		}
 	}
-	if res.Rounds != 2 || res.EOSOverALO <= 0 {
-		t.Errorf("rounds %d, exactly-once over at-least-once %v", res.Rounds, res.EOSOverALO)
+	if res.Rounds != 2 || res.EOSOverALO <= 0 || len(res.RawRounds) != 2 {
+		t.Errorf("rounds %d, exactly-once over at-least-once %v, raw rounds %v", res.Rounds, res.EOSOverALO, res.RawRounds)
+	}
+	rep := &Report{Command: "test", Machine: MachineString(), Started: time.Now(), Ingest: res}
+	var text, html strings.Builder
+	rep.WriteText(&text)
+	if err := rep.WriteHTML(&html); err != nil {
+		t.Fatal(err)
+	}
+	for _, out := range []string{text.String(), html.String()} {
+		for _, want := range []string{"medians of 2 rounds", "exactly-once / at-least-once"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("report lacks %q:\n%s", want, out)
+			}
+		}
 	}
 	if res.Runs[1].Guarantee != processor.ExactlyOnce {
 		t.Errorf("runs in order %v", res.Runs)

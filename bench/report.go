@@ -143,8 +143,10 @@ table{border-collapse:collapse}td,th{padding:.2em .8em;border-bottom:1px solid #
 <h1>featurestream bench</h1>
 <p><code>{{.R.Command}}</code><br>{{.R.Machine}}, started {{.R.Started.Format "2006-01-02 15:04:05 MST"}}</p>
 {{define "bars"}}<svg width="820" height="{{h (len .)}}">{{range .}}<text x="0" y="{{.Y}}" dy="14">{{.Label}}</text><rect x="150" y="{{.Y}}" width="{{.W}}" height="16" fill="#4a7bd0"/><text x="{{.W}}" dx="156" y="{{.Y}}" dy="13">{{.Text}}</text>{{end}}</svg>{{end}}
-<h2>Throughput ({{.R.Ingest.Events}} events)</h2>
+<h2>Throughput ({{.R.Ingest.Events}} events{{if gt .R.Ingest.Rounds 1}}, medians of {{.R.Ingest.Rounds}} rounds{{end}})</h2>
+{{if gt .R.Ingest.Rounds 1}}<p>Each ratio to the raw consume is taken within its round, then the median of the rounds is shown, so it need not equal the median rates' quotient.</p>{{end}}
 {{template "bars" .Throughput}}
+{{if .R.Ingest.EOSOverALO}}<p>exactly-once / at-least-once: {{printf "%.2f" .R.Ingest.EOSOverALO}}</p>{{end}}
 {{with .R.Live}}
 <h2>Live at {{.Rate}} events/s{{if .Sustained}}, half the maximum sustained rate {{.Sustained}} events/s{{end}}</h2>
 <table><tr><th></th><th>p50</th><th>p99</th><th>p999</th><th>n</th></tr>

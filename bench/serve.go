@@ -152,8 +152,9 @@ func checkLoopback(addr string) error {
 type Cell struct {
 	// Path is "grpc" (GetFeatures through the feature server), "raw"
 	// (go-redis HGETALL, pipelined for batches) or "health" (the gRPC
-	// health check on the same server and connections: a call that does no
-	// work, measured with batch 1 as the floor any gRPC call costs).
+	// health check on the same server over as many connections: a call
+	// that does no work, measured with batch 1 as the floor any gRPC call
+	// costs).
 	Path           string
 	Callers, Batch int
 	Calls, Errors  int
@@ -635,7 +636,7 @@ func (r *ServeReport) WriteTable(w io.Writer) error {
 		}
 	}
 	if floor := r.floorLines(); len(floor) > 0 {
-		b.WriteString("\nThe gRPC floor: a health check, which does no work, on the same server (interceptors included) and connections, beside GetFeatures of one entity:\n\n")
+		b.WriteString("\nThe gRPC floor: a health check, which does no work, on the same server (its metrics and recovery interceptors included) over the same number of connections, beside GetFeatures of one entity:\n\n")
 		for _, l := range floor {
 			b.WriteString("- " + l + "\n")
 		}
