@@ -63,7 +63,7 @@ type processCmd struct {
 	InstanceID          string        `help:"Static group membership id (for example the pod name), so a restart keeps its partitions."`
 	CommitInterval      time.Duration `help:"How often state is committed and pushed to Redis." default:"100ms"`
 	SessionTimeout      time.Duration `help:"Consumer group session timeout: how long a silent instance keeps its partitions." default:"10s"`
-	ExpireInterval      time.Duration `help:"How often to delete entities whose every window has passed the watermark (a changelog tombstone each); negative disables." default:"5m"`
+	ExpireInterval      time.Duration `help:"How often to delete entities whose every window has passed the watermark (a changelog tombstone each); 0 disables." default:"5m"`
 	StateCacheMiB       int           `help:"Memory for decoded entity states kept between commits, in MiB, shared by the partitions this processor owns, so an entity updated again soon skips the local store's read and decode. 0 disables the cache." default:"128"`
 	CatchUpPushInterval time.Duration `help:"While the processor is catching up, it writes to Redis once per its input lag (in time at its consume rate), at most this long apart, instead of at every commit, leaving Redis's and the processor's time to the backlog. 0 writes at every commit." default:"1s"`
 	StandbyReplicas     int           `help:"How many other processors keep a warm copy of each partition's state (tailing its changelog), so a failover replays only the changelog's tail instead of all of it. Each copy costs the disk and the changelog reads of that partition." default:"0"`
@@ -139,13 +139,14 @@ func (c *processCmd) Run(ctx context.Context, logger *slog.Logger) error {
 		cfg: processor.Config{ClientOpts: kafkaOpts, Group: c.Group, InstanceID: c.InstanceID, CommitInterval: c.CommitInterval,
 			SessionTimeout: c.SessionTimeout, Guarantee: processor.Guarantee(c.Guarantee), Replay: c.Replay, StandbyReplicas: c.StandbyReplicas,
 			StateCacheBytes: offIfZero(c.StateCacheMiB << 20), CatchUpPushInterval: offIfZero(c.CatchUpPushInterval),
-			ExpireInterval: c.ExpireInterval},
+			ExpireInterval: offIfZero(c.ExpireInterval)},
 		adminAddr: c.AdminAddr,
 	})
 }
 
-// offIfZero maps a flag where 0 turns a feature off to processor.Config,
-// where 0 means the default and a negative value turns it off.
+// offIfZero maps a flag where 0 turns a feature off (--state-cache-mib,
+// --catch-up-push-interval, --expire-interval) to processor.Config, where 0
+// means the default and a negative value turns it off.
 func offIfZero[T int | time.Duration](v T) T {
 	if v <= 0 {
 		return -1

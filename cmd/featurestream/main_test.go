@@ -21,20 +21,23 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// TestOffIfZero: flags where 0 turns a feature off (--state-cache-mib,
-// --catch-up-push-interval) reach processor.Config as a negative value,
-// which is off there too; 0 in Config would mean the default.
+// TestOffIfZero: flags where 0 turns a feature off reach processor.Config
+// as a negative value, which is off there too; 0 in Config would mean the
+// default.
 func TestOffIfZero(t *testing.T) {
-	if got := offIfZero(0); got != -1 {
-		t.Errorf("offIfZero(0) = %d, want -1", got)
+	for _, tc := range []struct{ in, want time.Duration }{
+		{0, -1},
+		{-5 * time.Second, -1},
+		{time.Nanosecond, time.Nanosecond},
+		{5 * time.Minute, 5 * time.Minute},
+	} {
+		if got := offIfZero(tc.in); got != tc.want {
+			t.Errorf("offIfZero(%v) = %v, want %v", tc.in, got, tc.want)
+		}
 	}
-	if got := offIfZero(-5 * time.Second); got != -1 {
-		t.Errorf("offIfZero(-5s) = %v, want -1ns", got)
-	}
-	if got := offIfZero(128 << 20); got != 128<<20 {
-		t.Errorf("offIfZero(128 MiB) = %d", got)
-	}
-	if got := offIfZero(time.Second); got != time.Second {
-		t.Errorf("offIfZero(1s) = %v", got)
+	for _, tc := range []struct{ in, want int }{{0, -1}, {-1, -1}, {128 << 20, 128 << 20}} {
+		if got := offIfZero(tc.in); got != tc.want {
+			t.Errorf("offIfZero(%d) = %d, want %d", tc.in, got, tc.want)
+		}
 	}
 }
