@@ -872,6 +872,8 @@ const (
 	catchUpLagTTL          = 2 * time.Second
 )
 
+// pendingStates reports whether any of tasks has committed states not yet
+// in the online store.
 func pendingStates(tasks []*task) bool {
 	for _, t := range tasks {
 		if len(t.pendingSink) > 0 {
@@ -936,11 +938,8 @@ func (p *Processor) pumpPushLocked(ctx context.Context) {
 	if time.Now().Before(p.pushRetryAt) {
 		return
 	}
-	for _, t := range p.mu.tasks {
-		if len(t.pendingSink) > 0 {
-			p.pushLocked(ctx, p.allTasksLocked())
-			return
-		}
+	if tasks := p.allTasksLocked(); pendingStates(tasks) {
+		p.pushLocked(ctx, tasks)
 	}
 }
 
@@ -950,19 +949,13 @@ func (p *Processor) pumpPushLocked(ctx context.Context) {
 // only leaves its states pending for the writes made here.
 func (p *Processor) drainPushLocked(ctx context.Context, tasks []*task) error {
 	_ = p.waitPushLocked()
-	for {
-		pending := false
-		for _, t := range tasks {
-			pending = pending || len(t.pendingSink) > 0
-		}
-		if !pending {
-			return nil
-		}
+	for pendingStates(tasks) {
 		p.startPushLocked(ctx, tasks)
 		if err := p.waitPushLocked(); err != nil {
 			return err
 		}
 	}
+	return nil
 }
 
 // pushJob is a write to the online store under way.
