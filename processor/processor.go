@@ -596,7 +596,7 @@ func (p *Processor) flushLocked(ctx context.Context, tasks []*task) error {
 		// standby copies: as of the last push that ended, so never more
 		// than it is.
 		if len(recs) > first {
-			recs[len(recs)-1].Headers = []kgo.RecordHeader{state.InputNextHeader(t.inputNext), state.SinkNextHeader(t.sinkNext)}
+			recs[len(recs)-1].Headers = []kgo.RecordHeader{state.InputNextHeader(t.inputNext), state.SinkNextHeader(t.sinkNext), state.HorizonHeader(p.horizon(t.maxEventMs))}
 		}
 		letters = append(letters, t.dlq...)
 		moved = moved || t.inputNext > t.committedNext

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/featurestream/featurestream/sinks"
@@ -91,7 +92,7 @@ func (p *Processor) restorePartition(ctx context.Context, part int32) (state.Met
 		return state.Meta{}, nil, err
 	}
 	pending := make(map[string]sinks.Record, len(repush))
-	for entity, offset := range repush {
+	for entity, rp := range repush {
 		if err := ctx.Err(); err != nil {
 			return state.Meta{}, nil, fmt.Errorf("restore partition %d: read states to re-push: %w", part, err)
 		}
@@ -101,7 +102,14 @@ func (p *Processor) restorePartition(ctx context.Context, part int32) (state.Met
 			// unreadable: the next commit of the entity pushes it.
 			continue
 		}
-		pending[entity] = sinks.Record{Entity: entity, Partition: part, Version: uint64(offset), Generation: p.generation, State: st, HorizonMs: p.horizon(meta.MaxEventMs)}
+		// The horizon the state was committed with; without one, the
+		// partition's now, which is later: reads before it are refused,
+		// never served incomplete.
+		horizon := rp.HorizonMs
+		if horizon == math.MinInt64 {
+			horizon = p.horizon(meta.MaxEventMs)
+		}
+		pending[entity] = sinks.Record{Entity: entity, Partition: part, Version: uint64(rp.Offset), Generation: p.generation, State: st, HorizonMs: horizon}
 	}
 	return meta, pending, nil
 }

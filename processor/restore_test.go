@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -36,6 +37,8 @@ type restoreEnv struct {
 	users map[int32][]string
 	items map[string][]string
 	ts    int64
+	// stops stops each started processor (and closes its store), once.
+	stops map[*Processor]func()
 }
 
 func newRestoreEnv(t *testing.T) *restoreEnv {
@@ -66,6 +69,7 @@ func newRestoreEnv(t *testing.T) *restoreEnv {
 		users: map[int32][]string{0: {"a1", "a2", "a3"}, 1: {"b1", "b2", "b3"}},
 		items: map[string][]string{},
 		ts:    time.Now().Add(-10 * time.Minute).UnixMilli(),
+		stops: map[*Processor]func(){},
 	}
 }
 
@@ -98,15 +102,20 @@ func (e *restoreEnv) startConfig(sink Sink, cfg Config, hook func(context.Contex
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
-	e.t.Cleanup(func() {
+	stop := sync.OnceFunc(func() {
 		cancel()
 		if err := <-done; err != nil {
 			e.t.Errorf("processor: %v", err)
 		}
 		store.Close()
 	})
+	e.stops[p] = stop
+	e.t.Cleanup(stop)
 	return p
 }
+
+// stop stops p, which leaves its group.
+func (e *restoreEnv) stop(p *Processor) { e.stops[p]() }
 
 // produce sends n views to every user of partition part, each of a new
 // item, and returns the partition's end offset.
@@ -128,6 +137,17 @@ func (e *restoreEnv) produce(part int32, n int) int64 {
 		e.t.Fatal(err)
 	}
 	return recs[len(recs)-1].Offset + 1
+}
+
+// horizon reads a user's stored horizon (_h) from Redis, and whether Redis
+// has the user.
+func (e *restoreEnv) horizon(user string) (int64, bool) {
+	e.t.Helper()
+	got, err := e.sink.Read(context.Background(), []string{user}, nil, nil)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return got[0].HorizonMs, got[0].Found
 }
 
 // lastItems reads a user's last_items from Redis as serving would.
@@ -373,5 +393,41 @@ func TestRevokeCancelsRestore(t *testing.T) {
 	b.mu.Unlock()
 	if !aOwns || !bOwns {
 		t.Errorf("ownership: first member has %d only: %t; second has %d only: %t", kept, aOwns, moved, bOwns)
+	}
+}
+
+// TestRestoreKeepsHorizon: a state pushed again by a restore (here after
+// Redis lost everything) carries the horizon it was committed with, from
+// its commit's changelog header, not the partition's later one, so valid
+// as_of reads of it are not refused.
+func TestRestoreKeepsHorizon(t *testing.T) {
+	e := newRestoreEnv(t)
+	a := e.start(nil)
+	e.produce(0, 1)
+	e.waitItems(0, 1)
+	early, _ := e.horizon("a2")
+	// Only a1 again, four minutes of event time later: the partition's
+	// watermark moves on, a2's state does not.
+	e.users[0] = []string{"a1"}
+	e.ts += 4 * 60_000
+	e.produce(0, 1)
+	e.waitItems(0, 2)
+	late, _ := e.horizon("a1")
+	if late-early < 4*60_000 {
+		t.Fatalf("horizons %d then %d: the partition's did not move on", early, late)
+	}
+
+	e.stop(a)
+	if err := e.rdb.FlushAll(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	e.start(nil) // an empty state dir: a full restore re-pushes everything
+	waitFor(t, "a2 back in Redis", func() bool { _, ok := e.horizon("a2"); return ok })
+	waitFor(t, "a1 back in Redis", func() bool { _, ok := e.horizon("a1"); return ok })
+	if got, _ := e.horizon("a2"); got != early {
+		t.Errorf("a2's horizon after the restore is %d, want %d, as committed (the partition's is %d)", got, early, late)
+	}
+	if got, _ := e.horizon("a1"); got != late {
+		t.Errorf("a1's horizon after the restore is %d, want %d", got, late)
 	}
 }

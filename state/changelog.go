@@ -33,6 +33,25 @@ func InputNextHeader(next int64) kgo.RecordHeader { return offsetHeader(HeaderIn
 
 func inputNextOf(r *kgo.Record) (int64, bool) { return offsetHeaderOf(r, HeaderInputNext) }
 
+// HeaderHorizon names the changelog record header that carries the horizon
+// (epoch ms, an 8-byte big-endian int64) of the states its commit wrote:
+// the earliest as_of they are whole for. A partition's last record of each
+// commit carries it, for the records of the commit before it too.
+const HeaderHorizon = "fs.h"
+
+// HorizonHeader encodes the HeaderHorizon header.
+func HorizonHeader(ms int64) kgo.RecordHeader { return offsetHeader(HeaderHorizon, ms) }
+
+// Repush is an entity whose newest state the online store may lack.
+type Repush struct {
+	// Offset is the changelog offset of that state: its version.
+	Offset int64
+	// HorizonMs is the horizon its commit recorded (HeaderHorizon), or
+	// math.MinInt64 when the changelog does not say: written before the
+	// header existed, or a commit cut short by a crash.
+	HorizonMs int64
+}
+
 // offsetHeader and offsetHeaderOf encode and read a header holding an
 // offset, an 8-byte big-endian int64.
 func offsetHeader(key string, v int64) kgo.RecordHeader {
@@ -134,13 +153,13 @@ const MaxConcurrentRestores = 8
 // Restore brings the partition's local state up to the end of its
 // changelog and returns its metadata, and the entities whose newest state
 // the online store may lack (those changed since Meta.SinkNext) with the
-// changelog offset of that state. Local state of another generation is
+// changelog offset and horizon of that state. Local state of another generation is
 // wiped first.
 //
 // Canceling ctx stops the restore with an error wrapping ctx's; what it
 // committed to the store stays, consistent with its metadata, and the next
 // Restore of the partition continues from there.
-func (r *Restorer) Restore(ctx context.Context, partition int32, generation string) (Meta, map[string]int64, error) {
+func (r *Restorer) Restore(ctx context.Context, partition int32, generation string) (Meta, map[string]Repush, error) {
 	select {
 	case r.slots <- struct{}{}:
 		defer func() { <-r.slots }()
@@ -174,7 +193,10 @@ func (r *Restorer) Restore(ctx context.Context, partition int32, generation stri
 	// Read from where the online store may be behind, apply from where
 	// local state is behind.
 	from := min(meta.ChangelogNext, meta.SinkNext)
-	repush := make(map[string]int64)
+	repush := make(map[string]Repush)
+	// open are the re-pushed entities of the commit being read, which learn
+	// its horizon from its last record.
+	var open []string
 	gauge := r.remaining.WithLabelValues(fmt.Sprint(partition))
 	defer r.remaining.DeleteLabelValues(fmt.Sprint(partition))
 	if from >= end.Offset {
@@ -236,7 +258,17 @@ func (r *Restorer) Restore(ctx context.Context, partition int32, generation stri
 			}
 			next = rec.Offset + 1
 			if rec.Offset >= meta.SinkNext && !rec.Attrs.IsControl() {
-				repush[string(rec.Key)] = rec.Offset
+				key := string(rec.Key)
+				repush[key] = Repush{Offset: rec.Offset, HorizonMs: math.MinInt64}
+				open = append(open, key)
+			}
+			if h, ok := offsetHeaderOf(rec, HeaderHorizon); ok {
+				for _, key := range open {
+					e := repush[key]
+					e.HorizonMs = h
+					repush[key] = e
+				}
+				open = open[:0]
 			}
 			if rec.Offset < meta.ChangelogNext {
 				return

@@ -112,9 +112,10 @@ func TestRestore(t *testing.T) {
 	}
 
 	// Two commits of partition 1: u1..u5 then u1..u3 again, each with the
-	// input-offset header on its last record.
+	// input-offset header on its last record; the second also with its
+	// horizon, the first as written before that header existed.
 	var want = map[string]*topology.EntityState{}
-	produce := func(users []string, events, inputNext int) {
+	produce := func(users []string, events, inputNext int, horizon int64) {
 		var recs []*kgo.Record
 		for i, u := range users {
 			st := stateOf(t, top, u, events+i)
@@ -122,6 +123,9 @@ func TestRestore(t *testing.T) {
 			rec := &kgo.Record{Topic: topic, Partition: 1, Key: []byte(u), Value: top.AppendState(nil, st)}
 			if i == len(users)-1 {
 				rec.Headers = []kgo.RecordHeader{InputNextHeader(int64(inputNext))}
+				if horizon != 0 {
+					rec.Headers = append(rec.Headers, HorizonHeader(horizon))
+				}
 			}
 			recs = append(recs, rec)
 		}
@@ -129,7 +133,7 @@ func TestRestore(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	produce([]string{"u1", "u2", "u3", "u4", "u5"}, 2, 100)
+	produce([]string{"u1", "u2", "u3", "u4", "u5"}, 2, 100, 0)
 
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	base := []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}
@@ -156,8 +160,8 @@ func TestRestore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(repush) != 5 || repush["u5"] != 4 {
-		t.Fatalf("repush = %v, want all 5 entities, u5 at offset 4", repush)
+	if len(repush) != 5 || repush["u5"].Offset != 4 || repush["u1"].HorizonMs != math.MinInt64 {
+		t.Fatalf("repush = %v, want all 5 entities, u5 at offset 4, no horizon known", repush)
 	}
 	wantMeta := Meta{ChangelogNext: 5, InputNext: 100, SinkNext: 0, MaxEventMs: 1_000_000 + 5*1000, Generation: gen}
 	if meta != wantMeta {
@@ -170,13 +174,18 @@ func TestRestore(t *testing.T) {
 	wantMeta.SinkNext = 5
 	b.SetMeta(1, wantMeta)
 	b.Commit()
-	produce([]string{"u1", "u2", "u3"}, 7, 180)
+	produce([]string{"u1", "u2", "u3"}, 7, 180, 1_005_000)
 	meta, repush, err = r.Restore(ctx, 1, gen)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(repush) != 3 || repush["u1"] != 5 || repush["u3"] != 7 {
+	if len(repush) != 3 || repush["u1"].Offset != 5 || repush["u3"].Offset != 7 {
 		t.Fatalf("tail repush = %v, want u1..u3 at 5..7", repush)
+	}
+	for u, rp := range repush {
+		if rp.HorizonMs != 1_005_000 {
+			t.Fatalf("%s: horizon %d, want the commit's 1005000 from its last record", u, rp.HorizonMs)
+		}
 	}
 	wantMeta = Meta{ChangelogNext: 8, InputNext: 180, SinkNext: 5, MaxEventMs: 1_000_000 + 8*1000, Generation: gen}
 	check(s, wantMeta)
@@ -199,7 +208,7 @@ func TestRestore(t *testing.T) {
 	// offset, so it is only called with no transaction open, as here.)
 	// kfake, like Kafka, never compacts the active (last) batch, so one
 	// more commit makes the second one cleanable.
-	produce([]string{"u4"}, 11, 200)
+	produce([]string{"u4"}, 11, 200, 1_011_000)
 	wantMeta = Meta{ChangelogNext: 9, InputNext: 200, MaxEventMs: 1_000_000 + 10*1000, Generation: gen}
 	c.Compact()
 	if n := countRecords(t, c.ListenAddrs(), topic, 1); n != 6 {
@@ -220,7 +229,7 @@ func TestRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	delete(want, "u5")
-	produce([]string{"u2"}, 13, 220)
+	produce([]string{"u2"}, 13, 220, 1_013_000)
 	wantMeta = Meta{ChangelogNext: 11, InputNext: 220, MaxEventMs: 1_000_000 + 12*1000, Generation: gen}
 	s4 := openMem(t, top)
 	meta5, _, err := NewRestorer(s4, adm, base, topic, logger, nil).Restore(ctx, 1, gen)
