@@ -153,8 +153,8 @@ const MaxConcurrentRestores = 8
 // Restore brings the partition's local state up to the end of its
 // changelog and returns its metadata, and the entities whose newest state
 // the online store may lack (those changed since Meta.SinkNext) with the
-// changelog offset and horizon of that state. Local state of another generation is
-// wiped first.
+// changelog offset and horizon of that state. Local state of another
+// generation is wiped first.
 //
 // Canceling ctx stops the restore with an error wrapping ctx's; what it
 // committed to the store stays, consistent with its metadata, and the next
