@@ -48,7 +48,9 @@ type Repush struct {
 	Offset int64
 	// HorizonMs is the horizon its commit recorded (HeaderHorizon), or
 	// math.MinInt64 when the changelog does not say: written before the
-	// header existed, or a commit cut short by a crash.
+	// header existed, or a commit cut short by a crash. Where compaction
+	// removed a commit's last record, its other records take the next
+	// commit's horizon, which is later: never earlier than the truth.
 	HorizonMs int64
 }
 
