@@ -2,16 +2,8 @@ package serving
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
-	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -25,81 +17,9 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/featurestream/featurestream/internal/testcert"
 	pb "github.com/featurestream/featurestream/proto/featurestream/v1"
 )
-
-// testCA is a certificate authority made for one test.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pem  []byte
-}
-
-func newCA(t testing.TB, name string) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		KeyUsage:              x509.KeyUsageCertSign,
-		BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
-}
-
-// issue returns PEM certificate and key for a server (on 127.0.0.1) or a
-// client.
-func (ca *testCA) issue(t testing.TB, name string, server bool) (certPEM, keyPEM []byte) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: name},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	if server {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-		tmpl.IPAddresses = []net.IP{net.ParseIP("127.0.0.1")}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
-}
-
-func writeFile(t testing.TB, dir, name string, data []byte) string {
-	t.Helper()
-	p := filepath.Join(dir, name)
-	if err := os.WriteFile(p, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
 
 func dial(t testing.TB, addr string, creds credentials.TransportCredentials, opts ...grpc.DialOption) pb.FeatureServiceClient {
 	t.Helper()
@@ -122,20 +42,20 @@ func callOnce(c pb.FeatureServiceClient) error {
 // CA get an answer.
 func TestMutualTLS(t *testing.T) {
 	dir := t.TempDir()
-	ca, rogue := newCA(t, "featurestream test CA"), newCA(t, "someone else")
-	srvCert, srvKey := ca.issue(t, "server", true)
-	tlsCfg, err := LoadTLS(writeFile(t, dir, "srv.pem", srvCert), writeFile(t, dir, "srv.key", srvKey), writeFile(t, dir, "ca.pem", ca.pem))
+	ca, rogue := testcert.NewCA(t, "featurestream test CA"), testcert.NewCA(t, "someone else")
+	srvCert, srvKey := ca.Issue(t, "server", true)
+	tlsCfg, err := LoadTLS(testcert.WriteFile(t, dir, "srv.pem", srvCert), testcert.WriteFile(t, dir, "srv.key", srvKey), testcert.WriteFile(t, dir, "ca.pem", ca.PEM))
 	if err != nil {
 		t.Fatal(err)
 	}
 	e := start(t, Config{TLS: tlsCfg})
 
 	roots := x509.NewCertPool()
-	roots.AddCert(ca.cert)
-	clientTLS := func(issuer *testCA) *tls.Config {
+	roots.AppendCertsFromPEM(ca.PEM)
+	clientTLS := func(issuer *testcert.CA) *tls.Config {
 		cfg := &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
 		if issuer != nil {
-			c, k := issuer.issue(t, "client", false)
+			c, k := issuer.Issue(t, "client", false)
 			pair, err := tls.X509KeyPair(c, k)
 			if err != nil {
 				t.Fatal(err)
@@ -171,15 +91,15 @@ func TestMutualTLS(t *testing.T) {
 // gets in, and a client that does not trust it is refused.
 func TestServerTLSOnly(t *testing.T) {
 	dir := t.TempDir()
-	ca := newCA(t, "featurestream test CA")
-	c, k := ca.issue(t, "server", true)
-	tlsCfg, err := LoadTLS(writeFile(t, dir, "srv.pem", c), writeFile(t, dir, "srv.key", k), "")
+	ca := testcert.NewCA(t, "featurestream test CA")
+	c, k := ca.Issue(t, "server", true)
+	tlsCfg, err := LoadTLS(testcert.WriteFile(t, dir, "srv.pem", c), testcert.WriteFile(t, dir, "srv.key", k), "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	e := start(t, Config{TLS: tlsCfg})
 	roots := x509.NewCertPool()
-	roots.AddCert(ca.cert)
+	roots.AppendCertsFromPEM(ca.PEM)
 	if err := callOnce(dial(t, e.addr, credentials.NewTLS(&tls.Config{RootCAs: roots}))); err != nil {
 		t.Fatalf("trusting client refused: %v", err)
 	}
@@ -252,12 +172,12 @@ func TestMaxRequestBytes(t *testing.T) {
 
 func TestLoadSecurityFiles(t *testing.T) {
 	dir := t.TempDir()
-	ca := newCA(t, "ca")
-	c, k := ca.issue(t, "server", true)
-	cert, key := writeFile(t, dir, "c.pem", c), writeFile(t, dir, "k.pem", k)
-	notPEM := writeFile(t, dir, "junk", []byte("hello"))
-	tokens := writeFile(t, dir, "tokens", []byte("# callers\n\n  alpha-token \nbeta-token\n"))
-	noTokens := writeFile(t, dir, "none", []byte("# nobody yet\n\n"))
+	ca := testcert.NewCA(t, "ca")
+	c, k := ca.Issue(t, "server", true)
+	cert, key := testcert.WriteFile(t, dir, "c.pem", c), testcert.WriteFile(t, dir, "k.pem", k)
+	notPEM := testcert.WriteFile(t, dir, "junk", []byte("hello"))
+	tokens := testcert.WriteFile(t, dir, "tokens", []byte("# callers\n\n  alpha-token \nbeta-token\n"))
+	noTokens := testcert.WriteFile(t, dir, "none", []byte("# nobody yet\n\n"))
 
 	got, err := LoadTokens(tokens)
 	if err != nil || len(got) != 2 || got[0] != "alpha-token" || got[1] != "beta-token" {
