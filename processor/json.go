@@ -389,28 +389,17 @@ func (s *jsonScanner) skipValue() error {
 	return s.errorf("unexpected %q", s.b[s.i])
 }
 
-// skipString skips the string whose '"' is at s.i. A string with escapes
-// is checked by encoding/json's own validator, which accepts exactly the
-// strings it decodes (any byte from 0x80 up, and only valid escapes).
+// skipString skips the string whose '"' is at s.i. One with escapes or
+// bytes beyond ASCII is checked by encoding/json's own validator, which
+// accepts exactly the strings it decodes (any byte from 0x80 up, and only
+// valid escapes).
 func (s *jsonScanner) skipString() error {
 	start := s.i
-	escaped := false
-	for s.i++; s.i < len(s.b); s.i++ {
-		switch c := s.b[s.i]; {
-		case c == '"':
-			s.i++
-			if escaped && !json.Valid(s.b[start:s.i]) {
-				return fmt.Errorf("json: string at offset %d: invalid escape", start)
-			}
-			return nil
-		case c == '\\':
-			escaped = true
-			s.i++ // the escaped byte: '"' or '\\' do not end the string
-		case c < 0x20:
-			return s.errorf("control character in string")
-		}
+	plain, err := s.scanString()
+	if err == nil && !plain && !json.Valid(s.b[start:s.i]) {
+		return fmt.Errorf("json: string at offset %d: invalid escape", start)
 	}
-	return s.errorf("unterminated string")
+	return err
 }
 
 // skipContainer skips the object or array whose '{' or '[' is at s.i: it
@@ -458,42 +447,46 @@ func plainASCII(k string) bool {
 // str reads a string whose '"' is at s.i, boxed.
 func (s *jsonScanner) str() (any, error) {
 	start := s.i
-	s.i++
-	plain := true
-	for {
-		if s.i >= len(s.b) {
-			return nil, s.errorf("unterminated string")
+	plain, err := s.scanString()
+	if err != nil {
+		return nil, err
+	}
+	if !plain {
+		// Escapes or non-ASCII: encoding/json's own rules (and its
+		// replacement of invalid UTF-8).
+		var out string
+		if err := json.Unmarshal(s.b[start:s.i], &out); err != nil {
+			return nil, fmt.Errorf("json: string at offset %d: %w", start, err)
 		}
-		c := s.b[s.i]
-		switch {
+		return s.interned(out), nil
+	}
+	raw := s.b[start+1 : s.i-1]
+	if len(raw) > internMaxLen {
+		return string(raw), nil
+	}
+	return s.intern.bytes(raw), nil
+}
+
+// scanString moves s.i past the string whose '"' is at s.i and reports
+// whether it is plain ASCII without escapes, which reads the same raw as
+// decoded.
+func (s *jsonScanner) scanString() (plain bool, err error) {
+	plain = true
+	for s.i++; s.i < len(s.b); s.i++ {
+		switch c := s.b[s.i]; {
 		case c == '"':
 			s.i++
-			if !plain {
-				// Escapes or non-ASCII: encoding/json's own rules (and
-				// its replacement of invalid UTF-8).
-				var out string
-				if err := json.Unmarshal(s.b[start:s.i], &out); err != nil {
-					return nil, fmt.Errorf("json: string at offset %d: %w", start, err)
-				}
-				return s.interned(out), nil
-			}
-			raw := s.b[start+1 : s.i-1]
-			if len(raw) > internMaxLen {
-				return string(raw), nil
-			}
-			return s.intern.bytes(raw), nil
+			return plain, nil
 		case c == '\\':
 			plain = false
-			s.i += 2
+			s.i++ // the escaped byte: '"' or '\\' do not end the string
 		case c < 0x20:
-			return nil, s.errorf("control character in string")
+			return false, s.errorf("control character in string")
 		case c >= utf8.RuneSelf:
 			plain = false
-			s.i++
-		default:
-			s.i++
 		}
 	}
+	return false, s.errorf("unterminated string")
 }
 
 func (s *jsonScanner) interned(v string) any {
