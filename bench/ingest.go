@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"sync"
 	"syscall"
@@ -374,7 +375,9 @@ func runProcessor(ctx context.Context, cfg IngestConfig, topic, app string, g pr
 	pctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	launched := time.Now()
-	go func() { done <- proc.Run(pctx) }()
+	// The label tells the guarantees apart in a --cpuprofile of the run;
+	// every goroutine the processor starts inherits it.
+	go pprof.Do(pctx, pprof.Labels("guarantee", string(g)), func(pctx context.Context) { done <- proc.Run(pctx) })
 	// Throughput is measured from when the processor is ready (it has
 	// created its topics, joined the group and restored its empty
 	// partitions): a fixed startup cost says nothing about ingest rate,

@@ -58,7 +58,8 @@ type Config struct {
 	// gets its partitions back without a rebalance.
 	InstanceID string
 	// CommitInterval is how often state is committed and pushed to the
-	// online store. Default 100ms.
+	// online store while input keeps arriving; input that pauses for a
+	// tenth of it is committed then (decision 0015). Default 100ms.
 	CommitInterval time.Duration
 	// MaxPollRecords bounds the records processed between commits'
 	// checks. Default 100,000: about what one fetch from a broker holds, so
@@ -230,6 +231,11 @@ type Processor struct {
 	// goroutines.
 	restoreCtx context.Context
 	restoreWG  sync.WaitGroup
+	// A finished restore wakes the loop's poll, so its partition is
+	// processed now rather than when the poll times out: restored gets a
+	// token, and pollCancel, while a poll waits, cancels it.
+	restored   chan struct{}
+	pollCancel atomic.Pointer[context.CancelFunc]
 
 	// mu serializes processing and commits with the group's callbacks.
 	mu struct {
@@ -289,6 +295,7 @@ func New(cfg Config, top *topology.Topology, store *state.Store, sink Sink, logg
 	}
 	p.mu.tasks = make(map[int32]*task)
 	p.mu.restores = make(map[int32]*restore)
+	p.restored = make(chan struct{}, 1)
 	p.rebalanced = make(chan struct{}, 1)
 	p.m.lateByFeature = make([]prometheus.Counter, len(top.Features))
 	for i, f := range top.Features {
@@ -441,13 +448,35 @@ func (p *Processor) inputPartitions(ctx context.Context, adm *kadm.Client) (int3
 	}
 }
 
+// quietFraction is the part of the commit interval after which input that
+// stopped counts as quiet: a processor commits then, rather than holding
+// the last events back for the rest of the interval (decision 0015).
+const quietFraction = 10
+
 func (p *Processor) loop(ctx context.Context) error {
 	lastFlush, lastExpire, rateFrom := time.Now(), time.Now(), time.Now()
+	// input says the last poll brought records: if the next brings none
+	// within quietAfter, the input has gone quiet and what was applied is
+	// committed then, not at the end of the interval.
+	input := false
+	quietAfter := max(p.cfg.CommitInterval/quietFraction, time.Millisecond)
 	for {
 		wait := max(p.cfg.CommitInterval-time.Since(lastFlush), time.Millisecond)
+		waitQuiet := input && quietAfter < wait
+		if waitQuiet {
+			wait = quietAfter
+		}
 		pctx, cancel := context.WithTimeout(ctx, wait)
+		p.pollCancel.Store(&cancel)
+		select {
+		case <-p.restored:
+			cancel()
+		default:
+		}
 		fetches := p.cl.PollRecords(pctx, p.cfg.MaxPollRecords)
+		p.pollCancel.Store(nil)
 		cancel()
+		input = fetches.NumRecords() > 0
 		if fetches.IsClientClosed() {
 			return nil
 		}
@@ -476,7 +505,7 @@ func (p *Processor) loop(ctx context.Context) error {
 			p.expireLocked()
 			lastExpire = time.Now()
 		}
-		if time.Since(lastFlush) >= p.cfg.CommitInterval {
+		if time.Since(lastFlush) >= p.cfg.CommitInterval || (waitQuiet && !input) {
 			// The consume rate over a whole cycle, the last commit's
 			// time included.
 			p.rate = float64(p.consumed) / time.Since(rateFrom).Seconds()
@@ -484,17 +513,30 @@ func (p *Processor) loop(ctx context.Context) error {
 			err = p.flushLocked(ctx, p.allTasksLocked())
 			lastFlush, flushed = time.Now(), true
 		}
+		// Rebalances wait for commit boundaries, so a revocation never
+		// finds uncommitted work (and a transaction is never aborted by
+		// one). With nothing uncommitted this is one: an idle processor
+		// does not hold a rebalance back for the rest of its interval.
+		allow := flushed || !p.uncommittedLocked()
 		p.mu.Unlock()
 		if err != nil {
 			return err
 		}
-		// Rebalances wait for commit boundaries, so a revocation never
-		// finds uncommitted work (and a transaction is never aborted by
-		// one).
-		if flushed {
+		if allow {
 			p.cl.AllowRebalance()
 		}
 	}
+}
+
+// uncommittedLocked reports whether a task has applied input, state
+// changes or dead letters that are not committed yet.
+func (p *Processor) uncommittedLocked() bool {
+	for _, t := range p.mu.tasks {
+		if t.uncommitted() {
+			return true
+		}
+	}
+	return false
 }
 
 func (p *Processor) allTasksLocked() []*task {

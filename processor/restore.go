@@ -57,10 +57,22 @@ func (p *Processor) startRestoreLocked(part int32) {
 	r := &restore{partition: part, cancel: cancel, done: make(chan struct{})}
 	p.mu.restores[part] = r
 	p.restoreWG.Go(func() {
+		defer p.wakePoll()
 		defer close(r.done)
 		defer cancel()
 		r.meta, r.pending, r.err = p.restorePartition(ctx, part)
 	})
+}
+
+// wakePoll ends the loop's poll, or its next one, early.
+func (p *Processor) wakePoll() {
+	select {
+	case p.restored <- struct{}{}:
+	default:
+	}
+	if cancel := p.pollCancel.Load(); cancel != nil {
+		(*cancel)()
+	}
 }
 
 // restorePartition marks part restoring, keeps the mark alive while it

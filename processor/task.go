@@ -76,6 +76,12 @@ type restoreMarker interface {
 	SetPartitionRestoring(ctx context.Context, partition int32, restoring bool) error
 }
 
+// uncommitted reports whether the task has applied input, changed states
+// or dead letters since its last commit: what flushLocked would commit.
+func (t *task) uncommitted() bool {
+	return len(t.dirty) > 0 || len(t.expired) > 0 || len(t.dlq) > 0 || t.inputNext > t.committedNext
+}
+
 // rollback forgets everything since the last commit, after an aborted
 // transaction: consumption restarts at the committed offset.
 func (t *task) rollback() {
