@@ -453,7 +453,16 @@ func (p *Processor) inputPartitions(ctx context.Context, adm *kadm.Client) (int3
 // the last events back for the rest of the interval (decision 0015).
 const quietFraction = 10
 
+// commitGrace is how long a commit or push under way when the processor is
+// stopped may still take before it is canceled.
+const commitGrace = 10 * time.Second
+
 func (p *Processor) loop(ctx context.Context) error {
+	// Commits and pushes run on cctx: a stop lets the one under way end
+	// (Run commits the rest), not fail it halfway. A push may outlive the
+	// loop, so cctx ends only commitGrace after ctx.
+	cctx, cancelCommits := context.WithCancel(context.WithoutCancel(ctx))
+	context.AfterFunc(ctx, func() { time.AfterFunc(commitGrace, cancelCommits) })
 	lastFlush, lastExpire, rateFrom := time.Now(), time.Now(), time.Now()
 	// input says the last poll brought records: if the next brings none
 	// within quietAfter, the input has gone quiet and what was applied is
@@ -491,7 +500,7 @@ func (p *Processor) loop(ctx context.Context) error {
 		// the final commit takes the offset of every polled record, so a
 		// record dropped here would be lost.
 		p.processLocked(fetches)
-		p.pumpPushLocked(ctx)
+		p.pumpPushLocked(cctx)
 		if ctx.Err() != nil || p.newerGen.Load() > 0 {
 			p.mu.Unlock()
 			if gen := p.newerGen.Load(); gen > 0 && ctx.Err() == nil {
@@ -510,7 +519,7 @@ func (p *Processor) loop(ctx context.Context) error {
 			// time included.
 			p.rate = float64(p.consumed) / time.Since(rateFrom).Seconds()
 			p.consumed, rateFrom = 0, time.Now()
-			err = p.flushLocked(ctx, p.allTasksLocked())
+			err = p.flushLocked(cctx, p.allTasksLocked())
 			lastFlush, flushed = time.Now(), true
 		}
 		// Rebalances wait for commit boundaries, so a revocation never
