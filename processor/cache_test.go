@@ -29,8 +29,8 @@ func TestStateCache(t *testing.T) {
 
 	a := full()
 	tk.keep("a", a)
-	if got, err := tk.state("a"); err != nil || got != a {
-		t.Fatalf("state(a) = %p, %v; want the cached %p", got, err, a)
+	if got, dirty, err := tk.state("a"); err != nil || got != a || dirty {
+		t.Fatalf("state(a) = %p, %v, %v; want the cached %p, not dirty", got, dirty, err, a)
 	}
 	if _, ok := tk.cache["a"]; ok || tk.cacheBytes != 0 {
 		t.Fatalf("a state taken for an update is still cached (%d bytes counted)", tk.cacheBytes)

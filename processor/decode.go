@@ -7,10 +7,12 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/hamba/avro/v2"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -60,6 +62,12 @@ type Decoder struct {
 	// only, when not nil, are the top-level JSON fields decoded into
 	// Event.Fields (project).
 	only map[string]struct{}
+	// slotIndex, when not nil, gives the top-level JSON fields decoded
+	// into Event.Slots their slot, instead of Event.Fields: the
+	// topology's (topology.SlotFields) first, then the key's and the
+	// time's, at keySlot and timeSlot.
+	slotIndex         map[string]int
+	keySlot, timeSlot int
 }
 
 // avroSchema is one writer schema.
@@ -91,11 +99,12 @@ func newDecoder(spec *topology.Spec, top *topology.Topology) (*Decoder, error) {
 	}
 	if top != nil {
 		d.only = projection(top, d.keyPath, d.timePath)
+		d.slotIndex, d.keySlot, d.timeSlot = slotIndex(top, src.Format, d.keyPath, d.timePath)
 	}
 	intern := newInternTable()
 	d.scanners.New = func() any {
 		s := newJSONScanner(intern)
-		s.only = d.only
+		s.only, s.slots = d.only, d.slotIndex
 		return s
 	}
 	if src.Format != "avro" {
@@ -139,6 +148,32 @@ func projection(top *topology.Topology, keyPath, timePath []string) map[string]s
 	return only
 }
 
+// slotIndex numbers the JSON fields to decode into Event.Slots for top:
+// its slot fields, then the key's and the time's. It returns nil when
+// top's features need Event.Fields, the format is not JSON, or the key or
+// time is nested.
+func slotIndex(top *topology.Topology, format string, keyPath, timePath []string) (index map[string]int, keySlot, timeSlot int) {
+	names, ok := top.SlotFields()
+	if !ok || format == "avro" || len(keyPath) > 1 || len(timePath) > 1 {
+		return nil, 0, 0
+	}
+	index = make(map[string]int, len(names)+2)
+	for i, name := range names {
+		index[name] = i
+	}
+	slot := func(path []string) int {
+		if len(path) == 0 {
+			return -1
+		}
+		if i, ok := index[path[0]]; ok {
+			return i
+		}
+		index[path[0]] = len(index)
+		return len(index) - 1
+	}
+	return index, slot(keyPath), slot(timePath)
+}
+
 // loadAvroSchema reads the record schema at path (relative to the spec)
 // given by the spec's key.
 func loadAvroSchema(spec *topology.Spec, key, path string) (*avroSchema, error) {
@@ -166,73 +201,125 @@ func loadAvroSchema(spec *topology.Spec, key, path string) (*avroSchema, error) 
 	return s, nil
 }
 
-// Decode fills ev from rec. A JSON decode reuses ev.Fields (cleared) when it
-// is not nil, so a caller decoding many records can keep one map; values
-// from an earlier record must not be retained through the map.
+// Decode fills ev from rec. A JSON decode reuses ev.Fields (cleared) or
+// ev.Slots when they are not nil, so a caller decoding many records can keep
+// one event; values from an earlier record must not be retained through
+// them. ev.Key and strings in ev.Slots may share memory with rec: what keeps
+// one beyond the record's use copies it.
 func (d *Decoder) Decode(rec *kgo.Record, ev *topology.Event) error {
-	fields, err := d.decodeValue(rec.Value, ev.Fields)
-	if err != nil {
-		return &RejectError{Reason: ReasonDecode, Err: err}
+	var (
+		key, ts           any
+		haveKey, haveTime bool
+		slotKey, slotTime *topology.Slot
+		err               error
+	)
+	if d.slotIndex != nil {
+		if len(rec.Value) == 0 {
+			return &RejectError{Reason: ReasonDecode, Err: errEmpty}
+		}
+		ev.Fields = nil
+		ev.Slots = slices.Grow(ev.Slots[:0], len(d.slotIndex))[:len(d.slotIndex)]
+		s := d.scanners.Get().(*jsonScanner)
+		err = s.decodeSlots(rec.Value, ev.Slots)
+		d.scanners.Put(s)
+		if err != nil {
+			return &RejectError{Reason: ReasonDecode, Err: err}
+		}
+		if d.keyPath != nil {
+			slotKey = &ev.Slots[d.keySlot]
+		}
+		if d.timePath != nil {
+			slotTime = &ev.Slots[d.timeSlot]
+		}
+	} else {
+		fields, err := d.decodeValue(rec.Value, ev.Fields)
+		if err != nil {
+			return &RejectError{Reason: ReasonDecode, Err: err}
+		}
+		ev.Fields, ev.Slots = fields, nil
 	}
-	ev.Fields = fields
-	if d.keyPath == nil {
+
+	switch {
+	case d.keyPath == nil:
 		if len(rec.Key) == 0 {
 			return reject(ReasonNoKey, "record has no key")
 		}
-		ev.Key = string(rec.Key)
-	} else {
-		v, ok := ev.Lookup(d.keyPath)
-		if !ok {
-			return reject(ReasonNoKey, "no field %s", strings.Join(d.keyPath, "."))
-		}
-		switch k := v.(type) {
-		case string:
-			ev.Key = k
-		case float64:
-			if k != math.Trunc(k) || math.Abs(k) > 1<<53 {
-				return reject(ReasonNoKey, "field %s: %v is not an integer id", strings.Join(d.keyPath, "."), k)
-			}
-			ev.Key = strconv.FormatInt(int64(k), 10)
-		case int64:
-			ev.Key = strconv.FormatInt(k, 10)
-		case int:
-			ev.Key = strconv.Itoa(k)
-		case int32:
-			ev.Key = strconv.FormatInt(int64(k), 10)
-		default:
-			return reject(ReasonNoKey, "field %s: want a string or integer id, got %T", strings.Join(d.keyPath, "."), v)
-		}
-		if ev.Key == "" {
-			return reject(ReasonNoKey, "field %s is empty", strings.Join(d.keyPath, "."))
+		ev.Key = unsafe.String(&rec.Key[0], len(rec.Key))
+	case slotKey != nil && slotKey.Kind == topology.SlotString:
+		key, haveKey = slotKey.Str, true
+	case slotKey != nil:
+		key, haveKey = slotKey.Value()
+	default:
+		key, haveKey = ev.Lookup(d.keyPath)
+	}
+	if d.keyPath != nil {
+		if ev.Key, err = d.keyOf(key, haveKey); err != nil {
+			return err
 		}
 	}
 	if len(ev.Key) > MaxKeyBytes {
 		return reject(ReasonNoKey, "entity id of %d bytes, at most %d", len(ev.Key), MaxKeyBytes)
 	}
-	if d.timePath == nil {
+
+	switch {
+	case d.timePath == nil:
 		ev.TimeMs = rec.Timestamp.UnixMilli()
 		return nil
+	case slotTime != nil && slotTime.Kind == topology.SlotNumber:
+		ev.TimeMs, err = epochMs(slotTime.Num)
+		haveTime = true
+	case slotTime != nil:
+		ts, haveTime = slotTime.Value()
+	default:
+		ts, haveTime = ev.Lookup(d.timePath)
 	}
-	v, ok := ev.Lookup(d.timePath)
-	if !ok {
+	if !haveTime {
 		return reject(ReasonNoTime, "no field %s", strings.Join(d.timePath, "."))
 	}
-	if ev.TimeMs, err = eventTimeMs(v); err != nil {
+	if ts != nil {
+		ev.TimeMs, err = eventTimeMs(ts)
+	}
+	if err != nil {
 		return reject(ReasonNoTime, "field %s: %v", strings.Join(d.timePath, "."), err)
 	}
 	return nil
 }
 
+// keyOf is the entity id in the key field's value v.
+func (d *Decoder) keyOf(v any, found bool) (string, error) {
+	if !found {
+		return "", reject(ReasonNoKey, "no field %s", strings.Join(d.keyPath, "."))
+	}
+	var key string
+	switch k := v.(type) {
+	case string:
+		key = k
+	case float64:
+		if k != math.Trunc(k) || math.Abs(k) > 1<<53 {
+			return "", reject(ReasonNoKey, "field %s: %v is not an integer id", strings.Join(d.keyPath, "."), k)
+		}
+		key = strconv.FormatInt(int64(k), 10)
+	case int64:
+		key = strconv.FormatInt(k, 10)
+	case int:
+		key = strconv.Itoa(k)
+	case int32:
+		key = strconv.FormatInt(int64(k), 10)
+	default:
+		return "", reject(ReasonNoKey, "field %s: want a string or integer id, got %T", strings.Join(d.keyPath, "."), v)
+	}
+	if key == "" {
+		return "", reject(ReasonNoKey, "field %s is empty", strings.Join(d.keyPath, "."))
+	}
+	return key, nil
+}
+
 // eventTimeMs reads epoch milliseconds (a number or a string of digits), an
 // RFC 3339 string, or an Avro timestamp.
 func eventTimeMs(v any) (int64, error) {
-	const maxMs = 1 << 53
 	switch t := v.(type) {
 	case float64:
-		if math.IsNaN(t) || math.IsInf(t, 0) || math.Abs(t) > maxMs {
-			return 0, fmt.Errorf("%v is not epoch milliseconds", t)
-		}
-		return int64(t), nil
+		return epochMs(t)
 	case int64:
 		return t, nil
 	case int:
@@ -252,6 +339,14 @@ func eventTimeMs(v any) (int64, error) {
 		return ts.UnixMilli(), nil
 	}
 	return 0, fmt.Errorf("want epoch milliseconds or RFC 3339, got %T", v)
+}
+
+// epochMs reads epoch milliseconds from a JSON number.
+func epochMs(t float64) (int64, error) {
+	if math.IsNaN(t) || math.IsInf(t, 0) || math.Abs(t) > 1<<53 {
+		return 0, fmt.Errorf("%v is not epoch milliseconds", t)
+	}
+	return int64(t), nil
 }
 
 var errEmpty = errors.New("empty value")

@@ -3,6 +3,7 @@ package processor
 import (
 	stdjson "encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"reflect"
@@ -43,11 +44,35 @@ func offlineProcessor(tb testing.TB, now time.Time) *Processor {
 	return p
 }
 
-func TestDecodeJSON(t *testing.T) {
-	d, err := NewDecoder(shopSpec(t, "spec.yaml"))
+// decoders are spec's decoder into Event.Fields, and a processor's
+// decoder into Event.Slots (spec's features must allow slots).
+func decoders(tb testing.TB, spec *topology.Spec) map[string]*Decoder {
+	tb.Helper()
+	fields, err := NewDecoder(spec)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
+	top, err := topology.Compile(spec)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	slots, err := newDecoder(spec, top)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if slots.slotIndex == nil {
+		tb.Fatal("the decoder for the topology does not decode into slots")
+	}
+	return map[string]*Decoder{"fields": fields, "slots": slots}
+}
+
+func TestDecodeJSON(t *testing.T) {
+	for name, d := range decoders(t, shopSpec(t, "spec.yaml")) {
+		t.Run(name, func(t *testing.T) { testDecodeJSON(t, d) })
+	}
+}
+
+func testDecodeJSON(t *testing.T, d *Decoder) {
 	recTime := time.UnixMilli(1_700_000_000_000)
 	tests := []struct {
 		name    string
@@ -74,6 +99,9 @@ func TestDecodeJSON(t *testing.T) {
 		{name: "bad time", value: `{"user_id":"u1","ts":"yesterday"}`, reason: ReasonNoTime},
 		{name: "huge time", value: `{"user_id":"u1","ts":1e300}`, reason: ReasonNoTime},
 		{name: "bool time", value: `{"user_id":"u1","ts":true}`, reason: ReasonNoTime},
+		{name: "null time", value: `{"user_id":"u1","ts":null}`, reason: ReasonNoTime},
+		{name: "escaped id", value: `{"user_id":"u\u00e9","ts":1}`, wantKey: "ué", wantMs: 1},
+		{name: "later duplicate wins", value: `{"user_id":"u1","ts":1,"user_id":"u2","ts":2}`, wantKey: "u2", wantMs: 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -99,10 +127,12 @@ func TestDecodeJSON(t *testing.T) {
 func TestDecodeRecordKeyAndTimestamp(t *testing.T) {
 	spec := shopSpec(t, "spec.yaml")
 	spec.Source.Key, spec.Source.Time = "", ""
-	d, err := NewDecoder(spec)
-	if err != nil {
-		t.Fatal(err)
+	for name, d := range decoders(t, spec) {
+		t.Run(name, func(t *testing.T) { testDecodeRecordKeyAndTimestamp(t, d) })
 	}
+}
+
+func testDecodeRecordKeyAndTimestamp(t *testing.T, d *Decoder) {
 	var ev topology.Event
 	ts := time.UnixMilli(1_764_133_200_123)
 	if err := d.Decode(&kgo.Record{Key: []byte("k9"), Value: []byte(`{"type":"view"}`), Timestamp: ts}, &ev); err != nil {
@@ -111,7 +141,7 @@ func TestDecodeRecordKeyAndTimestamp(t *testing.T) {
 	if ev.Key != "k9" || ev.TimeMs != ts.UnixMilli() {
 		t.Fatalf("got %q %d", ev.Key, ev.TimeMs)
 	}
-	err = d.Decode(&kgo.Record{Value: []byte(`{"type":"view"}`), Timestamp: ts}, &ev)
+	err := d.Decode(&kgo.Record{Value: []byte(`{"type":"view"}`), Timestamp: ts}, &ev)
 	var re *RejectError
 	if !errors.As(err, &re) || re.Reason != ReasonNoKey {
 		t.Fatalf("keyless record: err = %v, want no_key", err)
@@ -237,18 +267,43 @@ func TestDecodeAvroSchemaIDs(t *testing.T) {
 	}
 }
 
-// FuzzDecodeJSON and FuzzDecodeAvro: no input may panic the decoder.
+// FuzzDecodeJSON and FuzzDecodeAvro: no input may panic the decoder. A
+// JSON record decodes into slots as into fields: the same entity id, event
+// time and field values, or the same error (for a record that is not JSON,
+// the same reason).
 func FuzzDecodeJSON(f *testing.F) {
-	d, err := NewDecoder(shopSpec(f, "spec.yaml"))
-	if err != nil {
-		f.Fatal(err)
-	}
-	for _, s := range []string{`{"user_id":"u1","ts":1764133200000,"type":"view","item_id":"i9","price":19.99}`, `{"user_id":1,"ts":"2025-11-26T05:00:00Z"}`, `[]`, `{"ts":{}}`} {
+	ds := decoders(f, shopSpec(f, "spec.yaml"))
+	for _, s := range []string{`{"user_id":"u1","ts":1764133200000,"type":"view","item_id":"i9","price":19.99}`, `{"user_id":1,"ts":"2025-11-26T05:00:00Z"}`, `[]`, `{"ts":{}}`,
+		`{"user_id":"u\u00e9","ts":1,"price":null,"type":["x"]}`} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, value []byte) {
-		var ev topology.Event
-		_ = d.Decode(&kgo.Record{Value: value}, &ev)
+		var viaFields, viaSlots topology.Event
+		errFields := ds["fields"].Decode(&kgo.Record{Value: value}, &viaFields)
+		errSlots := ds["slots"].Decode(&kgo.Record{Value: value}, &viaSlots)
+		// Skipping a field finds its error by another route, so a
+		// decode error may read differently.
+		var ref, res *RejectError
+		bothDecode := errors.As(errFields, &ref) && errors.As(errSlots, &res) && ref.Reason == ReasonDecode && res.Reason == ReasonDecode
+		if !bothDecode && fmt.Sprint(errFields) != fmt.Sprint(errSlots) {
+			t.Fatalf("%q: error into fields %v, into slots %v", value, errFields, errSlots)
+		}
+		if errFields != nil {
+			return
+		}
+		if viaFields.Key != viaSlots.Key || viaFields.TimeMs != viaSlots.TimeMs {
+			t.Fatalf("%q: %q at %d into fields, %q at %d into slots", value, viaFields.Key, viaFields.TimeMs, viaSlots.Key, viaSlots.TimeMs)
+		}
+		for name, i := range ds["slots"].slotIndex {
+			want, wantOK := viaFields.Fields[name]
+			got, ok := viaSlots.Slots[i].Value()
+			if wantOK && want == nil {
+				wantOK = false // null reads as absent
+			}
+			if ok != wantOK || !reflect.DeepEqual(got, want) {
+				t.Fatalf("%q: field %s is %#v into slots, %#v into fields", value, name, got, want)
+			}
+		}
 	})
 }
 
@@ -265,9 +320,10 @@ func FuzzDecodeAvro(f *testing.F) {
 	})
 }
 
-// TestDecodeProjected: a processor's decoder keeps in Event.Fields only the
-// fields the shop features read, with the entity id and event time, and
-// still rejects a record whose skipped field is not valid JSON.
+// TestDecodeProjected: a processor's decoder keeps only the fields the shop
+// features read, with the entity id and event time, in Event.Slots (the
+// shop's features need no Event.Fields), and still rejects a record whose
+// skipped field is not valid JSON.
 func TestDecodeProjected(t *testing.T) {
 	p := offlineProcessor(t, time.Now())
 	ev := topology.Event{}
@@ -276,8 +332,8 @@ func TestDecodeProjected(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[string]any{"user_id": "u1", "ts": 1764133200000.0, "type": "view", "item_id": "i9", "price": 19.99}
-	if !reflect.DeepEqual(ev.Fields, want) || ev.Key != "u1" || ev.TimeMs != 1764133200000 {
-		t.Errorf("decoded %q at %d: %#v, want u1 at 1764133200000: %#v", ev.Key, ev.TimeMs, ev.Fields, want)
+	if got := slotValues(p.dec.slotIndex, ev.Slots); ev.Fields != nil || !reflect.DeepEqual(got, want) || ev.Key != "u1" || ev.TimeMs != 1764133200000 {
+		t.Errorf("decoded %q at %d: %#v and fields %#v, want u1 at 1764133200000: %#v and no fields", ev.Key, ev.TimeMs, got, ev.Fields, want)
 	}
 	for _, bad := range []string{
 		`{"user_id":"u1","ts":1,"category":"sh` + "\x01" + `oes"}`,

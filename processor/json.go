@@ -8,6 +8,9 @@ import (
 	"strconv"
 	"sync/atomic"
 	"unicode/utf8"
+	"unsafe"
+
+	"github.com/featurestream/featurestream/topology"
 )
 
 // jsonScanner decodes one JSON object into a map[string]any with the same
@@ -28,13 +31,20 @@ type jsonScanner struct {
 	// keys are the previous object's field names by position: events of
 	// one topic share a shape, so a name is usually found here without
 	// hashing. Only names that read the same raw as unescaped are kept.
-	// skip[n] is set when keys[n] is a field left out (only).
+	// dest[n] is where keys[n]'s value goes (see key).
 	keys []string
-	skip []bool
+	dest []int
 	// only, when not nil, are the top-level fields to decode into the
 	// map; the values of the others are checked and skipped.
 	only map[string]struct{}
+	// slots, when not nil, are the top-level fields decodeSlots decodes,
+	// by slot; the values of the others are checked and skipped.
+	slots map[string]int
 }
+
+// skipField is the destination of a field whose value is checked and
+// skipped.
+const skipField = -1
 
 const (
 	// maxJSONDepth bounds nesting, so a hostile record cannot exhaust the
@@ -101,14 +111,26 @@ var (
 // decodeObject fills m (cleared first) from b, which must hold exactly one
 // JSON object.
 func (s *jsonScanner) decodeObject(b []byte, m map[string]any) error {
+	clear(m)
+	return s.decode(b, m, nil)
+}
+
+// decodeSlots fills slots (cleared first) with the object's fields of
+// s.slots from b, which must hold exactly one JSON object. Strings without
+// escapes share b's memory.
+func (s *jsonScanner) decodeSlots(b []byte, slots []topology.Slot) error {
+	clear(slots)
+	return s.decode(b, nil, slots)
+}
+
+func (s *jsonScanner) decode(b []byte, m map[string]any, slots []topology.Slot) error {
 	s.b, s.i, s.depth = b, 0, 0
 	defer func() { s.b = nil }()
-	clear(m)
 	s.space()
 	if s.i >= len(s.b) || s.b[s.i] != '{' {
 		return errJSONNotObject
 	}
-	if err := s.object(m); err != nil {
+	if err := s.object(m, slots); err != nil {
 		return err
 	}
 	s.space()
@@ -133,8 +155,9 @@ func (s *jsonScanner) space() {
 	}
 }
 
-// object reads an object whose '{' is at s.i into m.
-func (s *jsonScanner) object(m map[string]any) error {
+// object reads an object whose '{' is at s.i into m, or at the top level
+// with slots into slots.
+func (s *jsonScanner) object(m map[string]any, slots []topology.Slot) error {
 	if s.depth++; s.depth > maxJSONDepth {
 		return errJSONDepth
 	}
@@ -150,7 +173,7 @@ func (s *jsonScanner) object(m map[string]any) error {
 		if s.i >= len(s.b) || s.b[s.i] != '"' {
 			return s.errorf("want a field name")
 		}
-		k, skip, err := s.key(top, n)
+		k, dest, err := s.key(top, n)
 		if err != nil {
 			return err
 		}
@@ -159,16 +182,19 @@ func (s *jsonScanner) object(m map[string]any) error {
 			return s.errorf("want ':' after field %q", k)
 		}
 		s.i++
-		if skip {
-			if err := s.skipValue(); err != nil {
-				return err
+		switch {
+		case dest == skipField:
+			err = s.skipValue()
+		case top && slots != nil:
+			err = s.slot(&slots[dest])
+		default:
+			var v any
+			if v, err = s.value(); err == nil {
+				m[k] = v
 			}
-		} else {
-			v, err := s.value()
-			if err != nil {
-				return err
-			}
-			m[k] = v
+		}
+		if err != nil {
+			return err
 		}
 		s.space()
 		if s.i >= len(s.b) {
@@ -233,7 +259,7 @@ func (s *jsonScanner) value() (any, error) {
 		return s.str()
 	case c == '{':
 		m := make(map[string]any)
-		if err := s.object(m); err != nil {
+		if err := s.object(m, nil); err != nil {
 			return nil, err
 		}
 		return m, nil
@@ -333,34 +359,79 @@ func (s *jsonScanner) digits() bool {
 	return s.i > start
 }
 
-// key reads the name of the n-th field of an object, and whether its value
-// is to be skipped (a top-level field not in only).
-func (s *jsonScanner) key(top bool, n int) (string, bool, error) {
+// key reads the name of the n-th field of an object, and where its value
+// goes: skipField for a top-level field not in only or slots, its slot for
+// one in slots, else 0 (the map).
+func (s *jsonScanner) key(top bool, n int) (string, int, error) {
 	if top && n < len(s.keys) {
 		k := s.keys[n]
 		if end := s.i + 1 + len(k); end < len(s.b) && s.b[end] == '"' && string(s.b[s.i+1:end]) == k {
 			s.i = end + 1
-			return k, s.skip[n], nil
+			return k, s.dest[n], nil
 		}
 	}
 	v, err := s.str()
 	if err != nil {
-		return "", false, err
+		return "", 0, err
 	}
 	k := v.(string)
-	skip := false
-	if top && s.only != nil {
-		_, keep := s.only[k]
-		skip = !keep
+	dest := 0
+	switch {
+	case !top:
+	case s.slots != nil:
+		slot, ok := s.slots[k]
+		dest = slot
+		if !ok {
+			dest = skipField
+		}
+	case s.only != nil:
+		if _, keep := s.only[k]; !keep {
+			dest = skipField
+		}
 	}
 	if top && plainASCII(k) {
 		if n < len(s.keys) {
-			s.keys[n], s.skip[n] = k, skip
+			s.keys[n], s.dest[n] = k, dest
 		} else if n < 64 {
-			s.keys, s.skip = append(s.keys, k), append(s.skip, skip)
+			s.keys, s.dest = append(s.keys, k), append(s.dest, dest)
 		}
 	}
-	return k, skip, nil
+	return k, dest, nil
+}
+
+// slot reads the value at s.i into sl, as value would but unboxed, and a
+// string without escapes as a view of s.b.
+func (s *jsonScanner) slot(sl *topology.Slot) error {
+	s.space()
+	if s.i >= len(s.b) {
+		return s.errorf("want a value")
+	}
+	switch c := s.b[s.i]; {
+	case c == '"':
+		start := s.i
+		plain, err := s.scanString()
+		if err != nil {
+			return err
+		}
+		if !plain {
+			v, err := s.decodeEscaped(start)
+			*sl = topology.Slot{Kind: topology.SlotString, Str: v}
+			return err
+		}
+		*sl = topology.Slot{Kind: topology.SlotString, Str: unsafe.String(&s.b[start+1], s.i-start-2)}
+	case c == '-' || c >= '0' && c <= '9':
+		n, err := s.number()
+		*sl = topology.Slot{Kind: topology.SlotNumber, Num: n}
+		return err
+	case c == 'n':
+		*sl = topology.Slot{}
+		return s.literal("null")
+	default:
+		v, err := s.value()
+		*sl = topology.Slot{Kind: topology.SlotOther, Any: v}
+		return err
+	}
+	return nil
 }
 
 // skipValue checks the value at s.i as value does, without building it: no
@@ -452,11 +523,9 @@ func (s *jsonScanner) str() (any, error) {
 		return nil, err
 	}
 	if !plain {
-		// Escapes or non-ASCII: encoding/json's own rules (and its
-		// replacement of invalid UTF-8).
-		var out string
-		if err := json.Unmarshal(s.b[start:s.i], &out); err != nil {
-			return nil, fmt.Errorf("json: string at offset %d: %w", start, err)
+		out, err := s.decodeEscaped(start)
+		if err != nil {
+			return nil, err
 		}
 		return s.interned(out), nil
 	}
@@ -465,6 +534,17 @@ func (s *jsonScanner) str() (any, error) {
 		return string(raw), nil
 	}
 	return s.intern.bytes(raw), nil
+}
+
+// decodeEscaped decodes the string from start to s.i, which has escapes or
+// bytes beyond ASCII, by encoding/json's own rules (and its replacement of
+// invalid UTF-8).
+func (s *jsonScanner) decodeEscaped(start int) (string, error) {
+	var out string
+	if err := json.Unmarshal(s.b[start:s.i], &out); err != nil {
+		return "", fmt.Errorf("json: string at offset %d: %w", start, err)
+	}
+	return out, nil
 }
 
 // scanString moves s.i past the string whose '"' is at s.i and reports

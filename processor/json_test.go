@@ -2,12 +2,16 @@ package processor
 
 import (
 	"encoding/json"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/featurestream/featurestream/topology"
 )
 
 // jsonCases are inputs where the scanner must agree with encoding/json.
@@ -38,10 +42,32 @@ func newProjectedScanner() *jsonScanner {
 	return s
 }
 
+// slotted numbers the projected fields for a slot scanner
+// (newSlotScanner), which decodes them into slots.
+var slotted = map[string]int{"a": 0, "ab": 1, "user_id": 2, "ts": 3}
+
+func newSlotScanner() *jsonScanner {
+	s := newJSONScanner(newInternTable())
+	s.slots = slotted
+	return s
+}
+
+// slotValues are the present values of slots, by name.
+func slotValues(index map[string]int, slots []topology.Slot) map[string]any {
+	m := map[string]any{}
+	for name, i := range index {
+		if v, ok := slots[i].Value(); ok {
+			m[name] = v
+		}
+	}
+	return m
+}
+
 // checkJSON checks that s decodes in as encoding/json does, and that proj,
-// which keeps only the projected fields, accepts and rejects the same and
-// gives the same values for the fields it keeps.
-func checkJSON(t *testing.T, s, proj *jsonScanner, in []byte) {
+// which keeps only the projected fields, and slot, which decodes them into
+// slots, accept and reject the same and give the same values for the fields
+// they keep.
+func checkJSON(t *testing.T, s, proj, slot *jsonScanner, in []byte) {
 	t.Helper()
 	var want map[string]any
 	wantErr := json.Unmarshal(in, &want)
@@ -62,6 +88,9 @@ func checkJSON(t *testing.T, s, proj *jsonScanner, in []byte) {
 		t.Fatalf("%q projected: err = %v, encoding/json says %v", in, err, wantErr)
 	}
 	if err != nil {
+		if slot.decodeSlots(in, make([]topology.Slot, len(slotted))) == nil {
+			t.Fatalf("%q into slots: accepted, encoding/json says %v", in, wantErr)
+		}
 		return
 	}
 	for k := range want {
@@ -72,17 +101,25 @@ func checkJSON(t *testing.T, s, proj *jsonScanner, in []byte) {
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("%q projected: got %#v, want %#v", in, got, want)
 	}
+	slots := slices.Repeat([]topology.Slot{{Kind: topology.SlotString, Str: "stale"}}, len(slotted))
+	if err := slot.decodeSlots(in, slots); err != nil {
+		t.Fatalf("%q into slots: err = %v, encoding/json says nil", in, err)
+	}
+	maps.DeleteFunc(want, func(_ string, v any) bool { return v == nil }) // null reads as absent
+	if got := slotValues(slotted, slots); !reflect.DeepEqual(got, want) {
+		t.Fatalf("%q into slots: got %#v, want %#v", in, got, want)
+	}
 }
 
 func TestJSONScannerMatchesEncodingJSON(t *testing.T) {
-	s, proj := newJSONScanner(newInternTable()), newProjectedScanner()
+	s, proj, slot := newJSONScanner(newInternTable()), newProjectedScanner(), newSlotScanner()
 	for _, c := range jsonCases {
-		checkJSON(t, s, proj, []byte(c))
+		checkJSON(t, s, proj, slot, []byte(c))
 	}
 	// The same shape again, with the positional name cache warm, and a
 	// name that changes at the cached position.
 	for _, c := range []string{`{"ab":1,"c":2}`, `{"ab":1,"c":2}`, `{"ab":1,"cd":2}`, `{"a":1,"c":2}`, `{"a\"":1}`, `{"a\"":1}`} {
-		checkJSON(t, s, proj, []byte(c))
+		checkJSON(t, s, proj, slot, []byte(c))
 	}
 	for _, field := range []string{"a", "b"} { // b is skipped by proj
 		deep := []byte(`{"` + field + `":` + strings.Repeat(`{"a":`, maxJSONDepth) + "1" + strings.Repeat("}", maxJSONDepth+1))
@@ -91,11 +128,17 @@ func TestJSONScannerMatchesEncodingJSON(t *testing.T) {
 				t.Fatalf("nesting beyond the limit in field %s was accepted", field)
 			}
 		}
+		if err := slot.decodeSlots(deep, make([]topology.Slot, len(slotted))); err == nil {
+			t.Fatalf("nesting beyond the limit in field %s was accepted into slots", field)
+		}
 		ok := []byte(`{"` + field + `":` + strings.Repeat(`{"a":`, maxJSONDepth-2) + "1" + strings.Repeat("}", maxJSONDepth-1))
 		for _, sc := range []*jsonScanner{s, proj} {
 			if err := sc.decodeObject(ok, map[string]any{}); err != nil {
 				t.Fatalf("nesting at the limit in field %s: %v", field, err)
 			}
+		}
+		if err := slot.decodeSlots(ok, make([]topology.Slot, len(slotted))); err != nil {
+			t.Fatalf("nesting at the limit in field %s, into slots: %v", field, err)
 		}
 	}
 }
@@ -124,9 +167,9 @@ func FuzzJSONScanner(f *testing.F) {
 	for _, c := range jsonCases {
 		f.Add([]byte(c))
 	}
-	s, proj := newJSONScanner(newInternTable()), newProjectedScanner()
+	s, proj, slot := newJSONScanner(newInternTable()), newProjectedScanner(), newSlotScanner()
 	f.Fuzz(func(t *testing.T, in []byte) {
-		checkJSON(t, s, proj, in)
+		checkJSON(t, s, proj, slot, in)
 	})
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -225,7 +226,7 @@ func (t *task) apply(recs []*kgo.Record, evs []decoded, nowMs int64) {
 			t.reject(rec, reject(ReasonLate, "event time %d is behind the watermark %d", ev.TimeMs, wm))
 			continue
 		}
-		st, err := t.state(ev.Key)
+		st, dirty, err := t.state(ev.Key)
 		if err != nil {
 			// The local store failed, not the input: this is not the
 			// record's fault and must not drop it silently.
@@ -237,27 +238,32 @@ func (t *task) apply(recs []*kgo.Record, evs []decoded, nowMs int64) {
 			t.reject(rec, &RejectError{Reason: ReasonBadValue, Err: err})
 			continue
 		}
-		t.dirty[ev.Key] = st
+		if !dirty {
+			// The key may share the record's memory (Decode), which
+			// the state must not pin.
+			t.dirty[strings.Clone(ev.Key)] = st
+		}
 		delete(t.expired, ev.Key)
 		t.maxEventMs = maxEvent
 	}
 }
 
-func (t *task) state(entity string) (*topology.EntityState, error) {
+// state returns entity's state to update, and whether it is dirty already.
+func (t *task) state(entity string) (*topology.EntityState, bool, error) {
 	if st, ok := t.dirty[entity]; ok {
-		return st, nil
+		return st, true, nil
 	}
 	if c, ok := t.cache[entity]; ok {
 		t.uncache(entity, c)
 		t.p.m.cacheHits.Inc()
-		return c.st, nil
+		return c.st, false, nil
 	}
 	t.p.m.cacheMisses.Inc()
 	st, err := t.p.store.Get(t.partition, entity)
 	if err != nil || st != nil {
-		return st, err
+		return st, false, err
 	}
-	return t.p.top.NewEntityState(), nil
+	return t.p.top.NewEntityState(), false, nil
 }
 
 // cachedState is a state in task.cache with its estimated size.

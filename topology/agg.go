@@ -215,6 +215,15 @@ type ItemCount struct {
 // written.
 func stringBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
 
+// kept is the contribution's string to keep in state: a copy when it may
+// share memory with the input, which a state must not pin.
+func (c *contribution) kept() string {
+	if c.borrowed {
+		return strings.Clone(c.str)
+	}
+	return c.str
+}
+
 // addTo folds one event's contribution into the tile. For item aggregations,
 // among equal event times the later arrival is the newer one.
 func (f *CompiledFeature) addTo(t *Tile, timeMs int64, c *contribution) {
@@ -239,7 +248,9 @@ func (f *CompiledFeature) addTo(t *Tile, timeMs int64, c *contribution) {
 			}
 			return 1
 		})
-		t.Items = insertItem(t.Items, i, f.k, Item{TimeMs: timeMs, Value: str})
+		if i < f.k {
+			t.Items = insertItem(t.Items, i, f.k, Item{TimeMs: timeMs, Value: c.kept()})
+		}
 	case AggLast, AggLastK:
 		// Newest first: insert before every item at or before timeMs.
 		i, _ := slices.BinarySearchFunc(t.Items, timeMs, func(it Item, ts int64) int {
@@ -248,7 +259,9 @@ func (f *CompiledFeature) addTo(t *Tile, timeMs int64, c *contribution) {
 			}
 			return 1
 		})
-		t.Items = insertItem(t.Items, i, f.k, Item{TimeMs: timeMs, Value: str})
+		if i < f.k {
+			t.Items = insertItem(t.Items, i, f.k, Item{TimeMs: timeMs, Value: c.kept()})
+		}
 	case AggVariance, AggStddev:
 		// Welford's update.
 		x := t.sketch()
@@ -256,7 +269,7 @@ func (f *CompiledFeature) addTo(t *Tile, timeMs int64, c *contribution) {
 		t.Num += d / float64(t.Count+1)
 		x.m2 += d * (num - t.Num)
 	case AggTopK:
-		t.sketch().addTopK(str, f.capacity)
+		t.sketch().addTopK(c, f.capacity)
 	case AggCountDistinct:
 		x := t.sketch()
 		if x.hll != nil {
@@ -266,7 +279,11 @@ func (f *CompiledFeature) addTo(t *Tile, timeMs int64, c *contribution) {
 		if x.counts == nil {
 			x.counts = make(map[string]int64)
 		}
-		x.counts[str]++
+		if _, ok := x.counts[str]; ok {
+			x.counts[str]++
+			break
+		}
+		x.counts[c.kept()] = 1
 		if len(x.counts) > f.maxDistinct {
 			x.countsToHLL(f)
 		}
@@ -298,17 +315,22 @@ func insertItem(items []Item, i, k int, it Item) []Item {
 	return items
 }
 
-// addTopK counts v in a Space-Saving summary of at most capacity counters:
+// addTopK counts c's value in a Space-Saving summary of at most capacity counters:
 // a new value when the summary is full replaces the value with the lowest
 // count (the greatest such value, so the result does not depend on map
 // order) and inherits that count plus one. Every count is then at most
 // min-count too high, and min-count ≤ events/capacity.
-func (t *tileSketch) addTopK(v string, capacity int) {
+func (t *tileSketch) addTopK(c *contribution, capacity int) {
 	if t.counts == nil {
 		t.counts = make(map[string]int64)
 	}
-	if _, ok := t.counts[v]; ok || len(t.counts) < capacity {
-		t.counts[v]++
+	if _, ok := t.counts[c.str]; ok {
+		t.counts[c.str]++
+		return
+	}
+	v := c.kept()
+	if len(t.counts) < capacity {
+		t.counts[v] = 1
 		return
 	}
 	var minV string

@@ -39,6 +39,10 @@ type Topology struct {
 	vms     sync.Pool
 	// needVM is set when a filter needs the VM (has no eq).
 	needVM bool
+	// slotted is set when Apply can read every field it needs from
+	// Event.Slots; slotNames are the fields by slot.
+	slotted   bool
+	slotNames []string
 }
 
 // filter is one compiled where expression.
@@ -57,11 +61,17 @@ type filter struct {
 type fieldEquals struct {
 	field, value string
 	ne           bool
+	// slot is field's in Event.Slots.
+	slot int
 }
 
 // pass evaluates the filter on ev.
 func (f *filter) pass(machine *vm.VM, ev *Event) (bool, error) {
 	if eq := f.eq; eq != nil {
+		if ev.Slots != nil {
+			sl := &ev.Slots[eq.slot]
+			return (sl.Kind == SlotString && sl.Str == eq.value) != eq.ne, nil
+		}
 		s, ok := ev.Fields[eq.field].(string)
 		return (ok && s == eq.value) != eq.ne, nil
 	}
@@ -102,6 +112,8 @@ type CompiledFeature struct {
 	// filter indexes Topology.filters; -1 when every event counts.
 	filter    int
 	fieldPath []string
+	// slot is the field's in Event.Slots.
+	slot int
 
 	// program and inputs: a derived feature's expression and the features
 	// it reads.
@@ -182,6 +194,7 @@ func Compile(s *Spec) (*Topology, error) {
 		t.byName[f.Name] = i
 		t.Features = append(t.Features, cf)
 	}
+	t.compileSlots()
 	return t, nil
 }
 
@@ -347,6 +360,9 @@ type Event struct {
 	TimeMs int64
 	// Fields are the decoded fields; nested records are map[string]any.
 	Fields map[string]any
+	// Slots, when not nil, hold the fields of Topology.SlotFields, and
+	// Apply reads them instead of Fields.
+	Slots []Slot
 }
 
 // Lookup returns the value at a dotted path such as "item.price".
@@ -433,6 +449,9 @@ type contribution struct {
 	ok  bool
 	num float64
 	str string
+	// borrowed is set when str may share memory with the input: what
+	// keeps it copies it.
+	borrowed bool
 }
 
 // Apply folds ev into st. It first evaluates every filter and reads every
@@ -534,7 +553,24 @@ func (t *Topology) contribution(f *CompiledFeature, ev *Event, machine *vm.VM, f
 	if f.fieldPath == nil {
 		return contribution{ok: true}, nil
 	}
-	v, found := ev.Lookup(f.fieldPath)
+	var (
+		v     any
+		found bool
+	)
+	if ev.Slots != nil {
+		sl := &ev.Slots[f.slot]
+		switch {
+		case sl.Kind == SlotNumber && f.numeric:
+			return f.numContribution(sl.Num)
+		case sl.Kind == SlotString && !f.numeric:
+			c, err := f.strContribution(sl.Str)
+			c.borrowed = true
+			return c, err
+		}
+		v, found = sl.Value()
+	} else {
+		v, found = ev.Lookup(f.fieldPath)
+	}
 	if !found {
 		// A missing or null field contributes nothing, as NULL in SQL.
 		return contribution{}, nil
@@ -544,15 +580,26 @@ func (t *Topology) contribution(f *CompiledFeature, ev *Event, machine *vm.VM, f
 		if err != nil {
 			return contribution{}, fmt.Errorf("field %s: %w", f.Field, err)
 		}
-		if f.ddMapping != nil && (n > f.ddMapping.MaxIndexableValue() || n < -f.ddMapping.MaxIndexableValue()) {
-			return contribution{}, fmt.Errorf("field %s: %v is out of approx_quantile's range (±%g)", f.Field, n, f.ddMapping.MaxIndexableValue())
-		}
-		return contribution{ok: true, num: n}, nil
+		return f.numContribution(n)
 	}
 	s, err := toString(v)
 	if err != nil {
 		return contribution{}, fmt.Errorf("field %s: %w", f.Field, err)
 	}
+	return f.strContribution(s)
+}
+
+func (f *CompiledFeature) numContribution(n float64) (contribution, error) {
+	if math.IsNaN(n) || math.IsInf(n, 0) {
+		return contribution{}, fmt.Errorf("field %s: out of range: %v", f.Field, n)
+	}
+	if f.ddMapping != nil && (n > f.ddMapping.MaxIndexableValue() || n < -f.ddMapping.MaxIndexableValue()) {
+		return contribution{}, fmt.Errorf("field %s: %v is out of approx_quantile's range (±%g)", f.Field, n, f.ddMapping.MaxIndexableValue())
+	}
+	return contribution{ok: true, num: n}, nil
+}
+
+func (f *CompiledFeature) strContribution(s string) (contribution, error) {
 	if len(s) > MaxItemBytes {
 		return contribution{}, fmt.Errorf("field %s: value of %d bytes, at most %d are kept", f.Field, len(s), MaxItemBytes)
 	}
@@ -579,9 +626,6 @@ func toFloat(v any) (float64, error) {
 		}
 	default:
 		return 0, fmt.Errorf("want a number, got %T", v)
-	}
-	if math.IsNaN(n) || math.IsInf(n, 0) {
-		return 0, fmt.Errorf("out of range: %v", n)
 	}
 	return n, nil
 }
