@@ -1,12 +1,15 @@
 package processor
 
 import (
+	"bytes"
+	"log/slog"
 	"math"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/featurestream/featurestream/sinks"
 	"github.com/featurestream/featurestream/state"
 	"github.com/featurestream/featurestream/topology"
 )
@@ -66,5 +69,46 @@ func TestStateCache(t *testing.T) {
 	tk.keep("big", big)
 	if _, ok := tk.cache["big"]; ok {
 		t.Fatal("a state larger than the whole cache was cached")
+	}
+}
+
+// TestStateOfPendingPush: an entity whose committed state waits for its
+// push is updated from a copy of that state, never the state the push
+// reads, and without reading Pebble; an empty one (maybe an expiry, which
+// Pebble no longer holds) is read from Pebble.
+func TestStateOfPendingPush(t *testing.T) {
+	p := offlineProcessor(t, time.Now())
+	store, err := state.Open(state.Options{Dir: t.TempDir(), Logger: slog.New(slog.DiscardHandler)}, p.top)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	p.store = store
+	tk := p.newTask(0, state.Meta{MaxEventMs: math.MinInt64})
+	pushed := p.top.NewEntityState()
+	pushed.LastEventMs = 7
+	pushed.Features[3] = []topology.Tile{{Start: 1, Count: 2, Items: []topology.Item{{TimeMs: 5, Value: "i1"}}}}
+	tk.pendingSink["a"] = sinks.Record{Entity: "a", State: pushed}
+	got, dirty, err := tk.state("a")
+	if err != nil || dirty {
+		t.Fatalf("state(a): dirty %v, err %v", dirty, err)
+	}
+	if got == pushed || !bytes.Equal(p.top.AppendState(nil, got), p.top.AppendState(nil, pushed)) {
+		t.Fatalf("state(a) = %p %+v, want a copy of %p %+v", got, got, pushed, pushed)
+	}
+	got.Features[3][0].Items[0].Value = "changed"
+	if pushed.Features[3][0].Items[0].Value != "i1" {
+		t.Fatal("changing the copy changed the state being pushed")
+	}
+	if misses := testutil.ToFloat64(p.m.cacheMisses); misses != 0 {
+		t.Errorf("cache misses = %v, want 0: Pebble was read", misses)
+	}
+
+	tk.pendingSink["b"] = sinks.Record{Entity: "b", State: p.top.NewEntityState()}
+	if _, _, err := tk.state("b"); err != nil {
+		t.Fatal(err)
+	}
+	if misses := testutil.ToFloat64(p.m.cacheMisses); misses != 1 {
+		t.Errorf("cache misses = %v, want 1: an empty pending state is read from Pebble", misses)
 	}
 }

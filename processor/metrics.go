@@ -117,7 +117,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	lookups := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "featurestream_state_cache_lookups_total",
-		Help: "First reads of an entity's state in a commit interval, by result: hit (the state cache) or miss (read and decoded from Pebble).",
+		Help: "First reads of an entity's state in a commit interval, by result: hit (in memory: the state cache, or a copy of a state still being pushed) or miss (read and decoded from Pebble).",
 	}, []string{"result"})
 	m.cacheHits, m.cacheMisses = lookups.WithLabelValues("hit"), lookups.WithLabelValues("miss")
 	if reg != nil {

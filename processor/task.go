@@ -258,6 +258,13 @@ func (t *task) state(entity string) (*topology.EntityState, bool, error) {
 		t.p.m.cacheHits.Inc()
 		return c.st, false, nil
 	}
+	if r, ok := t.pendingSink[entity]; ok && !r.State.Empty() {
+		// Committed, so Pebble holds the same state, but a push may be
+		// reading this one: a copy is cheaper than reading Pebble's.
+		// An empty state may be an expiry, which Pebble no longer holds.
+		t.p.m.cacheHits.Inc()
+		return t.p.top.CloneState(r.State), false, nil
+	}
 	t.p.m.cacheMisses.Inc()
 	st, err := t.p.store.Get(t.partition, entity)
 	if err != nil || st != nil {

@@ -11,6 +11,69 @@ import (
 	"pgregory.net/rapid"
 )
 
+// allAggsTopology has a 1h feature of every aggregation, over price or
+// item_id, every third filtered by type == "view" and every third by
+// "view" != type.
+func allAggsTopology(t *testing.T) *Topology {
+	t.Helper()
+	var spec strings.Builder
+	spec.WriteString("app: shop\nsource:\n  topic: events\n  format: json\n  key: user_id\n  time: ts\nfeatures:\n")
+	for i, agg := range allAggs {
+		field := "item_id"
+		if numericAggs[agg] {
+			field = "price"
+		}
+		where := []string{"", `type == "view"`, `"view" != type`}[i%3]
+		fmt.Fprintf(&spec, "  - name: f%d\n    agg: %s\n    window: 1h\n", i, agg)
+		if agg != "count" {
+			fmt.Fprintf(&spec, "    field: %s\n", field)
+		}
+		if where != "" {
+			fmt.Fprintf(&spec, "    where: '%s'\n", where)
+		}
+		spec.WriteString(aggExtra(agg))
+	}
+	s, err := ParseSpec("all.yaml", []byte(spec.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	top, err := Compile(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return top
+}
+
+// TestCloneState: a clone encodes as its original does, and applying
+// events to it leaves the original as it was, for every aggregation.
+func TestCloneState(t *testing.T) {
+	top := allAggsTopology(t)
+	t0 := int64(1_764_133_200_000)
+	apply := func(st *EntityState, seed int) {
+		for i := range 50 {
+			n := seed*50 + i
+			fields := map[string]any{"type": []string{"view", "click"}[n%2], "item_id": fmt.Sprint("i", n%7), "price": float64(n % 13)}
+			if err := top.Apply(st, &Event{Key: "u", TimeMs: t0 + int64(n)*1000, Fields: fields}, t0); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	orig := top.NewEntityState()
+	apply(orig, 0)
+	before := top.AppendState(nil, orig)
+	clone := top.CloneState(orig)
+	if !bytes.Equal(top.AppendState(nil, clone), before) {
+		t.Fatal("the clone encodes differently from its original")
+	}
+	apply(clone, 1)
+	if !bytes.Equal(top.AppendState(nil, orig), before) {
+		t.Fatal("applying events to the clone changed the original")
+	}
+	if bytes.Equal(top.AppendState(nil, clone), before) {
+		t.Fatal("the events did not change the clone: the test shows nothing")
+	}
+}
+
 // slotsOf puts fields into slots the way a decoder does: JSON numbers are
 // float64, strings SlotString, null or missing SlotAbsent, anything else
 // SlotOther.
@@ -35,31 +98,7 @@ func slotsOf(names []string, fields map[string]any) []Slot {
 // from slots gives exactly the states and errors that applying them from
 // Fields does, for every aggregation and for values of every kind.
 func TestSlotsApplyAsFields(t *testing.T) {
-	var spec strings.Builder
-	spec.WriteString("app: shop\nsource:\n  topic: events\n  format: json\n  key: user_id\n  time: ts\nfeatures:\n")
-	for i, agg := range allAggs {
-		field := "item_id"
-		if numericAggs[agg] {
-			field = "price"
-		}
-		where := []string{"", `type == "view"`, `"view" != type`}[i%3]
-		fmt.Fprintf(&spec, "  - name: f%d\n    agg: %s\n    window: 1h\n", i, agg)
-		if agg != "count" {
-			fmt.Fprintf(&spec, "    field: %s\n", field)
-		}
-		if where != "" {
-			fmt.Fprintf(&spec, "    where: '%s'\n", where)
-		}
-		spec.WriteString(aggExtra(agg))
-	}
-	s, err := ParseSpec("slots.yaml", []byte(spec.String()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	top, err := Compile(s)
-	if err != nil {
-		t.Fatal(err)
-	}
+	top := allAggsTopology(t)
 	names, ok := top.SlotFields()
 	if !ok || !slices.Equal(names, []string{"item_id", "price", "type"}) {
 		t.Fatalf("SlotFields() = %v, %v; want [item_id price type], true", names, ok)

@@ -445,6 +445,22 @@ func (t *Topology) NewEntityState() *EntityState {
 	return &EntityState{Features: make([][]Tile, len(t.Features))}
 }
 
+// CloneState returns a deep copy of st, which Apply can change while st is
+// read elsewhere.
+func (t *Topology) CloneState(st *EntityState) *EntityState {
+	c := &EntityState{LastEventMs: st.LastEventMs, Features: make([][]Tile, len(st.Features))}
+	for i, tiles := range st.Features {
+		if tiles == nil {
+			continue
+		}
+		c.Features[i] = make([]Tile, len(tiles))
+		for j := range tiles {
+			c.Features[i][j] = t.Features[i].cloneTile(&tiles[j])
+		}
+	}
+	return c
+}
+
 type contribution struct {
 	ok  bool
 	num float64
