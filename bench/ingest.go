@@ -454,7 +454,9 @@ func restoreAll(ctx context.Context, cfg IngestConfig, adm *kadm.Client, changel
 	errs := make([]error, cfg.Partitions)
 	var wg sync.WaitGroup
 	for p := range int32(cfg.Partitions) {
-		wg.Go(func() { _, _, errs[p] = r.Restore(ctx, p, gen) })
+		wg.Go(func() {
+			pprof.Do(ctx, pprof.Labels("phase", "restore"), func(ctx context.Context) { _, _, errs[p] = r.Restore(ctx, p, gen) })
+		})
 	}
 	wg.Wait()
 	elapsed := time.Since(start)

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -261,11 +263,42 @@ func TestWriteRemovesDroppedFeatures(t *testing.T) {
 	if err := client.HSet(ctx, "fs:shop:e:u1", "_v", "1", "_g", "g", "_t", "0", "_p", "0", "gone_feature", "x").Err(); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Write(ctx, []sinks.Record{{Entity: "u1", Version: 2, Generation: "g", State: shopState(t, top, "u1", t0, 1)}}); err != nil {
+	if err := s.Write(ctx, []sinks.Record{{Entity: "u1", Version: 2, Generation: "g", HorizonMs: math.MinInt64, State: shopState(t, top, "u1", t0, 1)}}); err != nil {
 		t.Fatal(err)
 	}
 	if ok, err := client.HExists(ctx, "fs:shop:e:u1", "gone_feature").Result(); err != nil || ok {
 		t.Fatalf("gone_feature still stored (%v, %v)", ok, err)
+	}
+	// The hash holds exactly what the last write wrote: a horizon written
+	// by one version is gone after one without it, as many fields as
+	// before or not.
+	fields := func() []string {
+		keys, err := client.HKeys(ctx, "fs:shop:e:u1").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		slices.Sort(keys)
+		return keys
+	}
+	want := []string{"_g", "_p", "_t", "_v", "_w", "last_items", "purchases_24h", "spend_24h", "views_1h"}
+	if got := fields(); !slices.Equal(got, want) {
+		t.Fatalf("fields %v, want %v", got, want)
+	}
+	for _, w := range []struct {
+		version uint64
+		horizon int64
+	}{{3, t0}, {4, math.MinInt64}} {
+		if err := s.Write(ctx, []sinks.Record{{Entity: "u1", Version: w.version, Generation: "g", HorizonMs: w.horizon, State: shopState(t, top, "u1", t0, 1)}}); err != nil {
+			t.Fatal(err)
+		}
+		wantNow := want
+		if w.horizon != math.MinInt64 {
+			wantNow = append([]string{"_h"}, want...)
+			slices.Sort(wantNow)
+		}
+		if got := fields(); !slices.Equal(got, wantNow) {
+			t.Fatalf("version %d: fields %v, want %v", w.version, got, wantNow)
+		}
 	}
 }
 
