@@ -80,24 +80,26 @@ func BenchmarkRawHGetAll(b *testing.B) {
 func BenchmarkStoreWrite(b *testing.B) {
 	top := testshop.Topology(b)
 	s, _, _, _ := startStore(b, top)
-	const n = 100
-	recs := make([]sinks.Record, n)
-	for i := range recs {
-		id := fmt.Sprintf("user-%05d", i)
-		recs[i] = sinks.Record{Entity: id, Generation: "g", State: shopState(b, top, id, t0, 60)}
-	}
 	ctx := context.Background()
-	b.Run(fmt.Sprintf("records=%d", n), func(b *testing.B) {
-		b.ReportAllocs()
-		var v uint64
-		for b.Loop() {
-			v++ // every write is newer, so each replaces its hash
-			for i := range recs {
-				recs[i].Version = v
-			}
-			if err := s.Write(ctx, recs); err != nil {
-				b.Fatal(err)
-			}
+	// 4000 is about what one commit pushes at bench e2e's live rate.
+	for _, n := range []int{100, 4000} {
+		recs := make([]sinks.Record, n)
+		for i := range recs {
+			id := fmt.Sprintf("user-%05d", i)
+			recs[i] = sinks.Record{Entity: id, Generation: "g", State: shopState(b, top, id, t0, 60)}
 		}
-	})
+		b.Run(fmt.Sprintf("records=%d", n), func(b *testing.B) {
+			b.ReportAllocs()
+			var v uint64
+			for b.Loop() {
+				v++ // every write is newer, so each replaces its hash
+				for i := range recs {
+					recs[i].Version = v
+				}
+				if err := s.Write(ctx, recs); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }

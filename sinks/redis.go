@@ -1,6 +1,7 @@
 package sinks
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -10,6 +11,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -346,7 +348,7 @@ func NewStore(client redis.UniversalClient, top *topology.Topology, logger *slog
 		names:  make([]string, len(top.Features)),
 		writeDur: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "featurestream_redis_write_duration_seconds",
-			Help:    "Time to write one batch of entity states to Redis (one pipelined round trip per node).",
+			Help:    "Time to write one batch of entity states to Redis (pipelined round trips of up to 512 states, up to 4 at once, per node).",
 			Buckets: latencyBuckets,
 		}),
 		readDur: prometheus.NewHistogram(prometheus.HistogramOpts{
@@ -401,7 +403,8 @@ var latencyBuckets = prometheus.ExponentialBuckets(0.0001, 2, 16)
 // Key returns the Redis key of entity id.
 func (s *Store) Key(id string) string { return s.keys.Load().entity + id }
 
-// Write stores recs in one pipelined round trip (per cluster node). Each
+// Write stores recs in pipelined round trips (per cluster node) of up to
+// 512 records, up to four at once. Each
 // record replaces its entity's hash only if it is newer than what Redis
 // holds (see Record.Version), so a replay or a zombie writer cannot move a
 // value backwards; such records are skipped, not failed. If Redis lost the
@@ -422,7 +425,43 @@ func (s *Store) Write(ctx context.Context, recs []Record) error {
 	return nil
 }
 
+// A Write of more than writeChunk records runs them as pipelines of
+// writeChunk, up to writeConcurrency at once on their own connections:
+// the client encodes and decodes one while Redis runs another, and each
+// chunk's states are readable as soon as Redis has run it.
+const (
+	writeChunk       = 512
+	writeConcurrency = 4
+)
+
 func (s *Store) write(ctx context.Context, recs []Record) error {
+	if len(recs) <= writeChunk {
+		return s.writeChunk(ctx, recs, 0)
+	}
+	var (
+		wg       sync.WaitGroup
+		slots    = make(chan struct{}, writeConcurrency)
+		mu       sync.Mutex
+		firstErr error
+	)
+	for from := 0; from < len(recs); from += writeChunk {
+		chunk := recs[from:min(from+writeChunk, len(recs))]
+		slots <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			if err := s.writeChunk(ctx, chunk, from); err != nil {
+				mu.Lock()
+				firstErr = cmp.Or(firstErr, err)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return firstErr
+}
+
+// writeChunk writes recs, from index base of the Write's, in one pipeline.
+func (s *Store) writeChunk(ctx context.Context, recs []Record, base int) error {
 	nf := len(s.top.Features)
 	// One buffer holds every encoded feature of the batch: args point into
 	// it, and a reallocation leaves earlier slices pointing at intact data.
@@ -433,11 +472,11 @@ func (s *Store) write(ctx context.Context, recs []Record) error {
 		r := &recs[i]
 		switch {
 		case r.Entity == "":
-			return fmt.Errorf("record %d: empty entity id", i)
+			return fmt.Errorf("record %d: empty entity id", base+i)
 		case r.State == nil:
-			return fmt.Errorf("record %d (entity %q): nil state", i, r.Entity)
+			return fmt.Errorf("record %d (entity %q): nil state", base+i, r.Entity)
 		case len(r.State.Features) != nf:
-			return fmt.Errorf("record %d (entity %q): state has %d features, spec has %d", i, r.Entity, len(r.State.Features), nf)
+			return fmt.Errorf("record %d (entity %q): state has %d features, spec has %d", base+i, r.Entity, len(r.State.Features), nf)
 		}
 		a := make([]any, 0, 10+2*nf)
 		a = append(a, r.Version, r.Generation, FieldLastEvent, r.State.LastEventMs, FieldPartition, r.Partition, FieldWritten, writtenMs)
