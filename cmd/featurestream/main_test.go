@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 // tests) by re-executing the test binary with FEATURESTREAM_TEST_MAIN=1.
 func TestMain(m *testing.M) {
 	if os.Getenv("FEATURESTREAM_TEST_MAIN") == "1" {
+		setGC(os.Getenv)
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		code := run(ctx, os.Args[1:])
 		stop()
@@ -39,5 +41,18 @@ func TestOffIfZero(t *testing.T) {
 		if got := offIfZero(tc.in); got != tc.want {
 			t.Errorf("offIfZero(%d) = %d, want %d", tc.in, got, tc.want)
 		}
+	}
+}
+
+// TestSetGC: the binary's GC target is defaultGOGC unless GOGC is set,
+// which then stays in force.
+func TestSetGC(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	if got := setGC(func(string) string { return "" }); got != defaultGOGC || debug.SetGCPercent(defaultGOGC) != defaultGOGC {
+		t.Errorf("without GOGC: setGC = %d, want %d in force", got, defaultGOGC)
+	}
+	debug.SetGCPercent(150)
+	if got := setGC(func(k string) string { return map[string]string{"GOGC": "150"}[k] }); got != 150 || debug.SetGCPercent(150) != 150 {
+		t.Errorf("with GOGC=150: setGC = %d, want 150 left in force", got)
 	}
 }
