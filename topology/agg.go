@@ -279,11 +279,9 @@ func (f *CompiledFeature) addTo(t *Tile, timeMs int64, c *contribution) {
 		if x.counts == nil {
 			x.counts = make(map[string]int64)
 		}
-		if _, ok := x.counts[str]; ok {
-			x.counts[str]++
-			break
-		}
-		x.counts[c.kept()] = 1
+		// An assignment stores its key even over an equal one, so the
+		// key is never a borrowed string.
+		x.counts[c.kept()]++
 		if len(x.counts) > f.maxDistinct {
 			x.countsToHLL(f)
 		}
@@ -324,13 +322,11 @@ func (t *tileSketch) addTopK(c *contribution, capacity int) {
 	if t.counts == nil {
 		t.counts = make(map[string]int64)
 	}
-	if _, ok := t.counts[c.str]; ok {
-		t.counts[c.str]++
-		return
-	}
+	// An assignment stores its key even over an equal one, so the key is
+	// never a borrowed string.
 	v := c.kept()
-	if len(t.counts) < capacity {
-		t.counts[v] = 1
+	if _, ok := t.counts[v]; ok || len(t.counts) < capacity {
+		t.counts[v]++
 		return
 	}
 	var minV string

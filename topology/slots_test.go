@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"pgregory.net/rapid"
 )
@@ -148,5 +149,45 @@ func TestSlotFieldsNeedFields(t *testing.T) {
 		if names, ok := top.SlotFields(); ok {
 			t.Errorf("%s: SlotFields() = %v, true; want false", strings.TrimSpace(features), names)
 		}
+	}
+}
+
+// TestSlotsKeepNoBorrowedString: strings Apply reads from slots may be
+// views of a record's bytes, which a state must not keep: after the
+// records' buffers are overwritten, a state built from slots still equals
+// one built from fields, for every aggregation, with values seen once and
+// again (a map assignment stores its key even over an equal one).
+func TestSlotsKeepNoBorrowedString(t *testing.T) {
+	top := allAggsTopology(t)
+	names, _ := top.SlotFields()
+	t0 := int64(1_764_133_200_000)
+	viaFields, viaSlots := top.NewEntityState(), top.NewEntityState()
+	var bufs [][]byte
+	for i, item := range []string{"i1", "i2", "i1", "i1", "i3", "i2"} {
+		// Every filter sees a value more than once.
+		fields := map[string]any{"type": []string{"view", "click"}[i%2], "item_id": item, "price": float64(i)}
+		ts := t0 + int64(i)*1000
+		if err := top.Apply(viaFields, &Event{Key: "u", TimeMs: ts, Fields: fields}, t0); err != nil {
+			t.Fatal(err)
+		}
+		slots := slotsOf(names, fields)
+		for j := range slots {
+			if slots[j].Kind == SlotString {
+				b := []byte(slots[j].Str)
+				bufs = append(bufs, b)
+				slots[j].Str = unsafe.String(&b[0], len(b))
+			}
+		}
+		if err := top.Apply(viaSlots, &Event{Key: "u", TimeMs: ts, Slots: slots}, t0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, b := range bufs {
+		for i := range b {
+			b[i] = 'X'
+		}
+	}
+	if a, b := top.AppendState(nil, viaFields), top.AppendState(nil, viaSlots); !bytes.Equal(a, b) {
+		t.Fatal("a state applied from slots changed when the records' bytes did: it keeps a borrowed string")
 	}
 }
