@@ -306,11 +306,15 @@ func insertItem(items []Item, i, k int, it Item) []Item {
 	if i >= k {
 		return items
 	}
-	items = slices.Insert(items, i, it)
-	if len(items) > k {
+	if len(items) >= k {
+		// Full: the last falls off, in place rather than into a new array
+		// one longer (a last_k tile is usually full).
 		items = items[:k]
+		copy(items[i+1:], items[i:k-1])
+		items[i] = it
+		return items
 	}
-	return items
+	return slices.Insert(items, i, it)
 }
 
 // addTopK counts c's value in a Space-Saving summary of at most capacity counters:
