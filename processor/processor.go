@@ -398,7 +398,17 @@ func (p *Processor) Run(ctx context.Context) error {
 		background.Go(func() { p.runStandbys(wctx, adm) })
 	}
 
-	runErr := p.loop(ctx)
+	// Commits and pushes in the loop run on cctx: a stop lets the one under
+	// way end (what is left is committed below), not fail it halfway. A
+	// push may outlive the loop, so cctx ends commitGrace after ctx, or
+	// when Run returns.
+	cctx, cancelCommits := context.WithCancel(context.WithoutCancel(ctx))
+	stopGrace := context.AfterFunc(ctx, func() { time.AfterFunc(commitGrace, cancelCommits) })
+	defer func() {
+		stopGrace()
+		cancelCommits()
+	}()
+	runErr := p.loop(ctx, cctx)
 	// Standby copies stop before the last commit and the restores' end:
 	// after a generation switch the next processor may wipe what they
 	// write.
@@ -457,12 +467,9 @@ const quietFraction = 10
 // stopped may still take before it is canceled.
 const commitGrace = 10 * time.Second
 
-func (p *Processor) loop(ctx context.Context) error {
-	// Commits and pushes run on cctx: a stop lets the one under way end
-	// (Run commits the rest), not fail it halfway. A push may outlive the
-	// loop, so cctx ends only commitGrace after ctx.
-	cctx, cancelCommits := context.WithCancel(context.WithoutCancel(ctx))
-	context.AfterFunc(ctx, func() { time.AfterFunc(commitGrace, cancelCommits) })
+// loop polls, processes and commits until ctx is done; commits and pushes
+// run on cctx.
+func (p *Processor) loop(ctx, cctx context.Context) error {
 	lastFlush, lastExpire, rateFrom := time.Now(), time.Now(), time.Now()
 	// input says the last poll brought records: if the next brings none
 	// within quietAfter, the input has gone quiet and what was applied is
