@@ -34,15 +34,7 @@ func allAggsTopology(t *testing.T) *Topology {
 		}
 		spec.WriteString(aggExtra(agg))
 	}
-	s, err := ParseSpec("all.yaml", []byte(spec.String()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	top, err := Compile(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return top
+	return compileYAML(t, spec.String())
 }
 
 // TestCloneState: a clone encodes as its original does, and applying
@@ -138,15 +130,7 @@ func TestSlotFieldsNeedFields(t *testing.T) {
 		"  - {name: n, where: 'price > 10', agg: count, window: 1h}\n",
 		"  - {name: n, where: 'len($env) > 3', agg: count, window: 1h}\n",
 	} {
-		s, err := ParseSpec("slots.yaml", []byte(head+features))
-		if err != nil {
-			t.Fatal(err)
-		}
-		top, err := Compile(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if names, ok := top.SlotFields(); ok {
+		if names, ok := compileYAML(t, head+features).SlotFields(); ok {
 			t.Errorf("%s: SlotFields() = %v, true; want false", strings.TrimSpace(features), names)
 		}
 	}
