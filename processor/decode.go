@@ -208,8 +208,6 @@ func loadAvroSchema(spec *topology.Spec, key, path string) (*avroSchema, error) 
 // one beyond the record's use copies it.
 func (d *Decoder) Decode(rec *kgo.Record, ev *topology.Event) error {
 	var (
-		key, ts           any
-		haveKey, haveTime bool
 		slotKey, slotTime *topology.Slot
 		err               error
 	)
@@ -239,6 +237,7 @@ func (d *Decoder) Decode(rec *kgo.Record, ev *topology.Event) error {
 		ev.Fields, ev.Slots = fields, nil
 	}
 
+	// A string or number in a slot is read as it is, not boxed first.
 	switch {
 	case d.keyPath == nil:
 		if len(rec.Key) == 0 {
@@ -246,18 +245,18 @@ func (d *Decoder) Decode(rec *kgo.Record, ev *topology.Event) error {
 		}
 		ev.Key = unsafe.String(&rec.Key[0], len(rec.Key))
 	case slotKey != nil && slotKey.Kind == topology.SlotString:
-		key, haveKey = slotKey.Str, true
+		ev.Key = slotKey.Str
 	case slotKey != nil:
-		key, haveKey = slotKey.Value()
+		ev.Key, err = d.keyOf(slotKey.Value())
 	default:
-		key, haveKey = ev.Lookup(d.keyPath)
+		ev.Key, err = d.keyOf(ev.Lookup(d.keyPath))
 	}
-	if d.keyPath != nil {
-		if ev.Key, err = d.keyOf(key, haveKey); err != nil {
-			return err
-		}
-	}
-	if len(ev.Key) > MaxKeyBytes {
+	switch {
+	case err != nil:
+		return err
+	case ev.Key == "":
+		return reject(ReasonNoKey, "field %s is empty", strings.Join(d.keyPath, "."))
+	case len(ev.Key) > MaxKeyBytes:
 		return reject(ReasonNoKey, "entity id of %d bytes, at most %d", len(ev.Key), MaxKeyBytes)
 	}
 
@@ -266,23 +265,15 @@ func (d *Decoder) Decode(rec *kgo.Record, ev *topology.Event) error {
 		ev.TimeMs = rec.Timestamp.UnixMilli()
 		return nil
 	case slotTime != nil && slotTime.Kind == topology.SlotNumber:
-		ev.TimeMs, err = epochMs(slotTime.Num)
-		haveTime = true
+		if ev.TimeMs, err = epochMs(slotTime.Num); err != nil {
+			err = d.badTime(err)
+		}
 	case slotTime != nil:
-		ts, haveTime = slotTime.Value()
+		ev.TimeMs, err = d.timeOf(slotTime.Value())
 	default:
-		ts, haveTime = ev.Lookup(d.timePath)
+		ev.TimeMs, err = d.timeOf(ev.Lookup(d.timePath))
 	}
-	if !haveTime {
-		return reject(ReasonNoTime, "no field %s", strings.Join(d.timePath, "."))
-	}
-	if ts != nil {
-		ev.TimeMs, err = eventTimeMs(ts)
-	}
-	if err != nil {
-		return reject(ReasonNoTime, "field %s: %v", strings.Join(d.timePath, "."), err)
-	}
-	return nil
+	return err
 }
 
 // keyOf is the entity id in the key field's value v.
@@ -290,28 +281,39 @@ func (d *Decoder) keyOf(v any, found bool) (string, error) {
 	if !found {
 		return "", reject(ReasonNoKey, "no field %s", strings.Join(d.keyPath, "."))
 	}
-	var key string
 	switch k := v.(type) {
 	case string:
-		key = k
+		return k, nil
 	case float64:
 		if k != math.Trunc(k) || math.Abs(k) > 1<<53 {
 			return "", reject(ReasonNoKey, "field %s: %v is not an integer id", strings.Join(d.keyPath, "."), k)
 		}
-		key = strconv.FormatInt(int64(k), 10)
+		return strconv.FormatInt(int64(k), 10), nil
 	case int64:
-		key = strconv.FormatInt(k, 10)
+		return strconv.FormatInt(k, 10), nil
 	case int:
-		key = strconv.Itoa(k)
+		return strconv.Itoa(k), nil
 	case int32:
-		key = strconv.FormatInt(int64(k), 10)
-	default:
-		return "", reject(ReasonNoKey, "field %s: want a string or integer id, got %T", strings.Join(d.keyPath, "."), v)
+		return strconv.FormatInt(int64(k), 10), nil
 	}
-	if key == "" {
-		return "", reject(ReasonNoKey, "field %s is empty", strings.Join(d.keyPath, "."))
+	return "", reject(ReasonNoKey, "field %s: want a string or integer id, got %T", strings.Join(d.keyPath, "."), v)
+}
+
+// timeOf is the event time in the time field's value v.
+func (d *Decoder) timeOf(v any, found bool) (int64, error) {
+	if !found {
+		return 0, reject(ReasonNoTime, "no field %s", strings.Join(d.timePath, "."))
 	}
-	return key, nil
+	ms, err := eventTimeMs(v)
+	if err != nil {
+		return 0, d.badTime(err)
+	}
+	return ms, nil
+}
+
+// badTime rejects a time field whose value is not a time.
+func (d *Decoder) badTime(err error) error {
+	return reject(ReasonNoTime, "field %s: %v", strings.Join(d.timePath, "."), err)
 }
 
 // eventTimeMs reads epoch milliseconds (a number or a string of digits), an
