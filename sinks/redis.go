@@ -1,7 +1,6 @@
 package sinks
 
 import (
-	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -11,13 +10,13 @@ import (
 	"net"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/featurestream/featurestream/topology"
 )
@@ -438,26 +437,13 @@ func (s *Store) write(ctx context.Context, recs []Record) error {
 	if len(recs) <= writeChunk {
 		return s.writeChunk(ctx, recs, 0)
 	}
-	var (
-		wg       sync.WaitGroup
-		slots    = make(chan struct{}, writeConcurrency)
-		mu       sync.Mutex
-		firstErr error
-	)
+	var g errgroup.Group
+	g.SetLimit(writeConcurrency)
 	for from := 0; from < len(recs); from += writeChunk {
 		chunk := recs[from:min(from+writeChunk, len(recs))]
-		slots <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-slots }()
-			if err := s.writeChunk(ctx, chunk, from); err != nil {
-				mu.Lock()
-				firstErr = cmp.Or(firstErr, err)
-				mu.Unlock()
-			}
-		})
+		g.Go(func() error { return s.writeChunk(ctx, chunk, from) })
 	}
-	wg.Wait()
-	return firstErr
+	return g.Wait()
 }
 
 // writeChunk writes recs, from index base of the Write's, in one pipeline.
