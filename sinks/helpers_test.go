@@ -91,6 +91,7 @@ type callHook struct {
 	mu        sync.Mutex
 	pipelines [][]string
 	singles   []string
+	keys      []int // keys of each pipelined evalsha
 }
 
 func (h *callHook) DialHook(next redis.DialHook) redis.DialHook { return next }
@@ -107,11 +108,17 @@ func (h *callHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 func (h *callHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
 		names := make([]string, len(cmds))
+		var keys []int
 		for i, c := range cmds {
 			names[i] = c.Name()
+			if args := c.Args(); c.Name() == "evalsha" && len(args) > 2 {
+				n, _ := args[2].(int)
+				keys = append(keys, n)
+			}
 		}
 		h.mu.Lock()
 		h.pipelines = append(h.pipelines, names)
+		h.keys = append(h.keys, keys...)
 		h.mu.Unlock()
 		return next(ctx, cmds)
 	}
@@ -120,7 +127,14 @@ func (h *callHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 func (h *callHook) reset() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.pipelines, h.singles = nil, nil
+	h.pipelines, h.singles, h.keys = nil, nil, nil
+}
+
+// evalKeys returns how many keys each pipelined EVALSHA carried.
+func (h *callHook) evalKeys() []int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.keys)
 }
 
 // pipelinesWith returns the pipelines that carried command name, with how

@@ -252,6 +252,45 @@ func TestWriteVersionOrdering(t *testing.T) {
 			}
 		})
 	}
+
+	// The same cases in one Write, so in one script call: each entity
+	// is checked on its own, generations change from record to record.
+	t.Run("all in one write", func(t *testing.T) {
+		var stored, updates []sinks.Record
+		ids := make([]string, len(tests))
+		wantStale := 0.0
+		for i, tt := range tests {
+			ids[i] = fmt.Sprintf("m%d", i)
+			stored = append(stored, sinks.Record{Entity: ids[i], Partition: 1, Version: tt.storedVer, Generation: tt.storedGen, State: older})
+			updates = append(updates, sinks.Record{Entity: ids[i], Partition: 2, Version: tt.ver, Generation: tt.gen, State: newer})
+			if !tt.wantUpdate {
+				wantStale++
+			}
+		}
+		if err := s.Write(ctx, stored); err != nil {
+			t.Fatal(err)
+		}
+		before := stale()
+		if err := s.Write(ctx, updates); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.Read(ctx, ids, allFeatures(top), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, tt := range tests {
+			wantVer, wantGen, wantPart := tt.storedVer, tt.storedGen, int32(1)
+			if tt.wantUpdate {
+				wantVer, wantGen, wantPart = tt.ver, tt.gen, 2
+			}
+			if e := got[i]; e.Version != wantVer || e.Generation != wantGen || e.Partition != wantPart {
+				t.Errorf("%s: stored %d/%q/p%d, want %d/%q/p%d", tt.name, e.Version, e.Generation, e.Partition, wantVer, wantGen, wantPart)
+			}
+		}
+		if d := stale() - before; d != wantStale {
+			t.Errorf("stale_writes_skipped_total grew by %v, want %v", d, wantStale)
+		}
+	})
 }
 
 // TestWriteRemovesDroppedFeatures: a write replaces the whole hash, so a
@@ -302,8 +341,9 @@ func TestWriteRemovesDroppedFeatures(t *testing.T) {
 	}
 }
 
-// TestWriteRoundTrips: a write takes one round trip per 512 records, and a
-// read of as many entities one in all.
+// TestWriteRoundTrips: a write takes one round trip per 512 records, each
+// of script calls of 64 entities, and a read of as many entities one in
+// all.
 func TestWriteRoundTrips(t *testing.T) {
 	top := testshop.Topology(t)
 	s, client, _, _ := startStore(t, top)
@@ -326,9 +366,13 @@ func TestWriteRoundTrips(t *testing.T) {
 		t.Fatal(err)
 	}
 	perPipeline, alone := hook.pipelinesWith("evalsha")
-	slices.Sort(perPipeline)
-	if !slices.Equal(perPipeline, []int{488, 512}) || alone != 0 {
-		t.Fatalf("write of 1000 records: evalsha per pipeline %v, alone %d; want pipelines of 512 and 488", perPipeline, alone)
+	if !slices.Equal(perPipeline, []int{8, 8}) || alone != 0 {
+		t.Fatalf("write of 1000 records: evalsha per pipeline %v, alone %d; want two pipelines of 8 calls", perPipeline, alone)
+	}
+	keys := hook.evalKeys()
+	slices.Sort(keys)
+	if want := append([]int{40}, slices.Repeat([]int{64}, 15)...); !slices.Equal(keys, want) {
+		t.Fatalf("write of 1000 records: keys per script call %v, want %v (512 and 488 records in calls of 64)", keys, want)
 	}
 	if singles := hook.singleNames(); len(singles) != 0 {
 		t.Errorf("commands outside the pipeline: %v", singles)
@@ -380,8 +424,8 @@ func TestWriteReloadsScript(t *testing.T) {
 		t.Fatal(err)
 	}
 	perPipeline, _ := hook.pipelinesWith("evalsha")
-	if !reflect.DeepEqual(perPipeline, []int{2, 2}) || countOf(hook.singleNames(), "script") != 1 {
-		t.Errorf("evalsha pipelines %v, singles %v; want [2 2] around one script load", perPipeline, hook.singleNames())
+	if !reflect.DeepEqual(perPipeline, []int{1, 1}) || !reflect.DeepEqual(hook.evalKeys(), []int{2, 2}) || countOf(hook.singleNames(), "script") != 1 {
+		t.Errorf("evalsha pipelines %v with keys %v, singles %v; want one call of both records twice, around one script load", perPipeline, hook.evalKeys(), hook.singleNames())
 	}
 	got, err := s.Read(ctx, []string{"a", "b"}, []int{0}, nil)
 	if err != nil {
