@@ -231,10 +231,11 @@ type Processor struct {
 	// goroutines.
 	restoreCtx context.Context
 	restoreWG  sync.WaitGroup
-	// A finished restore wakes the loop's poll, so its partition is
-	// processed now rather than when the poll times out: restored gets a
-	// token, and pollCancel, while a poll waits, cancels it.
-	restored   chan struct{}
+	// A finished restore or online-store write wakes the loop's poll, so
+	// its partition is processed, or the next write started, now rather
+	// than when the poll times out: wake gets a token, and pollCancel,
+	// while a poll waits, cancels it.
+	wake       chan struct{}
 	pollCancel atomic.Pointer[context.CancelFunc]
 
 	// mu serializes processing and commits with the group's callbacks.
@@ -250,11 +251,10 @@ type Processor struct {
 	rejectLogs sync.Map // reason -> *atomic.Int64, for logging one in N
 	// failedCommits counts commits in a row that failed on broker errors.
 	failedCommits int
-	// push is the online-store write under way; pushErr the outcome of the
-	// last one collected, and pushRetryAt when a failed one may be retried.
-	// Guarded by mu.
-	push        *pushJob
-	pushErr     error
+	// pushes are the online-store writes under way, oldest first, at most
+	// maxPushes; pushRetryAt is when a failed one may be retried. Guarded
+	// by mu.
+	pushes      []*pushJob
 	pushRetryAt time.Time
 	// lastPush is when the last write with states started; consumed
 	// counts the records polled since the last commit, and rate is the
@@ -295,7 +295,7 @@ func New(cfg Config, top *topology.Topology, store *state.Store, sink Sink, logg
 	}
 	p.mu.tasks = make(map[int32]*task)
 	p.mu.restores = make(map[int32]*restore)
-	p.restored = make(chan struct{}, 1)
+	p.wake = make(chan struct{}, 1)
 	p.rebalanced = make(chan struct{}, 1)
 	p.m.lateByFeature = make([]prometheus.Counter, len(top.Features))
 	for i, f := range top.Features {
@@ -490,14 +490,18 @@ func (p *Processor) loop(ctx, cctx context.Context) error {
 		pctx, cancel := context.WithTimeout(ctx, wait)
 		p.pollCancel.Store(&cancel)
 		select {
-		case <-p.restored:
+		case <-p.wake:
 			cancel()
 		default:
 		}
 		fetches := p.cl.PollRecords(pctx, p.cfg.MaxPollRecords)
 		p.pollCancel.Store(nil)
+		// A poll woken early says nothing of whether input went quiet.
+		woken := errors.Is(pctx.Err(), context.Canceled)
 		cancel()
-		input = fetches.NumRecords() > 0
+		if n := fetches.NumRecords(); n > 0 || !woken {
+			input = n > 0
+		}
 		if fetches.IsClientClosed() {
 			return nil
 		}
@@ -528,9 +532,12 @@ func (p *Processor) loop(ctx, cctx context.Context) error {
 		}
 		if time.Since(lastFlush) >= p.cfg.CommitInterval || (waitQuiet && !input) {
 			// The consume rate over a whole cycle, the last commit's
-			// time included.
-			p.rate = float64(p.consumed) / time.Since(rateFrom).Seconds()
-			p.consumed, rateFrom = 0, time.Now()
+			// time included. A poll woken early with nothing may end a
+			// cycle of any length: it measures nothing.
+			if p.consumed > 0 || !woken {
+				p.rate = float64(p.consumed) / time.Since(rateFrom).Seconds()
+				p.consumed, rateFrom = 0, time.Now()
+			}
 			err = p.flushLocked(cctx, p.allTasksLocked())
 			lastFlush, flushed = time.Now(), true
 		}
@@ -868,24 +875,59 @@ func (p *Processor) commitOffsets(ctx context.Context, offsets map[int32]kgo.Epo
 }
 
 // pushLocked starts writing the tasks' committed states to the online store
-// in the background, so the next records are processed meanwhile. If a
-// write is under way, they stay pending: pumpPushLocked, called after
-// every poll, starts the next write as soon as that one ends, with every
-// state committed meanwhile. A state committed again before it is written
-// replaces the pending one, so when Redis is slower than commits, writes
-// coalesce instead of holding up processing. On failure the states stay
-// pending and are written again after a commit interval. Only committed
-// states are pushed, so Redis never leads the changelog.
+// in the background, so the next records are processed meanwhile. Up to
+// maxPushes writes run at once, each with the states committed since the
+// one before it took its own; with that many under way, states stay
+// pending: pumpPushLocked, called after every poll, starts the next write
+// as soon as one ends, with every state committed meanwhile. A state
+// committed again before it is written replaces the pending one, so when
+// Redis is slower than commits, writes coalesce instead of holding up
+// processing. On failure the states stay pending and are written again
+// after a commit interval. Only committed states are pushed, so Redis
+// never leads the changelog; writes that overlap cannot move it backwards
+// either, since Redis keeps the newest version of each entity.
 func (p *Processor) pushLocked(ctx context.Context, tasks []*task) {
-	if p.push != nil && !p.collectPushLocked(false) {
+	if !p.canPushLocked(tasks) {
 		return
 	}
 	// Pacing holds back states only: a write that just clears restoring
 	// marks goes at once.
-	if pendingStates(tasks) && p.pacedLocked() {
+	if untakenStates(tasks) && p.pacedLocked() {
 		return
 	}
 	p.startPushLocked(ctx, tasks)
+}
+
+// maxPushes is how many writes to the online store may run at once. A
+// second one lets the states of a commit start for Redis while the last
+// commit's are still being written, instead of waiting up to a whole write
+// (the freshness of bench e2e's live traffic, docs/performance.md).
+const maxPushes = 2
+
+// canPushLocked collects the writes that ended and reports whether one for
+// tasks may start now: when none is under way, or, with room for another,
+// when tasks have committed states no write has taken. Writes run one at a
+// time
+//   - while a partition's restoring mark is to be cleared: the write that
+//     clears it must be the one holding every re-pushed state;
+//   - after a failed write, until the writes under way have ended: the
+//     next write takes the failed one's states again, which those may hold
+//     too, and two writes must never read one state while an update
+//     takes it from the cache (task.state copies only pending states).
+func (p *Processor) canPushLocked(tasks []*task) bool {
+	p.collectPushesLocked(false)
+	switch {
+	case len(p.pushes) == 0:
+		return true
+	case len(p.pushes) >= maxPushes || !untakenStates(tasks) || p.pushes[len(p.pushes)-1].afterFailure:
+		return false
+	}
+	for _, t := range p.mu.tasks {
+		if t.clearRestoring {
+			return false
+		}
+	}
+	return true
 }
 
 // pacedLocked reports whether a write to the online store waits because the
@@ -946,18 +988,41 @@ func pendingStates(tasks []*task) bool {
 	return false
 }
 
-// startPushLocked starts writing the tasks' pending states; no write may be
-// under way.
+// untakenStates reports whether any of tasks has committed states no write
+// under way has taken: a commit since the last write started, or a failed
+// write.
+func untakenStates(tasks []*task) bool {
+	for _, t := range tasks {
+		if len(t.pendingSink) > 0 && t.pushTaken < t.changelogNext {
+			return true
+		}
+	}
+	return false
+}
+
+// startPushLocked starts writing the tasks' pending states that no write
+// under way has taken.
 func (p *Processor) startPushLocked(ctx context.Context, tasks []*task) {
-	job := &pushJob{done: make(chan error, 1), sinkNext: make(map[int32]int64, len(tasks)), tasks: make(map[int32]*task, len(tasks))}
+	job := &pushJob{
+		done:     make(chan error, 1),
+		from:     make(map[int32]int64, len(tasks)),
+		sinkNext: make(map[int32]int64, len(tasks)),
+		tasks:    make(map[int32]*task, len(tasks)),
+	}
 	for _, t := range tasks {
 		for _, r := range t.pendingSink {
-			job.recs = append(job.recs, r)
+			// A state's version is its changelog offset: the ones
+			// below pushTaken are in a write under way.
+			if int64(r.Version) >= t.pushTaken {
+				job.recs = append(job.recs, r)
+			}
 		}
-		// The write takes every pending state of t: once it succeeds, the
-		// store holds every state committed before changelogNext.
+		// Once this write and every one before it succeed, the store
+		// holds every state committed before changelogNext.
+		job.from[t.partition] = t.pushTaken
 		job.sinkNext[t.partition] = t.changelogNext
 		job.tasks[t.partition] = t
+		t.pushTaken = t.changelogNext
 		if t.clearRestoring {
 			job.clear = append(job.clear, t)
 		}
@@ -979,29 +1044,28 @@ func (p *Processor) startPushLocked(ctx context.Context, tasks []*task) {
 		}
 		return nil
 	}
-	p.push = job
-	if len(job.recs) > 0 {
-		p.lastPush = time.Now()
-	}
+	p.pushes = append(p.pushes, job)
 	if len(job.recs) == 0 {
 		job.done <- write()
-		p.waitPushLocked()
+		p.waitPushesLocked()
 		return
 	}
-	go func() { job.done <- write() }()
+	p.lastPush = time.Now()
+	go func() {
+		job.done <- write()
+		p.wakePoll()
+	}()
 }
 
-// pumpPushLocked starts the next write to the online store when none is
-// under way and states are pending, unless the last write failed less than
-// a commit interval ago.
+// pumpPushLocked starts the next write to the online store when there is
+// room for one and states are waiting, unless the last write failed less
+// than a commit interval ago.
 func (p *Processor) pumpPushLocked(ctx context.Context) {
-	if p.push != nil && !p.collectPushLocked(false) {
-		return
-	}
+	p.collectPushesLocked(false)
 	if time.Now().Before(p.pushRetryAt) {
 		return
 	}
-	if tasks := p.allTasksLocked(); pendingStates(tasks) {
+	if tasks := p.allTasksLocked(); untakenStates(tasks) {
 		p.pushLocked(ctx, tasks)
 	}
 }
@@ -1011,10 +1075,10 @@ func (p *Processor) pumpPushLocked(ctx context.Context) {
 // under way may have been started with a context now canceled: its failure
 // only leaves its states pending for the writes made here.
 func (p *Processor) drainPushLocked(ctx context.Context, tasks []*task) error {
-	_ = p.waitPushLocked()
+	_ = p.waitPushesLocked()
 	for pendingStates(tasks) {
 		p.startPushLocked(ctx, tasks)
-		if err := p.waitPushLocked(); err != nil {
+		if err := p.waitPushesLocked(); err != nil {
 			return err
 		}
 	}
@@ -1026,52 +1090,81 @@ type pushJob struct {
 	done chan error
 	recs []sinks.Record
 	// tasks are the tasks whose pending states the write took, by
-	// partition; sinkNext is, per partition, the changelog offset the
-	// online store is complete up to once the write succeeds.
-	tasks    map[int32]*task
-	sinkNext map[int32]int64
+	// partition. Per partition, from is where the states it took begin
+	// (the task's pushTaken before it) and sinkNext the changelog offset
+	// the online store is complete up to once it and every write before
+	// it succeed. after a failed write does not advance sinkNext.
+	tasks          map[int32]*task
+	from, sinkNext map[int32]int64
+	afterFailure   bool
 	// clear are the tasks whose restoring mark the write clears once done;
 	// cleared the ones it did (read after done).
 	clear, cleared []*task
 }
 
-// waitPushLocked waits for the online-store write under way, if any, and
-// records its outcome.
-func (p *Processor) waitPushLocked() error {
-	if p.push == nil {
-		return nil
-	}
-	p.collectPushLocked(true)
-	return p.pushErr
+// waitPushesLocked waits for every online-store write under way and records
+// their outcomes, returning the first failure.
+func (p *Processor) waitPushesLocked() error {
+	return p.collectPushesLocked(true)
 }
 
-// collectPushLocked records the outcome of the write under way once it has
-// ended, waiting for it if wait is set, and reports whether it had ended.
-// The outcome's error is left in p.pushErr.
-func (p *Processor) collectPushLocked(wait bool) bool {
-	job := p.push
-	var err error
-	if wait {
-		err = <-job.done
-	} else {
-		select {
-		case err = <-job.done:
-		default:
-			return false
+// collectPushesLocked records the outcomes of the writes under way that
+// have ended, oldest first, stopping at the first still running; with wait
+// set it waits for all. It returns the first failure it collected.
+//
+// Outcomes are taken in the order the writes started, so a partition's
+// sinkNext only advances past states that are in the store: a failed write
+// gives its states back (the next write takes them again) and keeps the
+// writes already under way from advancing sinkNext.
+func (p *Processor) collectPushesLocked(wait bool) error {
+	var first error
+	for len(p.pushes) > 0 {
+		job := p.pushes[0]
+		var err error
+		if wait {
+			err = <-job.done
+		} else {
+			select {
+			case err = <-job.done:
+			default:
+				return first
+			}
 		}
-	}
-	p.push, p.pushErr = nil, err
-	if err != nil {
-		p.pushRetryAt = time.Now().Add(p.cfg.CommitInterval)
-		if errors.Is(err, context.Canceled) {
-			// Stopping: the final commit writes these states again.
-			p.logger.Debug("write online store canceled", "records", len(job.recs))
-			return true
+		p.pushes[0] = nil
+		p.pushes = p.pushes[1:]
+		if err != nil {
+			first = cmp.Or(first, err)
+			p.failPushLocked(job, err)
+			continue
 		}
-		p.m.sinkErrors.Inc()
-		p.logger.Warn("write online store failed; retrying after a commit interval", "records", len(job.recs), "err", err)
-		return true
+		p.finishPushLocked(job)
 	}
+	return first
+}
+
+// failPushLocked gives a failed write's states back to be written again
+// after a commit interval.
+func (p *Processor) failPushLocked(job *pushJob, err error) {
+	for part, t := range job.tasks {
+		t.pushTaken = min(t.pushTaken, job.from[part])
+	}
+	for _, later := range p.pushes {
+		later.afterFailure = true
+	}
+	p.pushRetryAt = time.Now().Add(p.cfg.CommitInterval)
+	if errors.Is(err, context.Canceled) {
+		// Stopping: the final commit writes these states again.
+		p.logger.Debug("write online store canceled", "records", len(job.recs))
+		return
+	}
+	p.m.sinkErrors.Inc()
+	p.logger.Warn("write online store failed; retrying after a commit interval", "records", len(job.recs), "err", err)
+}
+
+// finishPushLocked records a successful write: its states leave
+// pendingSink unless a newer one was committed meanwhile, and go to the
+// cache.
+func (p *Processor) finishPushLocked(job *pushJob) {
 	now := p.cfg.Now()
 	for _, r := range job.recs {
 		if r.State != nil {
@@ -1079,19 +1172,20 @@ func (p *Processor) collectPushLocked(wait bool) bool {
 		}
 		t := job.tasks[r.Partition]
 		// A newer state committed meanwhile stays pending.
-		if t != nil && t.pendingSink[r.Entity].Version == r.Version {
+		if pr, ok := t.pendingSink[r.Entity]; ok && pr.Version == r.Version {
 			delete(t.pendingSink, r.Entity)
 			t.keep(r.Entity, r.State)
 		}
 	}
-	for part, next := range job.sinkNext {
-		t := job.tasks[part]
-		t.sinkNext = max(t.sinkNext, next)
+	if !job.afterFailure {
+		for part, next := range job.sinkNext {
+			t := job.tasks[part]
+			t.sinkNext = max(t.sinkNext, next)
+		}
 	}
 	for _, t := range job.cleared {
 		t.clearRestoring = false
 	}
-	return true
 }
 
 // expireLocked marks the entities of every task whose windows have all

@@ -67,7 +67,7 @@ func (p *Processor) startRestoreLocked(part int32) {
 // wakePoll ends the loop's poll, or its next one, early.
 func (p *Processor) wakePoll() {
 	select {
-	case p.restored <- struct{}{}:
+	case p.wake <- struct{}{}:
 	default:
 	}
 	if cancel := p.pollCancel.Load(); cancel != nil {

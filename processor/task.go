@@ -49,8 +49,13 @@ type task struct {
 	// dirty holds the entities changed since the last commit; expired the
 	// ones to delete at it (their state, emptied, for the online store).
 	dirty, expired map[string]*topology.EntityState
-	// pendingSink holds committed states not yet in the online store.
+	// pendingSink holds committed states not yet in the online store,
+	// those being written included. pushTaken is where the states no
+	// write under way has taken begin: a state's version is its changelog
+	// offset, and each write takes the pending states from pushTaken on
+	// and moves it to changelogNext.
 	pendingSink map[string]sinks.Record
+	pushTaken   int64
 	// cache holds committed states already in the online store, so the
 	// next update of the entity skips Pebble's read and decode. A state
 	// leaves it when an update takes it (state) and returns once that
