@@ -139,3 +139,17 @@ func BenchmarkDecodeState(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkAppendState encodes shop entities of a few events each, as a
+// commit does for each changelog record, into one buffer with room to
+// spare (flushLocked's).
+func BenchmarkAppendState(b *testing.B) {
+	top := mustShop(b)
+	st := filledState(b, top, 5, "type")
+	buf := make([]byte, 0, 64<<10)
+	b.SetBytes(int64(len(top.AppendState(nil, st))))
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = top.AppendState(buf[:0], st)
+	}
+}

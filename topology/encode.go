@@ -317,17 +317,29 @@ func (t *Topology) AppendState(dst []byte, st *EntityState) []byte {
 	dst = append(dst, stateVersion)
 	dst = binary.AppendVarint(dst, st.LastEventMs)
 	dst = binary.AppendUvarint(dst, uint64(t.stateful))
-	var scratch []byte
 	for i := range t.Features {
 		if t.Features[i].Derived() {
 			continue // no state
 		}
 		dst = binary.AppendUvarint(dst, uint64(len(t.Features[i].Name)))
 		dst = append(dst, t.Features[i].Name...)
-		scratch = t.AppendFeature(scratch[:0], i, st.Features[i])
-		dst = binary.AppendUvarint(dst, uint64(len(scratch)))
-		dst = append(dst, scratch...)
+		dst = appendSized(dst, func(dst []byte) []byte { return t.AppendFeature(dst, i, st.Features[i]) })
 	}
+	return dst
+}
+
+// appendSized appends what enc appends, prefixed with its length as a
+// uvarint. enc writes straight into dst, which then moves the few bytes
+// of its output right by the prefix's size: no scratch buffer to grow.
+func appendSized(dst []byte, enc func([]byte) []byte) []byte {
+	mark := len(dst)
+	dst = enc(dst)
+	n := len(dst) - mark
+	var prefix [binary.MaxVarintLen64]byte
+	k := binary.PutUvarint(prefix[:], uint64(n))
+	dst = append(dst, prefix[:k]...)
+	copy(dst[mark+k:], dst[mark:mark+n])
+	copy(dst[mark:], prefix[:k])
 	return dst
 }
 

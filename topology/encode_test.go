@@ -241,3 +241,22 @@ func TestAppendDecodedFeature(t *testing.T) {
 		}
 	}
 }
+
+// TestAppendSized: the length prefix is right for outputs whose length
+// takes one, two or three bytes, and what came before stays.
+func TestAppendSized(t *testing.T) {
+	for _, n := range []int{0, 1, 127, 128, 300, 16383, 16384, 20000} {
+		body := make([]byte, n)
+		for i := range body {
+			body[i] = byte(i*7 + n)
+		}
+		got := appendSized([]byte("head"), func(dst []byte) []byte { return append(dst, body...) })
+		if string(got[:4]) != "head" {
+			t.Fatalf("n=%d: prefix before the mark changed: %q", n, got[:4])
+		}
+		size, k := binary.Uvarint(got[4:])
+		if k <= 0 || size != uint64(n) || !bytes.Equal(got[4+k:], body) {
+			t.Fatalf("n=%d: decoded length %d (%d bytes), body equal %v", n, size, k, bytes.Equal(got[4+k:], body))
+		}
+	}
+}
