@@ -70,3 +70,26 @@ func TestSustainedRateSearch(t *testing.T) {
 		t.Errorf("ran at %d events/s, want half the sustained %d", res.Rate, res.Sustained)
 	}
 }
+
+// TestTailNote: the report's note on small samples says exactly when
+// summarize's p99 and p999 are the sample's maximum.
+func TestTailNote(t *testing.T) {
+	for _, n := range []int{1, 65, 100, 101, 400, 1000, 1001} {
+		sample := make([]time.Duration, n)
+		for i := range sample {
+			sample[i] = time.Duration(i+1) * time.Millisecond
+		}
+		l := summarize(sample)
+		p99Max, p999Max := l.P99 == l.Max, l.P999 == l.Max
+		var want string
+		switch {
+		case p99Max && p999Max:
+			want = "p99 and p999 are the slowest one"
+		case p999Max:
+			want = "p999 is the slowest one"
+		}
+		if n <= 1000 && tailNote(n) != want || n > 1000 && want != "" {
+			t.Errorf("n=%d: p99 max %v, p999 max %v; note %q", n, p99Max, p999Max, tailNote(n))
+		}
+	}
+}

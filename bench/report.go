@@ -49,11 +49,26 @@ func (r *Report) WriteText(w io.Writer) {
 		fmt.Fprintf(w, "%-36s %10s %10s %10s %8s\n", "", "p50", "p99", "p999", "n")
 		fmt.Fprintf(w, "%-36s %10s %10s %10s %8d\n", "freshness (produce → GetFeatures)", ms(l.Freshness.P50), ms(l.Freshness.P99), ms(l.Freshness.P999), l.Freshness.N)
 		fmt.Fprintf(w, "%-36s %10s %10s %10s %8d\n", "GetFeatures while ingesting", ms(l.Serving.P50), ms(l.Serving.P99), ms(l.Serving.P999), l.Serving.N)
+		if n := l.Freshness.N; n > 0 && n <= 1000 {
+			// Probes run one at a time, a few a second: a short run
+			// has too few for its tail percentiles to be more than
+			// its slowest probe.
+			fmt.Fprintf(w, "(freshness from %d probes: %s; a longer --live-duration gives more)\n", n, tailNote(n))
+		}
 	}
 	fmt.Fprintf(w, "\nmachine: %s\n", r.Machine)
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2fms", float64(d)/1e6) }
+
+// tailNote says which of p99 and p999 a sample of n is too small for: a
+// quantile q of at most 1/(1-q) values is the sample's maximum (summarize).
+func tailNote(n int) string {
+	if n <= 100 {
+		return "p99 and p999 are the slowest one"
+	}
+	return "p999 is the slowest one"
+}
 
 // bar is one bar of an SVG bar chart.
 type bar struct {
