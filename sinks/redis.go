@@ -422,9 +422,10 @@ func (s *Store) Key(id string) string { return s.keys.Load().entity + id }
 // record replaces its entity's hash only if it is newer than what Redis
 // holds (see Record.Version), so a replay or a zombie writer cannot move a
 // value backwards; such records are skipped, not failed. If Redis lost the
-// write script (restart, SCRIPT FLUSH) it is loaded and the affected records
-// retried once. On error some records may have been written; writing them
-// again is harmless.
+// write script (restart, SCRIPT FLUSH) it is loaded and the affected script
+// calls retried once. On error some records may have been written, even
+// some of one script call (a script that fails midway keeps what it wrote);
+// each record is whole, and writing them again is harmless.
 func (s *Store) Write(ctx context.Context, recs []Record) error {
 	if len(recs) == 0 {
 		return nil
@@ -462,13 +463,17 @@ func (s *Store) write(ctx context.Context, recs []Record) error {
 }
 
 // writeChunk writes recs, from index base of the Write's, in one pipeline
-// of script calls of up to writeScriptKeys entities each (one in Redis
-// Cluster).
+// of script calls. A call writes up to writeScriptKeys entities and closes
+// early once its features reach writeScriptBytes, so one call of large
+// states (distinct-count sketches) does not hold Redis for long. Through
+// anything but a plain *redis.Client (Cluster, Ring, a wrapper) each call
+// writes one entity: the client routes a call by its first key, and the
+// keys of one call may belong to different nodes.
 func (s *Store) writeChunk(ctx context.Context, recs []Record, base int) error {
 	nf := len(s.top.Features)
-	per := writeScriptKeys
-	if _, ok := s.client.(*redis.ClusterClient); ok {
-		per = 1
+	perCall := 1
+	if _, ok := s.client.(*redis.Client); ok {
+		perCall = writeScriptKeys
 	}
 	prefix := s.keys.Load().entity
 	// One buffer holds every encoded feature of the chunk: args point into
@@ -476,44 +481,48 @@ func (s *Store) writeChunk(ctx context.Context, recs []Record, base int) error {
 	// It starts at the size the last chunk's records took, so it rarely
 	// grows: growing it was a third of the encoding's time.
 	buf := make([]byte, 0, len(recs)*int(s.encodedSize.Load())*9/8)
-	calls := make([]*scriptCall, 0, (len(recs)+per-1)/per)
+	calls := make([]*scriptCall, 0, (len(recs)+perCall-1)/perCall)
 	// What every record shares is boxed once: boxing allocates.
 	var boxedWritten any = s.now().UnixMilli()
 	var gen string
 	var boxedGen any
-	for from := 0; from < len(recs); from += per {
-		c := &scriptCall{from: from, to: min(from+per, len(recs))}
-		c.keys = make([]string, 0, c.to-c.from)
-		c.args = make([]any, 0, (c.to-c.from)*(11+2*nf))
-		for i := c.from; i < c.to; i++ {
-			r := &recs[i]
+	for from := 0; from < len(recs); {
+		c := &scriptCall{from: from}
+		size := min(perCall, len(recs)-from)
+		c.keys = make([]string, 0, size)
+		c.args = make([]any, 0, size*(11+2*nf))
+		callStart := len(buf)
+		for c.to = from; c.to < len(recs) && c.to-from < perCall && len(buf)-callStart < writeScriptBytes; c.to++ {
+			r := &recs[c.to]
 			switch {
 			case r.Entity == "":
-				return fmt.Errorf("record %d: empty entity id", base+i)
+				return fmt.Errorf("record %d: empty entity id", base+c.to)
 			case r.State == nil:
-				return fmt.Errorf("record %d (entity %q): nil state", base+i, r.Entity)
+				return fmt.Errorf("record %d (entity %q): nil state", base+c.to, r.Entity)
 			case len(r.State.Features) != nf:
-				return fmt.Errorf("record %d (entity %q): state has %d features, spec has %d", base+i, r.Entity, len(r.State.Features), nf)
+				return fmt.Errorf("record %d (entity %q): state has %d features, spec has %d", base+c.to, r.Entity, len(r.State.Features), nf)
 			}
 			c.keys = append(c.keys, prefix+r.Entity)
+			hasHorizon := r.HorizonMs != math.MinInt64
 			n := 6 + 2*nf
-			if r.HorizonMs != math.MinInt64 {
+			if hasHorizon {
 				n += 2
 			}
 			if boxedGen == nil || r.Generation != gen {
 				gen, boxedGen = r.Generation, r.Generation
 			}
 			c.args = append(c.args, r.Version, boxedGen, n, FieldLastEvent, r.State.LastEventMs, FieldPartition, r.Partition, FieldWritten, boxedWritten)
-			if r.HorizonMs != math.MinInt64 {
+			if hasHorizon {
 				c.args = append(c.args, FieldHorizon, r.HorizonMs)
 			}
 			for fi := range nf {
-				from := len(buf)
+				at := len(buf)
 				buf = s.top.AppendFeature(buf, fi, r.State.Features[fi])
-				c.args = append(c.args, s.boxedNames[fi], buf[from:len(buf):len(buf)])
+				c.args = append(c.args, s.boxedNames[fi], buf[at:len(buf):len(buf)])
 			}
 		}
 		calls = append(calls, c)
+		from = c.to
 	}
 	s.encodedSize.Store(int64(len(buf)/len(recs) + 1))
 
@@ -538,8 +547,11 @@ func (s *Store) writeChunk(ctx context.Context, recs []Record, base int) error {
 	var written, stale int
 	for _, c := range calls {
 		n, err := c.cmd.Int64()
-		if err != nil || n < 0 || n > int64(c.to-c.from) {
-			return fmt.Errorf("entities %q to %q: unexpected write script result %d: %w", recs[c.from].Entity, recs[c.to-1].Entity, n, err)
+		if err != nil {
+			return fmt.Errorf("%s: write script result: %w", c.entities(recs), err)
+		}
+		if n < 0 || n > int64(c.to-c.from) {
+			return fmt.Errorf("%s: write script says it wrote %d of %d", c.entities(recs), n, c.to-c.from)
 		}
 		written += int(n)
 		stale += c.to - c.from - int(n)
@@ -549,10 +561,14 @@ func (s *Store) writeChunk(ctx context.Context, recs []Record, base int) error {
 	return nil
 }
 
-// writeScriptKeys is how many entities one call of writeScript writes
-// outside Redis Cluster. Redis serves nothing else while a script runs;
-// 64 shop entities take it about 0.2 ms.
-const writeScriptKeys = 64
+// Redis serves nothing else while a script runs, so one call of
+// writeScript writes at most writeScriptKeys entities (64 shop entities
+// take it about 0.2 ms) and stops adding entities once their features take
+// writeScriptBytes.
+const (
+	writeScriptKeys  = 64
+	writeScriptBytes = 256 << 10
+)
 
 // scriptCall is one call of writeScript, for recs[from:to] of a chunk.
 type scriptCall struct {
@@ -560,6 +576,14 @@ type scriptCall struct {
 	args     []any
 	from, to int
 	cmd      *redis.Cmd
+}
+
+// entities names the entities of c for an error.
+func (c *scriptCall) entities(recs []Record) string {
+	if c.to-c.from == 1 {
+		return fmt.Sprintf("entity %q", recs[c.from].Entity)
+	}
+	return fmt.Sprintf("entities %q to %q", recs[c.from].Entity, recs[c.to-1].Entity)
 }
 
 // evalCalls runs calls in one pipeline, leaving each command in its call.
@@ -582,10 +606,7 @@ func (s *Store) evalCalls(ctx context.Context, recs []Record, calls []*scriptCal
 		case redis.HasErrorPrefix(err, "NOSCRIPT"):
 			noScript = append(noScript, c)
 		default:
-			if c.to-c.from == 1 {
-				return nil, fmt.Errorf("entity %q: %w", recs[c.from].Entity, err)
-			}
-			return nil, fmt.Errorf("entities %q to %q: %w", recs[c.from].Entity, recs[c.to-1].Entity, err)
+			return nil, fmt.Errorf("%s: %w", c.entities(recs), err)
 		}
 	}
 	return noScript, nil

@@ -398,6 +398,69 @@ func TestWriteRoundTrips(t *testing.T) {
 	}
 }
 
+// TestWriteSplitsLargeCalls: entities with large states (long item ids in
+// last_items) go fewer to one script call, so no call holds Redis for
+// long; every one of them is still written.
+func TestWriteSplitsLargeCalls(t *testing.T) {
+	top := testshop.Topology(t)
+	s, client, _, _ := startStore(t, top)
+	hook := &callHook{}
+	client.AddHook(hook)
+	ctx := context.Background()
+
+	const n = 100
+	long := strings.Repeat("x", 1000) // values of up to 1 KiB are kept
+	recs := make([]sinks.Record, n)
+	for i := range recs {
+		id := fmt.Sprintf("user-%03d", i)
+		st := top.NewEntityState()
+		for j := range 10 {
+			ev := topology.Event{Key: id, TimeMs: t0 + int64(j), Fields: map[string]any{"type": "view", "item_id": fmt.Sprintf("%s-%d-%s", id, j, long)}}
+			if err := top.Apply(st, &ev, ev.TimeMs); err != nil {
+				t.Fatal(err)
+			}
+		}
+		recs[i] = sinks.Record{Entity: id, Version: 1, Generation: "g", State: st}
+	}
+	var size int
+	for fi := range top.Features {
+		size += len(top.AppendFeature(nil, fi, recs[0].State.Features[fi]))
+	}
+	// A call takes entities until their features reach 256 KiB.
+	per := (256<<10 + size - 1) / size
+	if per < 2 || per >= 64 {
+		t.Fatalf("test entities take %d bytes, %d to a call: want a size that splits calls below 64", size, per)
+	}
+	var want []int
+	for left := n; left > 0; left -= per {
+		want = append(want, min(per, left))
+	}
+	// The first write loads the script; the second, all stale, makes the
+	// same calls without the NOSCRIPT retry.
+	for range 2 {
+		hook.reset()
+		if err := s.Write(ctx, recs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := hook.evalKeys(); !slices.Equal(got, want) {
+		t.Fatalf("keys per script call %v, want %v (%d-byte entities)", got, want, size)
+	}
+	ids := make([]string, n)
+	for i := range recs {
+		ids[i] = recs[i].Entity
+	}
+	got, err := s.Read(ctx, ids, allFeatures(top), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, e := range got {
+		if !e.Found || !reflect.DeepEqual(e.Tiles[3], recs[i].State.Features[3]) {
+			t.Fatalf("entity %s: found %v, last_items %v", ids[i], e.Found, e.Tiles[3])
+		}
+	}
+}
+
 func nonNil(t []topology.Tile) []topology.Tile {
 	if t == nil {
 		return []topology.Tile{}
