@@ -87,7 +87,7 @@ func BenchmarkProcess(b *testing.B) {
 				b.Fatal(err)
 			}
 			batch.Close()
-			// As the push's end does (waitPushLocked).
+			// As the push's end does (finishPushLocked).
 			for _, t := range p.mu.tasks {
 				for entity, st := range committed[t.partition] {
 					t.keep(entity, st)

@@ -499,6 +499,14 @@ func (p *Processor) loop(ctx, cctx context.Context) error {
 		// A poll woken early says nothing of whether input went quiet.
 		woken := errors.Is(pctx.Err(), context.Canceled)
 		cancel()
+		if woken {
+			// This pass handles what woke it; a token left by the same
+			// wake would only make the next poll an empty pass.
+			select {
+			case <-p.wake:
+			default:
+			}
+		}
 		if n := fetches.NumRecords(); n > 0 || !woken {
 			input = n > 0
 		}
@@ -532,8 +540,11 @@ func (p *Processor) loop(ctx, cctx context.Context) error {
 		}
 		if time.Since(lastFlush) >= p.cfg.CommitInterval || (waitQuiet && !input) {
 			// The consume rate over a whole cycle, the last commit's
-			// time included. A poll woken early with nothing may end a
-			// cycle of any length: it measures nothing.
+			// time included. A cycle that consumed nothing and ended
+			// with a poll woken before the broker answered measures
+			// nothing (it saw no fetch, not an input at rate 0), so it
+			// does not end the rate's window: while catching up with short intervals such
+			// cycles are common, and a rate of 0 turns pacing off.
 			if p.consumed > 0 || !woken {
 				p.rate = float64(p.consumed) / time.Since(rateFrom).Seconds()
 				p.consumed, rateFrom = 0, time.Now()
@@ -663,8 +674,8 @@ func (p *Processor) flushLocked(ctx context.Context, tasks []*task) error {
 		// input is reflected: produce keeps order within a partition, so
 		// if it is in the changelog, so is every record before it. It
 		// also says how far the online store is known complete, for
-		// standby copies: as of the last push that ended, so never more
-		// than it is.
+		// standby copies: as of the writes that ended, each with every
+		// write before it, so never more than it is.
 		if len(recs) > first {
 			recs[len(recs)-1].Headers = []kgo.RecordHeader{state.InputNextHeader(t.inputNext), state.SinkNextHeader(t.sinkNext), state.HorizonHeader(p.horizon(t.maxEventMs))}
 		}
@@ -1093,7 +1104,10 @@ type pushJob struct {
 	// partition. Per partition, from is where the states it took begin
 	// (the task's pushTaken before it) and sinkNext the changelog offset
 	// the online store is complete up to once it and every write before
-	// it succeed. after a failed write does not advance sinkNext.
+	// it succeed. afterFailure marks a write that was under way when an
+	// earlier one failed: it does not advance sinkNext (the failed
+	// states are not in the store yet), and no write starts while it
+	// runs.
 	tasks          map[int32]*task
 	from, sinkNext map[int32]int64
 	afterFailure   bool

@@ -59,7 +59,7 @@ func TestRevokedPartitionsPushed(t *testing.T) {
 	e.waitItems(1, 3)
 
 	// Commit 2 items; their push waits at the gate. Then commit a third,
-	// which stays pending behind it.
+	// whose push (the second under way) waits at the gate too.
 	sink.hold()
 	end0, end1 := e.produce(0, 2), e.produce(1, 2)
 	waitFor(t, "the held push's commit", func() bool { c := e.committed(); return c[0] == end0 && c[1] == end1 })
