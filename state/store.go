@@ -85,6 +85,10 @@ func Open(opts Options, top *topology.Topology) (*Store, error) {
 		MemTableSize: opts.MemTableSize,
 		FS:           opts.FS,
 		Logger:       pebbleLogger{opts.Logger},
+		// The changelog is the state's log (decision 0018): a crash
+		// loses the memtable's batches, whole, and the restore replays
+		// them from the changelog.
+		DisableWAL: true,
 	}
 	for i := range po.Levels {
 		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
@@ -99,7 +103,8 @@ func Open(opts Options, top *topology.Topology) (*Store, error) {
 	return &Store{db: db, top: top}, nil
 }
 
-// Close flushes and closes the store.
+// Close flushes and closes the store: without a WAL, what is not flushed
+// would be replayed from the changelog at the next start.
 func (s *Store) Close() error {
 	if err := s.db.Flush(); err != nil {
 		s.db.Close()
@@ -292,8 +297,9 @@ func (b *Batch) SetMeta(partition int32, m Meta) error {
 	return b.b.Set(metaKey(partition), m.append(nil), nil)
 }
 
-// Commit applies the batch atomically. It does not fsync: a crash may lose
-// the newest batches, never part of one, and the changelog replays them.
+// Commit applies the batch atomically. It is durable once its memtable is
+// flushed: a crash may lose the newest batches, never part of one, and the
+// changelog replays them.
 func (b *Batch) Commit() error {
 	defer b.Close()
 	if err := b.b.Commit(pebble.NoSync); err != nil {
