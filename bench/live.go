@@ -75,6 +75,9 @@ type LiveResult struct {
 	// Serving is GetFeatures latency (one entity, all features) while
 	// events flow.
 	Serving Latencies
+	// Stages are where freshness goes, from the processor's histograms
+	// over the live phase (estimates within their buckets).
+	Stages []Stage
 	// PerSecond is events produced and the median freshness of each second.
 	PerSecond []SecondSample
 }
@@ -165,11 +168,13 @@ func RunLive(ctx context.Context, cfg LiveConfig, progress io.Writer) (*LiveResu
 	defer store.Close()
 	rdb := redis.NewClient(&redis.Options{Addr: cfg.RedisAddr})
 	defer rdb.Close()
-	sink, err := sinks.NewStore(rdb, top, cfg.Logger, prometheus.NewRegistry())
+	// The processor's and the sink's metrics, for where freshness goes.
+	reg := prometheus.NewRegistry()
+	sink, err := sinks.NewStore(rdb, top, cfg.Logger, reg)
 	if err != nil {
 		return nil, err
 	}
-	proc, err := processor.New(processor.Config{Brokers: cfg.Brokers}, top, store, sink, cfg.Logger, prometheus.NewRegistry())
+	proc, err := processor.New(processor.Config{Brokers: cfg.Brokers}, top, store, sink, cfg.Logger, reg)
 	if err != nil {
 		return nil, err
 	}
@@ -218,6 +223,10 @@ func RunLive(ctx context.Context, cfg LiveConfig, progress io.Writer) (*LiveResu
 	res.Rate = cfg.Rate
 	fmt.Fprintf(progress, "live: %d events/s for %s, probing freshness, GetFeatures at %d/s...\n", cfg.Rate, cfg.Duration, cfg.ServeRate)
 
+	before, err := snapshotHists(reg)
+	if err != nil {
+		return nil, err
+	}
 	secs := int(cfg.Duration / time.Second)
 	res.PerSecond = make([]SecondSample, max(secs, 1))
 	var mu sync.Mutex
@@ -297,6 +306,11 @@ func RunLive(ctx context.Context, cfg LiveConfig, progress io.Writer) (*LiveResu
 	if err := cl.Flush(ctx); err != nil {
 		return nil, err
 	}
+	after, err := snapshotHists(reg)
+	if err != nil {
+		return nil, err
+	}
+	res.Stages = stagesBetween(before, after)
 	res.Freshness = summarize(fresh)
 	res.Serving = summarize(served)
 	for s := range res.PerSecond {
@@ -304,6 +318,9 @@ func RunLive(ctx context.Context, cfg LiveConfig, progress io.Writer) (*LiveResu
 	}
 	fmt.Fprintf(progress, "freshness: p50 %s p99 %s p999 %s (%d probes); GetFeatures under load: p50 %s p99 %s (%d calls)\n",
 		res.Freshness.P50, res.Freshness.P99, res.Freshness.P999, res.Freshness.N, res.Serving.P50, res.Serving.P99, res.Serving.N)
+	for _, st := range res.Stages {
+		fmt.Fprintf(progress, "  stage: %s (%d)\n", st, st.N)
+	}
 	return res, nil
 }
 

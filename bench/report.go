@@ -49,6 +49,12 @@ func (r *Report) WriteText(w io.Writer) {
 		fmt.Fprintf(w, "%-36s %10s %10s %10s %8s\n", "", "p50", "p99", "p999", "n")
 		fmt.Fprintf(w, "%-36s %10s %10s %10s %8d\n", "freshness (produce → GetFeatures)", ms(l.Freshness.P50), ms(l.Freshness.P99), ms(l.Freshness.P999), l.Freshness.N)
 		fmt.Fprintf(w, "%-36s %10s %10s %10s %8d\n", "GetFeatures while ingesting", ms(l.Serving.P50), ms(l.Serving.P99), ms(l.Serving.P999), l.Serving.N)
+		if len(l.Stages) > 0 {
+			fmt.Fprintf(w, "where it goes (the processor's histograms, estimated within their buckets):\n")
+		}
+		for _, st := range l.Stages {
+			fmt.Fprintf(w, "%-36s %10s %10s %10s %8d\n", "  "+st.Name, ms(st.P50), ms(st.P99), "", st.N)
+		}
 		if n := l.Freshness.N; n > 0 && n <= 1000 {
 			// Probes run one at a time, a few a second: a short run
 			// has too few for its tail percentiles to be more than
