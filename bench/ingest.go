@@ -44,6 +44,8 @@ type IngestConfig struct {
 	// Rounds is how many times the raw consume and the processor runs are
 	// measured, alternating; the result keeps each one's median. Default 1.
 	Rounds int
+	// CommitInterval is the processors'; 0 is the processor's default.
+	CommitInterval time.Duration
 	// Dir holds the runs' state; default a temporary directory.
 	Dir    string
 	Logger *slog.Logger
@@ -357,7 +359,7 @@ func runProcessor(ctx context.Context, cfg IngestConfig, topic, app string, g pr
 	if err != nil {
 		return IngestRun{}, err
 	}
-	proc, err := processor.New(processor.Config{Brokers: cfg.Brokers, Guarantee: g}, top, store, sink, cfg.Logger, prometheus.NewRegistry())
+	proc, err := processor.New(processor.Config{Brokers: cfg.Brokers, Guarantee: g, CommitInterval: cfg.CommitInterval}, top, store, sink, cfg.Logger, prometheus.NewRegistry())
 	if err != nil {
 		return IngestRun{}, err
 	}

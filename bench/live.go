@@ -50,8 +50,10 @@ type LiveConfig struct {
 	Duration time.Duration
 	// ServeRate is GetFeatures calls/s made while events flow. Default 200.
 	ServeRate int
-	Dir       string
-	Logger    *slog.Logger
+	// CommitInterval is the processor's; 0 is the processor's default.
+	CommitInterval time.Duration
+	Dir            string
+	Logger         *slog.Logger
 }
 
 // Latencies summarizes a latency sample.
@@ -174,7 +176,7 @@ func RunLive(ctx context.Context, cfg LiveConfig, progress io.Writer) (*LiveResu
 	if err != nil {
 		return nil, err
 	}
-	proc, err := processor.New(processor.Config{Brokers: cfg.Brokers}, top, store, sink, cfg.Logger, reg)
+	proc, err := processor.New(processor.Config{Brokers: cfg.Brokers, CommitInterval: cfg.CommitInterval}, top, store, sink, cfg.Logger, reg)
 	if err != nil {
 		return nil, err
 	}

@@ -59,7 +59,8 @@ type Config struct {
 	InstanceID string
 	// CommitInterval is how often state is committed and pushed to the
 	// online store while input keeps arriving; input that pauses for a
-	// tenth of it is committed then (decision 0015). Default 100ms.
+	// tenth of it is committed then (decision 0015). Default 50ms
+	// (decision 0019).
 	CommitInterval time.Duration
 	// MaxPollRecords bounds the records processed between commits'
 	// checks. Default 100,000: about what one fetch from a broker holds, so
@@ -132,7 +133,7 @@ func (c *Config) applyDefaults(spec *topology.Spec) {
 		c.GenerationCheckInterval = DefaultGenerationCheckInterval
 	}
 	if c.CommitInterval == 0 {
-		c.CommitInterval = 100 * time.Millisecond
+		c.CommitInterval = 50 * time.Millisecond
 	}
 	if c.MaxPollRecords == 0 {
 		c.MaxPollRecords = 100_000

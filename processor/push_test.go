@@ -45,6 +45,9 @@ func TestOverlappingPushes(t *testing.T) {
 	gate := &gateSink{writes: make(chan gateWrite, 4)}
 	p.sink = gate
 	p.cfg.CatchUpPushInterval = -1
+	// A failed write is retried a commit interval later; the test ends
+	// that wait itself, so it must not end while the test waits.
+	p.cfg.CommitInterval = time.Minute
 	tk := p.newTask(0, state.Meta{})
 	p.mu.tasks[0] = tk
 	ctx := context.Background()

@@ -21,19 +21,20 @@ import (
 
 type benchIngestCmd struct {
 	specFlag
-	Brokers      []string      `help:"Kafka to use, comma-separated; empty starts the embedded broker in its own process." sep:","`
-	RedisAddr    string        `help:"Redis to use; empty starts a redis-server."`
-	Events       int           `help:"Events to produce." default:"200000"`
-	Users        int           `help:"Distinct users (Zipf-distributed)." default:"10000"`
-	Partitions   int           `help:"Partitions of the input topic." default:"8"`
-	OutOfOrder   float64       `help:"Fraction of events up to a minute out of order." default:"0.05"`
-	Rounds       int           `help:"How many times to measure the raw consume and each guarantee's processor run, alternating; the report keeps the medians, and each ratio to raw is taken within its round." default:"3"`
-	LiveDuration time.Duration `help:"How long to run live traffic (at half the maximum sustained rate) to measure freshness and serving under load; 0 skips it." default:"10s"`
-	ServeRate    int           `help:"GetFeatures calls per second while live traffic flows." default:"200"`
-	LiveRate     int           `help:"Events per second of the live traffic; 0 means half the maximum sustained rate, which the bench finds first (below the exactly-once backlog rate) by producing and consuming at once."`
-	JSON         string        `name:"json" help:"Also write the result as JSON to this file." type:"path"`
-	HTML         string        `name:"html" help:"Also write an HTML report with charts to this file." type:"path"`
-	CPUProfile   string        `name:"cpuprofile" help:"Write a CPU profile of the run to this file." type:"path"`
+	Brokers        []string      `help:"Kafka to use, comma-separated; empty starts the embedded broker in its own process." sep:","`
+	RedisAddr      string        `help:"Redis to use; empty starts a redis-server."`
+	Events         int           `help:"Events to produce." default:"200000"`
+	Users          int           `help:"Distinct users (Zipf-distributed)." default:"10000"`
+	Partitions     int           `help:"Partitions of the input topic." default:"8"`
+	OutOfOrder     float64       `help:"Fraction of events up to a minute out of order." default:"0.05"`
+	Rounds         int           `help:"How many times to measure the raw consume and each guarantee's processor run, alternating; the report keeps the medians, and each ratio to raw is taken within its round." default:"3"`
+	LiveDuration   time.Duration `help:"How long to run live traffic (at half the maximum sustained rate) to measure freshness and serving under load; 0 skips it." default:"10s"`
+	ServeRate      int           `help:"GetFeatures calls per second while live traffic flows." default:"200"`
+	CommitInterval time.Duration `help:"The processors' --commit-interval, for ingest and live runs; 0 is the processor's default."`
+	LiveRate       int           `help:"Events per second of the live traffic; 0 means half the maximum sustained rate, which the bench finds first (below the exactly-once backlog rate) by producing and consuming at once."`
+	JSON           string        `name:"json" help:"Also write the result as JSON to this file." type:"path"`
+	HTML           string        `name:"html" help:"Also write an HTML report with charts to this file." type:"path"`
+	CPUProfile     string        `name:"cpuprofile" help:"Write a CPU profile of the run to this file." type:"path"`
 }
 
 // Run measures ingest and restore against a raw consume on the same broker.
@@ -75,7 +76,7 @@ func (c *benchIngestCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	rep := &bench.Report{Command: "featurestream " + strings.Join(os.Args[1:], " "), Machine: bench.MachineString(), Started: time.Now()}
 	rep.Ingest, err = bench.RunIngest(ctx, bench.IngestConfig{
 		Brokers: brokers, RedisAddr: redisAddr, Top: top,
-		Events: c.Events, Users: c.Users, Partitions: c.Partitions, OutOfOrder: c.OutOfOrder, Rounds: c.Rounds, Logger: quiet,
+		Events: c.Events, Users: c.Users, Partitions: c.Partitions, OutOfOrder: c.OutOfOrder, Rounds: c.Rounds, CommitInterval: c.CommitInterval, Logger: quiet,
 	}, os.Stderr)
 	if err != nil {
 		return err
@@ -90,7 +91,7 @@ func (c *benchIngestCmd) Run(ctx context.Context, logger *slog.Logger) error {
 		if maxRate > 0 || c.LiveRate > 0 {
 			rep.Live, err = bench.RunLive(ctx, bench.LiveConfig{
 				Brokers: brokers, RedisAddr: redisAddr, Top: top, Partitions: c.Partitions, Users: c.Users,
-				Rate: c.LiveRate, MaxRate: int(maxRate), Duration: c.LiveDuration, ServeRate: c.ServeRate, Logger: quiet,
+				Rate: c.LiveRate, MaxRate: int(maxRate), Duration: c.LiveDuration, ServeRate: c.ServeRate, CommitInterval: c.CommitInterval, Logger: quiet,
 			}, os.Stderr)
 			if err != nil {
 				return err
