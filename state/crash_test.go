@@ -5,9 +5,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math"
 	"math/rand/v2"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 
@@ -117,4 +121,153 @@ func randomState(top *topology.Topology, rng *rand.Rand) *topology.EntityState {
 		_ = top.Apply(st, ev, math.MinInt64)
 	}
 	return st
+}
+
+// TestCrashConsistencyConcurrent: partitions commit from goroutines of
+// their own, as restores and the processor do, while Pebble flushes now
+// and then; after a crash each partition is whole at some batch of its
+// own, at or after the last one committed before a finished flush began.
+func TestCrashConsistencyConcurrent(t *testing.T) {
+	top := testshop.Topology(t)
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	const parts = 4
+	for round := range 10 {
+		fs := vfs.NewCrashableMem()
+		s, err := Open(Options{FS: fs, Dir: "db", Logger: logger, MemTableSize: 256 << 10}, top)
+		if err != nil {
+			t.Fatal(err)
+		}
+		models := make([][]map[string][]byte, parts)
+		var committed [parts]atomic.Int64
+		var wg sync.WaitGroup
+		for p := range parts {
+			rng := rand.New(rand.NewPCG(uint64(round), uint64(p)))
+			models[p] = []map[string][]byte{{}}
+			wg.Go(func() {
+				for i := 1; i <= 60; i++ {
+					next := maps.Clone(models[p][i-1])
+					b := s.NewBatch()
+					for range 1 + rng.IntN(40) {
+						u := fmt.Sprintf("u%d", rng.IntN(200))
+						enc := top.AppendState(nil, randomState(top, rng))
+						if err := b.Set(int32(p), u, enc); err != nil {
+							t.Error(err)
+							return
+						}
+						next[u] = enc
+					}
+					if err := b.SetMeta(int32(p), Meta{ChangelogNext: int64(i), MaxEventMs: math.MinInt64, Generation: "g"}); err != nil {
+						t.Error(err)
+						return
+					}
+					if err := b.Commit(); err != nil {
+						t.Error(err)
+						return
+					}
+					models[p] = append(models[p], next)
+					committed[p].Store(int64(i))
+				}
+			})
+		}
+		// Flush while they commit; a finished flush holds every batch
+		// committed before it began.
+		var flushed [parts]int64
+		for range 5 {
+			var before [parts]int64
+			for p := range parts {
+				before[p] = committed[p].Load()
+			}
+			if err := s.DB().Flush(); err != nil {
+				t.Fatal(err)
+			}
+			flushed = before
+		}
+		wg.Wait()
+		rng := rand.New(rand.NewPCG(uint64(round), 99))
+		crashed := fs.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: rng.IntN(101), RNG: rng})
+		s.Close()
+
+		r, err := Open(Options{FS: crashed, Dir: "db", Logger: logger}, top)
+		if err != nil {
+			t.Fatalf("round %d: reopen after crash: %v", round, err)
+		}
+		for p := range int32(parts) {
+			m, ok, err := r.Meta(p)
+			if err != nil {
+				t.Fatalf("round %d partition %d: %v", round, p, err)
+			}
+			at := 0
+			if ok {
+				at = int(m.ChangelogNext)
+			}
+			if int64(at) < flushed[p] {
+				t.Fatalf("round %d partition %d: recovered at batch %d, before batch %d that a finished flush held", round, p, at, flushed[p])
+			}
+			got := map[string][]byte{}
+			if err := r.Entities(p, func(entity string, st *topology.EntityState) error {
+				got[entity] = top.AppendState(nil, st)
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if want := models[p][at]; !maps.EqualFunc(got, want, bytes.Equal) {
+				t.Fatalf("round %d partition %d: recovered state differs from the model at batch %d (%d entities, model %d)", round, p, at, len(got), len(want))
+			}
+		}
+		r.Close()
+	}
+}
+
+// TestPeriodicFlush: a committed batch reaches disk within FlushInterval
+// without a memtable filling, so a crash after that keeps it; without the
+// periodic flush the same crash loses it.
+func TestPeriodicFlush(t *testing.T) {
+	top := testshop.Topology(t)
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	for _, tc := range []struct {
+		interval time.Duration
+		kept     bool
+	}{{20 * time.Millisecond, true}, {time.Hour, false}} {
+		fs := vfs.NewCrashableMem()
+		s, err := Open(Options{FS: fs, Dir: "db", Logger: logger, FlushInterval: tc.interval}, top)
+		if err != nil {
+			t.Fatal(err)
+		}
+		flushes := s.DB().Metrics().Flush.Count
+		b := s.NewBatch()
+		if err := b.Set(1, "u1", top.AppendState(nil, randomState(top, rand.New(rand.NewPCG(1, 2))))); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.SetMeta(1, Meta{ChangelogNext: 7, MaxEventMs: math.MinInt64, Generation: "g"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		if tc.kept {
+			deadline := time.Now().Add(10 * time.Second)
+			for s.DB().Metrics().Flush.Count == flushes {
+				if time.Now().After(deadline) {
+					t.Fatal("no flush within 10s of a commit, with FlushInterval 20ms")
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		} else {
+			time.Sleep(100 * time.Millisecond)
+		}
+		crashed := fs.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: 0})
+		s.Close()
+		r, err := Open(Options{FS: crashed, Dir: "db", Logger: logger}, top)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, ok, err := r.Meta(1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok != tc.kept || (ok && m.ChangelogNext != 7) {
+			t.Errorf("FlushInterval %s: after a crash the batch's meta is %+v (found %v); want found %v", tc.interval, m, ok, tc.kept)
+		}
+		r.Close()
+	}
 }

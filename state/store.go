@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"sync/atomic"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
@@ -25,6 +27,12 @@ type Options struct {
 	// 4 MiB default flushes constantly under write bursts (see
 	// BenchmarkStore and docs/performance.md).
 	MemTableSize uint64
+	// FlushInterval bounds how long a committed batch stays only in the
+	// memtable: with no WAL (decision 0018) a crash loses what is not
+	// flushed, and the restore replays it from the changelog. Default one
+	// minute, so that replay stays short at any write rate and well within
+	// the changelog's tombstone retention.
+	FlushInterval time.Duration
 	// FS overrides the filesystem, for crash tests on vfs.NewCrashableMem.
 	FS vfs.FS
 	// Logger receives Pebble's own logs. Default slog.Default().
@@ -45,6 +53,9 @@ func (o *Options) applyDefaults() {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	if o.FlushInterval == 0 {
+		o.FlushInterval = time.Minute
+	}
 }
 
 // Validate reports every problem with o at once.
@@ -52,6 +63,9 @@ func (o *Options) Validate() error {
 	var errs []error
 	if o.Dir == "" && o.FS == nil {
 		errs = append(errs, errors.New("state: Dir is required (--state-dir): the directory for local state"))
+	}
+	if o.FlushInterval < 0 {
+		errs = append(errs, fmt.Errorf("state: FlushInterval %s: must not be negative", o.FlushInterval))
 	}
 	if o.CacheSize < 0 {
 		errs = append(errs, fmt.Errorf("state: CacheSize %d: must not be negative", o.CacheSize))
@@ -63,6 +77,11 @@ func (o *Options) Validate() error {
 type Store struct {
 	db  *pebble.DB
 	top *topology.Topology
+	// written says a batch was committed since the last periodic flush.
+	written   atomic.Bool
+	stopFlush chan struct{}
+	flushDone chan struct{}
+	logger    *slog.Logger
 }
 
 // Key layout. Entities: 's' + partition (4 bytes BE) + entity id.
@@ -100,12 +119,39 @@ func Open(opts Options, top *topology.Topology) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open state store %s: %w", opts.Dir, err)
 	}
-	return &Store{db: db, top: top}, nil
+	s := &Store{db: db, top: top, stopFlush: make(chan struct{}), flushDone: make(chan struct{}), logger: opts.Logger}
+	go s.flushEvery(opts.FlushInterval)
+	return s, nil
+}
+
+// flushEvery starts a flush of the memtable every interval in which a
+// batch was committed, until Close. Pebble flushes only when a memtable
+// fills, which at a low write rate may be days.
+func (s *Store) flushEvery(interval time.Duration) {
+	defer close(s.flushDone)
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-s.stopFlush:
+			return
+		case <-tick.C:
+			if !s.written.Swap(false) {
+				continue
+			}
+			if _, err := s.db.AsyncFlush(); err != nil {
+				s.written.Store(true)
+				s.logger.Warn("state store: periodic flush", "err", err)
+			}
+		}
+	}
 }
 
 // Close flushes and closes the store: without a WAL, what is not flushed
 // would be replayed from the changelog at the next start.
 func (s *Store) Close() error {
+	close(s.stopFlush)
+	<-s.flushDone
 	if err := s.db.Flush(); err != nil {
 		s.db.Close()
 		return fmt.Errorf("close state store: flush: %w", err)
@@ -226,6 +272,7 @@ func (s *Store) DropPartition(partition int32) error {
 	if err := b.Commit(pebble.NoSync); err != nil {
 		return fmt.Errorf("drop partition %d: %w", partition, err)
 	}
+	s.written.Store(true)
 	return nil
 }
 
@@ -253,18 +300,19 @@ func (s *Store) Entities(partition int32, fn func(entity string, st *topology.En
 // Batch collects state changes and metadata to apply atomically. It is not
 // safe for concurrent use.
 type Batch struct {
+	s    *Store
 	b    *pebble.Batch
 	key  []byte
 	done bool
 }
 
 // NewBatch starts a batch.
-func (s *Store) NewBatch() *Batch { return &Batch{b: s.db.NewBatch()} }
+func (s *Store) NewBatch() *Batch { return &Batch{s: s, b: s.db.NewBatch()} }
 
 // newBatchWithSize starts a batch with room for about size bytes of keys
 // and values, so it does not grow step by step.
 func (s *Store) newBatchWithSize(size int) *Batch {
-	return &Batch{b: s.db.NewBatchWithSize(size)}
+	return &Batch{s: s, b: s.db.NewBatchWithSize(size)}
 }
 
 // Set records the encoded state of an entity (as written by
@@ -305,6 +353,7 @@ func (b *Batch) Commit() error {
 	if err := b.b.Commit(pebble.NoSync); err != nil {
 		return fmt.Errorf("commit state batch: %w", err)
 	}
+	b.s.written.Store(true)
 	return nil
 }
 
