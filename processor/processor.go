@@ -929,6 +929,8 @@ const maxPushes = 2
 func (p *Processor) canPushLocked(tasks []*task) bool {
 	p.collectPushesLocked(false)
 	switch {
+	case time.Now().Before(p.pushRetryAt):
+		return false // a write failed: not before a commit interval has passed
 	case len(p.pushes) == 0:
 		return true
 	case len(p.pushes) >= maxPushes || !untakenStates(tasks) || p.pushes[len(p.pushes)-1].afterFailure:
@@ -1069,14 +1071,11 @@ func (p *Processor) startPushLocked(ctx context.Context, tasks []*task) {
 	}()
 }
 
-// pumpPushLocked starts the next write to the online store when there is
-// room for one and states are waiting, unless the last write failed less
-// than a commit interval ago.
+// pumpPushLocked collects the writes to the online store that ended and
+// starts the next when there is room for one and states are waiting,
+// unless the last write failed less than a commit interval ago.
 func (p *Processor) pumpPushLocked(ctx context.Context) {
 	p.collectPushesLocked(false)
-	if time.Now().Before(p.pushRetryAt) {
-		return
-	}
 	if tasks := p.allTasksLocked(); untakenStates(tasks) {
 		p.pushLocked(ctx, tasks)
 	}

@@ -120,6 +120,8 @@ func TestOverlappingPushes(t *testing.T) {
 	// stays, and b waits for the retry with d and e.
 	check("second write done", 0, "b", "d", "e")
 	noneStarted("before the retry interval")
+	p.pushLocked(ctx, p.allTasksLocked()) // as a commit does
+	noneStarted("a commit before the retry interval")
 
 	p.pushRetryAt = time.Time{}
 	p.pumpPushLocked(ctx)
