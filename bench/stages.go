@@ -11,7 +11,8 @@ import (
 // Stage is one step between an event and its effect in Redis, from the
 // processor's own histograms over the live phase: where freshness goes.
 // Its percentiles are interpolated within histogram buckets that double
-// in width, so they are estimates, good to about a factor of 1.4.
+// in width, so they are estimates: within a bucket the true value may be
+// anywhere, up to a factor of 2 from the estimate.
 type Stage struct {
 	Name string
 	// Metric is the histogram it comes from.

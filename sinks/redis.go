@@ -245,8 +245,9 @@ func EntityKey(app, id string) string { return "fs:" + app + ":e:" + id }
 // entity against 8.9 µs for always deleting first (INFO commandstats).
 //
 // One call writes many entities (Store.Write), so Redis parses and runs
-// the script once for all of them; in Redis Cluster a call's keys must
-// share a slot, so there each call writes one.
+// the script once for all of them; through anything but a plain
+// *redis.Client (Redis Cluster, where a call's keys must share a slot, a
+// Ring, a wrapper) each call writes one.
 //
 // KEYS are the entity keys. ARGV holds, for each key in turn, its version,
 // its generation, the number n of field and value arguments that follow,
@@ -540,7 +541,7 @@ func (s *Store) writeChunk(ctx context.Context, recs []Record, base int) error {
 			return err
 		}
 		if len(retry) > 0 {
-			return fmt.Errorf("entity %q: write script missing right after loading it: %w", recs[retry[0].from].Entity, retry[0].cmd.Err())
+			return fmt.Errorf("%s: write script missing right after loading it: %w", retry[0].entities(recs), retry[0].cmd.Err())
 		}
 	}
 
