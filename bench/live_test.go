@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"io"
+	"strings"
 	"testing"
 	"time"
 )
@@ -21,6 +22,17 @@ func TestRunLive(t *testing.T) {
 	if res.Freshness.N < 3 || res.Freshness.P50 <= 0 || res.Freshness.P50 > res.Freshness.P99 {
 		t.Errorf("freshness not measured: %+v", res.Freshness)
 	}
+	// Every stage ran during the live phase: events were processed,
+	// committed in transactions and written to Redis.
+	var stages []string
+	for _, s := range res.Stages {
+		if s.N > 0 && s.P50 > 0 && s.P50 <= s.P99 {
+			stages = append(stages, s.Metric)
+		}
+	}
+	if len(stages) != len(liveStages) {
+		t.Errorf("stages measured: %v; want all %d of liveStages", stages, len(liveStages))
+	}
 	if res.Serving.N < 50 {
 		t.Errorf("GetFeatures under load: %d calls measured, want about 150", res.Serving.N)
 	}
@@ -36,8 +48,8 @@ func TestRunLive(t *testing.T) {
 	if err := rep.WriteHTML(&b); err != nil {
 		t.Fatal(err)
 	}
-	if len(b) < 500 {
-		t.Errorf("HTML report of %d bytes", len(b))
+	if len(b) < 500 || !strings.Contains(string(b), "featurestream_redis_write_duration_seconds") {
+		t.Errorf("HTML report of %d bytes, with the stages: %v", len(b), strings.Contains(string(b), "Where freshness goes"))
 	}
 }
 

@@ -173,6 +173,11 @@ table{border-collapse:collapse}td,th{padding:.2em .8em;border-bottom:1px solid #
 <table><tr><th></th><th>p50</th><th>p99</th><th>p999</th><th>n</th></tr>
 <tr><td>freshness: produce → visible in GetFeatures</td><td>{{ms .Freshness.P50}}</td><td>{{ms .Freshness.P99}}</td><td>{{ms .Freshness.P999}}</td><td>{{.Freshness.N}}</td></tr>
 <tr><td>GetFeatures while ingesting</td><td>{{ms .Serving.P50}}</td><td>{{ms .Serving.P99}}</td><td>{{ms .Serving.P999}}</td><td>{{.Serving.N}}</td></tr></table>
+{{with .Stages}}<h3>Where freshness goes</h3>
+<p>From the processor's own histograms over the live phase, interpolated within buckets that double in width: estimates.</p>
+<table><tr><th></th><th>p50</th><th>p99</th><th>n</th><th>metric</th></tr>
+{{range .}}<tr><td>{{.Name}}</td><td>{{ms .P50}}</td><td>{{ms .P99}}</td><td>{{.N}}</td><td><code>{{.Metric}}</code></td></tr>
+{{end}}</table>{{end}}
 {{end}}
 {{with .Fresh}}<h3>Freshness histogram</h3>{{template "bars" .}}{{end}}
 {{with .Serving}}<h3>GetFeatures latency histogram</h3>{{template "bars" .}}{{end}}
