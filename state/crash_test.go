@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/featurestream/featurestream/internal/testshop"
 	"github.com/featurestream/featurestream/topology"
@@ -269,5 +270,67 @@ func TestPeriodicFlush(t *testing.T) {
 			t.Errorf("FlushInterval %s: after a crash the batch's meta is %+v (found %v); want found %v", tc.interval, m, ok, tc.kept)
 		}
 		r.Close()
+	}
+}
+
+// TestCommitRecordsNewestWins: a restore batch keeps, of each key, the
+// record latest in changelog order (a set or a tombstone), whatever the
+// keys' lengths and shared prefixes: keys of 1 to 12 bytes over a
+// two-letter alphabet, so that many share their first 8 bytes, including
+// a zero byte that a padded prefix cannot tell from the key's end.
+func TestCommitRecordsNewestWins(t *testing.T) {
+	top := testshop.Topology(t)
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	s, err := Open(Options{FS: vfs.NewMem(), Dir: "db", Logger: logger}, top)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	rng := rand.New(rand.NewPCG(3, 4))
+	values := make([][]byte, 4)
+	for i := range values {
+		values[i] = top.AppendState(nil, randomState(top, rng))
+	}
+	for round := range 20 {
+		model := map[string][]byte{}
+		var recs []*kgo.Record
+		for i := range 2000 {
+			key := make([]byte, 1+rng.IntN(12))
+			for j := range key {
+				key[j] = "a\x00"[rng.IntN(2)]
+			}
+			rec := &kgo.Record{Key: key, Offset: int64(i)}
+			if rng.IntN(5) > 0 {
+				rec.Value = values[rng.IntN(len(values))]
+			}
+			model[string(key)] = rec.Value
+			recs = append(recs, rec)
+		}
+		part := int32(round)
+		if err := commitRecords(s, part, recs, Meta{ChangelogNext: 2000}); err != nil {
+			t.Fatal(err)
+		}
+		got := map[string][]byte{}
+		if err := s.Entities(part, func(entity string, st *topology.EntityState) error {
+			got[entity] = top.AppendState(nil, st)
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		for k, v := range model {
+			if v == nil {
+				if _, ok := got[k]; ok {
+					t.Fatalf("round %d: key %q: deleted last, but stored", round, k)
+				}
+				continue
+			}
+			if !bytes.Equal(got[k], v) {
+				t.Fatalf("round %d: key %q: stored state is not the newest record's", round, k)
+			}
+			delete(got, k)
+		}
+		if len(got) != 0 {
+			t.Fatalf("round %d: %d keys stored that the batch never set", round, len(got))
+		}
 	}
 }
