@@ -544,8 +544,9 @@ func (p *Processor) loop(ctx, cctx context.Context) error {
 			// time included. A cycle that consumed nothing and ended
 			// with a poll woken before the broker answered measures
 			// nothing (it saw no fetch, not an input at rate 0), so it
-			// does not end the rate's window: while catching up with short intervals such
-			// cycles are common, and a rate of 0 turns pacing off.
+			// does not end the rate's window: while catching up with
+			// short intervals such cycles are common, and a rate of 0
+			// turns pacing off.
 			if p.consumed > 0 || !woken {
 				p.rate = float64(p.consumed) / time.Since(rateFrom).Seconds()
 				p.consumed, rateFrom = 0, time.Now()
