@@ -90,13 +90,7 @@ func TestCrashConsistency(t *testing.T) {
 				t.Fatalf("round %d: meta %+v is not one batch's", round, m)
 			}
 		}
-		got := map[string][]byte{}
-		if err := r.Entities(3, func(entity string, st *topology.EntityState) error {
-			got[entity] = top.AppendState(nil, st)
-			return nil
-		}); err != nil {
-			t.Fatalf("round %d: %v", round, err)
-		}
+		got := storedStates(t, r, 3)
 		if at < flushed {
 			t.Fatalf("round %d: recovered at batch %d, before batch %d that was flushed", round, at, flushed)
 		}
@@ -111,6 +105,19 @@ func TestCrashConsistency(t *testing.T) {
 		}
 		r.Close()
 	}
+}
+
+// storedStates reads a partition of s back: entity -> encoded state.
+func storedStates(t *testing.T, s *Store, partition int32) map[string][]byte {
+	t.Helper()
+	got := map[string][]byte{}
+	if err := s.Entities(partition, func(entity string, st *topology.EntityState) error {
+		got[entity] = s.top.AppendState(nil, st)
+		return nil
+	}); err != nil {
+		t.Fatalf("read partition %d back: %v", partition, err)
+	}
+	return got
 }
 
 func randomState(top *topology.Topology, rng *rand.Rand) *topology.EntityState {
@@ -204,13 +211,7 @@ func TestCrashConsistencyConcurrent(t *testing.T) {
 			if int64(at) < flushed[p] {
 				t.Fatalf("round %d partition %d: recovered at batch %d, before batch %d that a finished flush held", round, p, at, flushed[p])
 			}
-			got := map[string][]byte{}
-			if err := r.Entities(p, func(entity string, st *topology.EntityState) error {
-				got[entity] = top.AppendState(nil, st)
-				return nil
-			}); err != nil {
-				t.Fatal(err)
-			}
+			got := storedStates(t, r, p)
 			if want := models[p][at]; !maps.EqualFunc(got, want, bytes.Equal) {
 				t.Fatalf("round %d partition %d: recovered state differs from the model at batch %d (%d entities, model %d)", round, p, at, len(got), len(want))
 			}
@@ -310,13 +311,7 @@ func TestCommitRecordsNewestWins(t *testing.T) {
 		if err := commitRecords(s, part, recs, Meta{ChangelogNext: 2000}); err != nil {
 			t.Fatal(err)
 		}
-		got := map[string][]byte{}
-		if err := s.Entities(part, func(entity string, st *topology.EntityState) error {
-			got[entity] = top.AppendState(nil, st)
-			return nil
-		}); err != nil {
-			t.Fatal(err)
-		}
+		got := storedStates(t, s, part)
 		for k, v := range model {
 			if v == nil {
 				if _, ok := got[k]; ok {
