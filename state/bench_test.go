@@ -103,7 +103,7 @@ func BenchmarkRestoreCommit(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i += batch {
 		copy(work, recs)
-		if err := commitRecords(s, int32(i/batch), work, Meta{ChangelogNext: int64(i)}); err != nil {
+		if err := commitRecords(s, int32(i/batch), work, Meta{ChangelogNext: int64(i)}, nil); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -140,7 +140,7 @@ func BenchmarkRestoreFresh(b *testing.B) {
 		b.StartTimer()
 		var g errgroup.Group
 		for p := range work {
-			g.Go(func() error { return commitRecords(s, int32(p), work[p], Meta{ChangelogNext: perPart}) })
+			g.Go(func() error { return commitRecords(s, int32(p), work[p], Meta{ChangelogNext: perPart}, nil) })
 		}
 		if err := g.Wait(); err != nil {
 			b.Fatal(err)

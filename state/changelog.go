@@ -2,7 +2,6 @@ package state
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -195,14 +194,13 @@ func (r *Restorer) Restore(ctx context.Context, partition int32, generation stri
 	// Read from where the online store may be behind, apply from where
 	// local state is behind.
 	from := min(meta.ChangelogNext, meta.SinkNext)
-	repush := make(map[string]Repush)
-	// open are the re-pushed entities of the commit being read, which learn
-	// its horizon from its last record.
-	var open []string
+	// Most records of a long restore are of distinct entities; a map
+	// grown from empty rehashed a fifth of the restore's time away.
+	repush := repushes{m: make(map[string]Repush, min(max(end.Offset-max(from, meta.SinkNext), 0), 1<<17))}
 	gauge := r.remaining.WithLabelValues(fmt.Sprint(partition))
 	defer r.remaining.DeleteLabelValues(fmt.Sprint(partition))
 	if from >= end.Offset {
-		return meta, repush, nil
+		return meta, repush.m, nil
 	}
 	gauge.Set(float64(end.Offset - from))
 	r.logger.Info("restoring partition", "partition", partition, "from", from, "apply_from", meta.ChangelogNext, "to", end.Offset)
@@ -221,8 +219,23 @@ func (r *Restorer) Restore(ctx context.Context, partition int32, generation stri
 	defer cl.Close()
 
 	// The records of the next batch, in changelog order; they refer into
-	// the fetches, which stay alive until the batch is committed.
+	// the fetches, which stay alive until the batch is committed. Their
+	// horizons are known from their commit's last record on; closed is
+	// how many have one.
 	pending := make([]*kgo.Record, 0, restoreBatchRecords)
+	horizons := make([]int64, 0, restoreBatchRecords)
+	closed := 0
+	// commit writes pending and meta, and records the written (newest)
+	// state of each entity that the online store may lack.
+	commit := func() error {
+		err := commitRecords(r.store, partition, pending, meta, func(i int) {
+			if rec := pending[i]; rec.Offset >= meta.SinkNext {
+				repush.add(rec.Key, rec.Offset, horizons[i])
+			}
+		})
+		pending, horizons, closed = pending[:0], horizons[:0], 0
+		return err
+	}
 	var applied, fetched int
 	idle := 0
 	next := from
@@ -259,27 +272,23 @@ func (r *Restorer) Restore(ctx context.Context, partition int32, generation stri
 				return
 			}
 			next = rec.Offset + 1
-			if rec.Offset >= meta.SinkNext && !rec.Attrs.IsControl() {
-				key := string(rec.Key)
-				repush[key] = Repush{Offset: rec.Offset, HorizonMs: math.MinInt64}
-				open = append(open, key)
+			if rec.Offset >= meta.ChangelogNext {
+				applyErr = note(rec, &meta)
+				if !rec.Attrs.IsControl() {
+					pending = append(pending, rec)
+					horizons = append(horizons, math.MinInt64)
+					applied++
+					fetched++
+				}
+			} else if rec.Offset >= meta.SinkNext && !rec.Attrs.IsControl() {
+				repush.add(rec.Key, rec.Offset, math.MinInt64)
 			}
 			if h, ok := offsetHeaderOf(rec, HeaderHorizon); ok {
-				for _, key := range open {
-					e := repush[key]
-					e.HorizonMs = h
-					repush[key] = e
+				for i := closed; i < len(horizons); i++ {
+					horizons[i] = h
 				}
-				open = open[:0]
-			}
-			if rec.Offset < meta.ChangelogNext {
-				return
-			}
-			applyErr = note(rec, &meta)
-			if !rec.Attrs.IsControl() {
-				pending = append(pending, rec)
-				applied++
-				fetched++
+				closed = len(horizons)
+				repush.close(h)
 			}
 		})
 		// One add per fetch, not per record: restores run concurrently.
@@ -290,19 +299,47 @@ func (r *Restorer) Restore(ctx context.Context, partition int32, generation stri
 		}
 		gauge.Set(float64(end.Offset - next))
 		if len(pending) >= restoreBatchRecords {
-			if err := r.commit(partition, pending, meta); err != nil {
+			if err := commit(); err != nil {
 				return Meta{}, nil, err
 			}
-			pending = pending[:0]
 		}
 	}
 	meta.ChangelogNext = max(meta.ChangelogNext, next)
-	if err := r.commit(partition, pending, meta); err != nil {
+	if err := commit(); err != nil {
 		return Meta{}, nil, err
 	}
 	r.duration.Observe(time.Since(start).Seconds())
 	r.logger.Info("restored partition", "partition", partition, "records", applied, "changelog_next", meta.ChangelogNext, "input_next", meta.InputNext, "took", time.Since(start).Round(time.Millisecond))
-	return meta, repush, nil
+	return meta, repush.m, nil
+}
+
+// repushes collects the entities whose newest state the online store may
+// lack, in changelog order.
+type repushes struct {
+	m map[string]Repush
+	// open are the entities added without a horizon, of the commit being
+	// read: they learn it from the commit's last record.
+	open []string
+}
+
+// add records key's state at offset, with its commit's horizon or, while
+// that is unknown, math.MinInt64.
+func (r *repushes) add(key []byte, offset, horizonMs int64) {
+	k := string(key)
+	r.m[k] = Repush{Offset: offset, HorizonMs: horizonMs}
+	if horizonMs == math.MinInt64 {
+		r.open = append(r.open, k)
+	}
+}
+
+// close gives the open entities the horizon of their commit.
+func (r *repushes) close(horizonMs int64) {
+	for _, k := range r.open {
+		e := r.m[k]
+		e.HorizonMs = horizonMs
+		r.m[k] = e
+	}
+	r.open = r.open[:0]
 }
 
 // note folds a changelog record into the restore's metadata and checks
@@ -328,56 +365,121 @@ func note(rec *kgo.Record, meta *Meta) error {
 	return nil
 }
 
-// commit writes the records (in changelog order) and meta in one batch.
-// It writes them in key order, and only the newest record of each key:
-// the batch is atomic, so an older one would never be seen, and Pebble
-// inserts keys in order into its memtable several times faster than in
-// the changelog's random order (docs/performance.md).
-func (r *Restorer) commit(partition int32, recs []*kgo.Record, meta Meta) error {
-	return commitRecords(r.store, partition, recs, meta)
-}
-
-// keyedRecord is a record with the first 8 bytes of its key, big-endian
-// and zero-padded: two keys whose prefixes differ compare as those do.
+// keyedRecord is a record of a restore batch, by its index, with its key's
+// first 8 bytes (big-endian, zero-padded) and length. Two keys of at most 8
+// bytes compare as their (prefix, length) do: where prefixes are equal the
+// shorter key is a prefix of the longer. Only longer keys with equal
+// prefixes need the keys themselves, which live in fetch buffers, a cache
+// miss or two away.
 type keyedRecord struct {
 	prefix uint64
-	rec    *kgo.Record
+	index  int32
+	length uint32
 }
 
-func keyPrefix(key []byte) uint64 {
+func keyOf(key []byte, index int) keyedRecord {
 	var b [8]byte
 	copy(b[:], key)
-	return binary.BigEndian.Uint64(b[:])
+	return keyedRecord{prefix: binary.BigEndian.Uint64(b[:]), index: int32(index), length: uint32(len(key))}
 }
 
-// commitRecords is Restorer.commit on store; standby copies write the
-// same way.
-func commitRecords(store *Store, partition int32, recs []*kgo.Record, meta Meta) error {
-	// The sort compares the keys' first 8 bytes as one integer, held beside
-	// the record: comparing the records' keys themselves chased two
-	// pointers per comparison into fetch buffers, and was most of the
-	// restore's time (BenchmarkRestore).
-	ks := make([]keyedRecord, len(recs))
+// sameKey reports whether a and b, adjacent after sortByKey, have one key.
+func sameKey(recs []*kgo.Record, a, b keyedRecord) bool {
+	return a.prefix == b.prefix && a.length == b.length &&
+		(a.length <= 8 || bytes.Equal(recs[a.index].Key, recs[b.index].Key))
+}
+
+// sortByKey sorts ks, keyedRecords of recs, by key, records of one key in
+// the order ks has them, and returns the sorted slice: ks or scratch, which
+// must be as long.
+//
+// It is a least-significant-digit radix sort: a pass on min(length, 9),
+// then one per byte of the prefix, skipping the bytes every prefix shares
+// (a short key's padding, a common first letter). Keys longer than 8 bytes
+// with one prefix are then ordered by whole key. A comparison sort of the
+// same records was two fifths of a restore's time (BenchmarkRestore): a
+// comparison per level of the recursion, each a mispredicted branch.
+func sortByKey(recs []*kgo.Record, ks, scratch []keyedRecord) []keyedRecord {
+	if len(ks) < 2 {
+		return ks
+	}
+	// digit(k, 0) is the length digit; digit(k, d) for d in 1..8 is the
+	// prefix's byte d-1 from the right.
+	digit := func(k keyedRecord, d int) byte {
+		if d == 0 {
+			return byte(min(k.length, 9))
+		}
+		return byte(k.prefix >> (8 * (d - 1)))
+	}
+	var counts [9][256]int
+	for _, k := range ks {
+		for d := range 9 {
+			counts[d][digit(k, d)]++
+		}
+	}
+	src, dst := ks, scratch[:len(ks)]
+	for d := range 9 {
+		c := &counts[d]
+		if c[digit(src[0], d)] == len(src) {
+			continue // every record has this digit
+		}
+		var next [256]int
+		sum := 0
+		for b, n := range c {
+			next[b] = sum
+			sum += n
+		}
+		for _, k := range src {
+			b := digit(k, d)
+			dst[next[b]] = k
+			next[b]++
+		}
+		src, dst = dst, src
+	}
+	// The longer keys of one prefix are together, at the end of their
+	// prefix's run.
+	for i := 0; i < len(src); {
+		if src[i].length <= 8 {
+			i++
+			continue
+		}
+		j := i + 1
+		for j < len(src) && src[j].prefix == src[i].prefix {
+			j++
+		}
+		if j-i > 1 {
+			slices.SortStableFunc(src[i:j], func(a, b keyedRecord) int { return bytes.Compare(recs[a.index].Key, recs[b.index].Key) })
+		}
+		i = j
+	}
+	return src
+}
+
+// commitRecords writes recs, a partition's changelog records in changelog
+// order, and meta in one batch. It writes them in key order, and only the
+// newest record of each key, calling written (if not nil) with its index:
+// the batch is atomic, so an older one would never be seen, and Pebble
+// inserts keys in order into its memtable several times faster than in
+// the changelog's random order (docs/performance.md). Restores and standby
+// copies write this way.
+func commitRecords(store *Store, partition int32, recs []*kgo.Record, meta Meta, written func(index int)) error {
+	buf := make([]keyedRecord, 2*len(recs))
+	ks := buf[:len(recs)]
 	size := 0
 	for i, rec := range recs {
-		ks[i] = keyedRecord{prefix: keyPrefix(rec.Key), rec: rec}
+		ks[i] = keyOf(rec.Key, i)
 		size += len(rec.Key) + len(rec.Value) + 16
 	}
-	slices.SortFunc(ks, func(a, b keyedRecord) int {
-		if a.prefix != b.prefix {
-			return cmp.Compare(a.prefix, b.prefix)
-		}
-		if c := bytes.Compare(a.rec.Key, b.rec.Key); c != 0 {
-			return c
-		}
-		return cmp.Compare(a.rec.Offset, b.rec.Offset)
-	})
+	ks = sortByKey(recs, ks, buf[len(recs):])
 	batch := store.newBatchWithSize(size)
 	defer batch.Close()
 	for i, k := range ks {
-		rec := k.rec
-		if i+1 < len(ks) && ks[i+1].prefix == k.prefix && bytes.Equal(ks[i+1].rec.Key, rec.Key) {
+		if i+1 < len(ks) && sameKey(recs, k, ks[i+1]) {
 			continue // superseded within the batch
+		}
+		rec := recs[k.index]
+		if written != nil {
+			written(int(k.index))
 		}
 		var err error
 		if rec.Value == nil {

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -308,7 +309,7 @@ func TestCommitRecordsNewestWins(t *testing.T) {
 			recs = append(recs, rec)
 		}
 		part := int32(round)
-		if err := commitRecords(s, part, recs, Meta{ChangelogNext: 2000}); err != nil {
+		if err := commitRecords(s, part, recs, Meta{ChangelogNext: 2000}, nil); err != nil {
 			t.Fatal(err)
 		}
 		got := storedStates(t, s, part)
@@ -326,6 +327,46 @@ func TestCommitRecordsNewestWins(t *testing.T) {
 		}
 		if len(got) != 0 {
 			t.Fatalf("round %d: %d keys stored that the batch never set", round, len(got))
+		}
+	}
+}
+
+// TestSortByKey checks the radix sort against a stable comparison sort,
+// and sameKey against bytes.Equal, on keys that share long prefixes, differ
+// only in zero bytes like the prefix's padding, or are empty.
+func TestSortByKey(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	alphabets := []string{"a\x00", "u0123456789", "\x00\x01\xff"}
+	for round := range 300 {
+		alphabet := alphabets[round%len(alphabets)]
+		n := rng.IntN(3000)
+		recs := make([]*kgo.Record, n)
+		ks := make([]keyedRecord, n)
+		for i := range recs {
+			key := make([]byte, rng.IntN(14))
+			for j := range key {
+				key[j] = alphabet[rng.IntN(len(alphabet))]
+			}
+			if round%2 == 1 && len(key) > 0 {
+				key[0] = 'u' // a first byte every key shares
+			}
+			recs[i] = &kgo.Record{Key: key}
+			ks[i] = keyOf(key, i)
+		}
+		want := slices.Clone(ks)
+		slices.SortStableFunc(want, func(a, b keyedRecord) int { return bytes.Compare(recs[a.index].Key, recs[b.index].Key) })
+		got := sortByKey(recs, ks, make([]keyedRecord, n))
+		for i := range want {
+			if got[i].index != want[i].index {
+				t.Fatalf("round %d: at %d got record %d, key %q, want record %d, key %q",
+					round, i, got[i].index, recs[got[i].index].Key, want[i].index, recs[want[i].index].Key)
+			}
+			if i > 0 {
+				a, b := recs[got[i-1].index].Key, recs[got[i].index].Key
+				if sameKey(recs, got[i-1], got[i]) != bytes.Equal(a, b) {
+					t.Fatalf("round %d: sameKey(%q, %q) = %v", round, a, b, !bytes.Equal(a, b))
+				}
+			}
 		}
 	}
 }

@@ -261,7 +261,7 @@ func (f *Follower) apply(fetches kgo.Fetches, metas map[int32]*Meta, lags map[in
 		if len(ftp.Records) == 0 {
 			return
 		}
-		if err = commitRecords(f.store, ftp.Partition, recs, *meta); err == nil {
+		if err = commitRecords(f.store, ftp.Partition, recs, *meta, nil); err == nil {
 			f.records.Add(float64(len(recs)))
 		}
 	})

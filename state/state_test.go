@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -272,4 +273,143 @@ func countRecords(t *testing.T, brokers []string, topic string, partition int32)
 		}
 		n += f.NumRecords()
 	}
+}
+
+// TestRestoreRepushModel checks a restore's re-push set (offset and horizon
+// of each entity's newest state) and local state against a model, over
+// commits that span the restore's batches, repeat keys, delete some, and
+// carry a horizon or (as before the header existed) none. A second restore
+// continues from a store whose online-store offset (SinkNext) is behind its
+// local state, so some re-pushed entities are read but not applied.
+func TestRestoreRepushModel(t *testing.T) {
+	top := testshop.Topology(t)
+	c, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	topic := ChangelogTopic("model")
+	gen, err := EnsureTopic(ctx, adm, topic, 1, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(13, 14))
+	values := make([][]byte, 8)
+	for i := range values {
+		values[i] = top.AppendState(nil, stateOf(t, top, "u", 1+i))
+	}
+	// The model: every record, and the horizon a restore gives it: its
+	// commit's, or where its commit has none (written before the header
+	// existed), the next horizon in the changelog, which is later.
+	type entry struct {
+		key     string
+		value   []byte
+		horizon int64
+	}
+	var log []entry
+	produce := func(records int) {
+		for len(log) < records {
+			n := 1 + rng.IntN(900)
+			horizon := int64(math.MinInt64)
+			if rng.IntN(4) > 0 {
+				horizon = 2_000_000 + int64(len(log))
+			}
+			recs := make([]*kgo.Record, n)
+			for i := range recs {
+				key := fmt.Sprintf("u%d", rng.IntN(3000))
+				var value []byte
+				if rng.IntN(10) > 0 {
+					value = values[rng.IntN(len(values))]
+				}
+				recs[i] = &kgo.Record{Topic: topic, Key: []byte(key), Value: value}
+				log = append(log, entry{key, value, horizon})
+			}
+			for i := len(log) - n - 1; i >= 0 && log[i].horizon == math.MinInt64 && horizon != math.MinInt64; i-- {
+				log[i].horizon = horizon
+			}
+			recs[n-1].Headers = []kgo.RecordHeader{InputNextHeader(int64(len(log)))}
+			if horizon != math.MinInt64 {
+				recs[n-1].Headers = append(recs[n-1].Headers, HorizonHeader(horizon))
+			}
+			if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	check := func(s *Store, repush map[string]Repush, sinkNext int) {
+		t.Helper()
+		want := map[string]Repush{}
+		states := map[string][]byte{}
+		for off, e := range log {
+			states[e.key] = e.value
+			if off >= sinkNext {
+				want[e.key] = Repush{Offset: int64(off), HorizonMs: e.horizon}
+			}
+		}
+		if len(repush) != len(want) {
+			t.Fatalf("%d entities to re-push, want %d", len(repush), len(want))
+		}
+		for k, w := range want {
+			if repush[k] != w {
+				t.Fatalf("re-push %s = %+v, want %+v", k, repush[k], w)
+			}
+		}
+		got := storedStates(t, s, 0)
+		for k, v := range states {
+			if !bytes.Equal(got[k], v) {
+				t.Fatalf("state of %s: stored %d bytes, want %d", k, len(got[k]), len(v))
+			}
+		}
+		if len(got) != len(states)-countNil(states) {
+			t.Fatalf("%d states stored, want %d", len(got), len(states)-countNil(states))
+		}
+	}
+
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	s := openMem(t, top)
+	r := NewRestorer(s, adm, []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, topic, logger, nil)
+	produce(3 * restoreBatchRecords)
+	_, repush, err := r.Restore(ctx, 0, gen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(s, repush, 0)
+
+	// The online store has what the first 5,000 records wrote; local state
+	// has them all. Then more commits.
+	meta, _, err := s.Meta(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta.SinkNext = 5000
+	b := s.NewBatch()
+	if err := b.SetMeta(0, meta); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	produce(len(log) + 2*restoreBatchRecords)
+	_, repush, err = r.Restore(ctx, 0, gen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(s, repush, 5000)
+}
+
+func countNil(m map[string][]byte) int {
+	n := 0
+	for _, v := range m {
+		if v == nil {
+			n++
+		}
+	}
+	return n
 }
