@@ -22,7 +22,7 @@ func TestRunIngest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.RawConsume <= 0 || len(res.Runs) != 2 || res.RestoreRate <= 0 || res.RawChangelog <= 0 {
+	if res.RawConsume <= 0 || len(res.Runs) != 2 || res.RestoreRate <= 0 || res.RawChangelog <= 0 || res.RestoreRatio <= 0 {
 		t.Fatalf("incomplete result: %+v", res)
 	}
 	for _, r := range res.Runs {

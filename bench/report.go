@@ -37,7 +37,7 @@ func (r *Report) WriteText(w io.Writer) {
 		fmt.Fprintf(w, "%-36s %12s %8.2f\n", "exactly-once / at-least-once", "", in.EOSOverALO)
 	}
 	if in.RestoreRate > 0 {
-		fmt.Fprintf(w, "%-36s %12.0f %8.2f   (%d records)\n", "restore from the changelog", in.RestoreRate, in.RestoreRate/in.RawChangelog, in.RestoreRecords)
+		fmt.Fprintf(w, "%-36s %12.0f %8.2f   (%d records)\n", "restore from the changelog", in.RestoreRate, in.RestoreRatio, in.RestoreRecords)
 		fmt.Fprintf(w, "%-36s %12.0f %8s\n", "raw read_committed changelog read", in.RawChangelog, "1.00")
 	}
 	if l := r.Live; l != nil {
@@ -139,7 +139,7 @@ func (r *Report) WriteHTML(w io.Writer) error {
 	if in.RestoreRate > 0 {
 		throughput = append(throughput,
 			bar{Label: "changelog read", Value: in.RawChangelog, Text: fmt.Sprintf("%.0f/s", in.RawChangelog)},
-			bar{Label: "restore", Value: in.RestoreRate, Text: fmt.Sprintf("%.0f/s (%.2f×)", in.RestoreRate, in.RestoreRate/in.RawChangelog)})
+			bar{Label: "restore", Value: in.RestoreRate, Text: fmt.Sprintf("%.0f/s (%.2f×)", in.RestoreRate, in.RestoreRatio)})
 	}
 	data := map[string]any{"R": r, "Throughput": scale(throughput)}
 	if l := r.Live; l != nil {
