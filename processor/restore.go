@@ -19,7 +19,7 @@ import (
 //     starts one goroutine per partition;
 //   - the goroutine marks the partition restoring in the online store and
 //     renews the mark, restores from Pebble plus the changelog tail, and
-//     reads back the entities to re-push;
+//     decodes the states to re-push (the changelog's newest of each);
 //   - the loop, under mu, turns each finished restore into a task and
 //     resumes fetching; fetching then starts at the offset franz-go set at
 //     assignment (a paused partition's buffered records are dropped without
@@ -106,12 +106,17 @@ func (p *Processor) restorePartition(ctx context.Context, part int32) (state.Met
 	pending := make(map[string]sinks.Record, len(repush))
 	for entity, rp := range repush {
 		if err := ctx.Err(); err != nil {
-			return state.Meta{}, nil, fmt.Errorf("restore partition %d: read states to re-push: %w", part, err)
+			return state.Meta{}, nil, fmt.Errorf("restore partition %d: decode states to re-push: %w", part, err)
 		}
-		st, err := p.store.Get(part, entity)
-		if err != nil || st == nil {
-			// Deleted since (a tombstone later in the changelog), or
-			// unreadable: the next commit of the entity pushes it.
+		if rp.Value == nil {
+			continue // deleted: a tombstone is the newest record
+		}
+		st, err := p.top.DecodeState(rp.Value)
+		if err != nil {
+			// The store holds the same bytes, so the entity's events
+			// go to the dead-letter queue ("read state"): there is no
+			// state to push.
+			p.logger.Warn("changelog state unreadable; not re-pushed", "partition", part, "entity", entity, "offset", rp.Offset, "err", err)
 			continue
 		}
 		// The horizon the state was committed with; without one, the

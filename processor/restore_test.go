@@ -397,9 +397,9 @@ func TestRevokeCancelsRestore(t *testing.T) {
 }
 
 // TestRestoreKeepsHorizon: a state pushed again by a restore (here after
-// Redis lost everything) carries the horizon it was committed with, from
-// its commit's changelog header, not the partition's later one, so valid
-// as_of reads of it are not refused.
+// Redis lost everything) is the newest, and carries the horizon it was
+// committed with, from its commit's changelog header, not the partition's
+// later one, so valid as_of reads of it are not refused.
 func TestRestoreKeepsHorizon(t *testing.T) {
 	e := newRestoreEnv(t)
 	a := e.start(nil)
@@ -429,5 +429,11 @@ func TestRestoreKeepsHorizon(t *testing.T) {
 	}
 	if got, _ := e.horizon("a1"); got != late {
 		t.Errorf("a1's horizon after the restore is %d, want %d", got, late)
+	}
+	// And the states pushed again are the newest, a1's of two commits.
+	for u, n := range map[string]int{"a1": 2, "a2": 1} {
+		if got, want := e.lastItems(u), e.want(u, n); !slices.Equal(got, want) {
+			t.Errorf("%s's last items after the restore are %v, want %v", u, got, want)
+		}
 	}
 }

@@ -233,3 +233,42 @@ func BenchmarkRestore(b *testing.B) {
 		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*records), "ns/record")
 	})
 }
+
+// BenchmarkRepushStates compares two ways for a processor to get the states
+// a restore re-pushes to the online store, for 8,000 entities just restored
+// (in the memtable, as after a restore): reading each back from the store,
+// as it once did, and decoding the value the restore kept (Repush.Value).
+// ns/op is per entity.
+func BenchmarkRepushStates(b *testing.B) {
+	top := testshop.Topology(b)
+	s, err := Open(Options{Dir: b.TempDir(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, top)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	rng := rand.New(rand.NewPCG(15, 16))
+	const entities = 8000
+	recs := make([]*kgo.Record, entities)
+	for i := range recs {
+		user := fmt.Sprintf("u%d", i*25+rng.IntN(25))
+		recs[i] = &kgo.Record{Key: []byte(user), Value: top.AppendState(nil, stateOf(b, top, user, 1+rng.IntN(8))), Offset: int64(i)}
+	}
+	if err := commitRecords(s, 0, slices.Clone(recs), Meta{ChangelogNext: entities}, nil); err != nil {
+		b.Fatal(err)
+	}
+	rng.Shuffle(len(recs), func(i, j int) { recs[i], recs[j] = recs[j], recs[i] }) // map order
+	b.Run("read=get", func(b *testing.B) {
+		for i := range b.N {
+			if st, err := s.Get(0, string(recs[i%entities].Key)); err != nil || st == nil {
+				b.Fatal(st, err)
+			}
+		}
+	})
+	b.Run("read=decode", func(b *testing.B) {
+		for i := range b.N {
+			if _, err := top.DecodeState(recs[i%entities].Value); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

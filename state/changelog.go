@@ -43,6 +43,10 @@ func HorizonHeader(ms int64) kgo.RecordHeader { return offsetHeader(HeaderHorizo
 
 // Repush is an entity whose newest state the online store may lack.
 type Repush struct {
+	// Value is that state as the changelog has it (topology.AppendState's
+	// encoding), or nil where the entity was deleted. It is the caller's:
+	// decoding it costs a third of reading the state back from the store.
+	Value []byte
 	// Offset is the changelog offset of that state: its version.
 	Offset int64
 	// HorizonMs is the horizon its commit recorded (HeaderHorizon), or
@@ -230,7 +234,7 @@ func (r *Restorer) Restore(ctx context.Context, partition int32, generation stri
 	commit := func() error {
 		err := commitRecords(r.store, partition, pending, meta, func(i int) {
 			if rec := pending[i]; rec.Offset >= meta.SinkNext {
-				repush.add(rec.Key, rec.Offset, horizons[i])
+				repush.add(rec.Key, rec.Value, rec.Offset, horizons[i])
 			}
 		})
 		pending, horizons, closed = pending[:0], horizons[:0], 0
@@ -281,7 +285,7 @@ func (r *Restorer) Restore(ctx context.Context, partition int32, generation stri
 					fetched++
 				}
 			} else if rec.Offset >= meta.SinkNext && !rec.Attrs.IsControl() {
-				repush.add(rec.Key, rec.Offset, math.MinInt64)
+				repush.add(rec.Key, rec.Value, rec.Offset, math.MinInt64)
 			}
 			if h, ok := offsetHeaderOf(rec, HeaderHorizon); ok {
 				for i := closed; i < len(horizons); i++ {
@@ -322,11 +326,11 @@ type repushes struct {
 	open []string
 }
 
-// add records key's state at offset, with its commit's horizon or, while
-// that is unknown, math.MinInt64.
-func (r *repushes) add(key []byte, offset, horizonMs int64) {
+// add records key's state, value at offset, with its commit's horizon or,
+// while that is unknown, math.MinInt64. It keeps a copy of value.
+func (r *repushes) add(key, value []byte, offset, horizonMs int64) {
 	k := string(key)
-	r.m[k] = Repush{Offset: offset, HorizonMs: horizonMs}
+	r.m[k] = Repush{Value: bytes.Clone(value), Offset: offset, HorizonMs: horizonMs}
 	if horizonMs == math.MinInt64 {
 		r.open = append(r.open, k)
 	}

@@ -275,8 +275,8 @@ func countRecords(t *testing.T, brokers []string, topic string, partition int32)
 	}
 }
 
-// TestRestoreRepushModel checks a restore's re-push set (offset and horizon
-// of each entity's newest state) and local state against a model, over
+// TestRestoreRepushModel checks a restore's re-push set (value, offset and
+// horizon of each entity's newest state) and local state against a model, over
 // commits that span the restore's batches, repeat keys, delete some, and
 // carry a horizon or (as before the header existed) none. A second restore
 // continues from a store whose online-store offset (SinkNext) is behind its
@@ -350,15 +350,17 @@ func TestRestoreRepushModel(t *testing.T) {
 		for off, e := range log {
 			states[e.key] = e.value
 			if off >= sinkNext {
-				want[e.key] = Repush{Offset: int64(off), HorizonMs: e.horizon}
+				want[e.key] = Repush{Value: e.value, Offset: int64(off), HorizonMs: e.horizon}
 			}
 		}
 		if len(repush) != len(want) {
 			t.Fatalf("%d entities to re-push, want %d", len(repush), len(want))
 		}
 		for k, w := range want {
-			if repush[k] != w {
-				t.Fatalf("re-push %s = %+v, want %+v", k, repush[k], w)
+			got := repush[k]
+			if got.Offset != w.Offset || got.HorizonMs != w.HorizonMs || !bytes.Equal(got.Value, w.Value) || (got.Value == nil) != (w.Value == nil) {
+				t.Fatalf("re-push %s = offset %d, horizon %d, %d bytes; want offset %d, horizon %d, %d bytes",
+					k, got.Offset, got.HorizonMs, len(got.Value), w.Offset, w.HorizonMs, len(w.Value))
 			}
 		}
 		got := storedStates(t, s, 0)
