@@ -241,7 +241,8 @@ func RunIngest(ctx context.Context, cfg IngestConfig, progress io.Writer) (*Inge
 
 	// A restore takes a fraction of a second, where one scheduling hiccup
 	// on a shared machine moves the figure by half: alternate the raw read
-	// and the restore restoreRounds times and keep each one's median.
+	// and the restore restoreRounds times and keep each one's median, and
+	// the median of the rounds' ratios.
 	changelog := state.ChangelogTopic(eosApp)
 	var rawReads, restores, restoreRatios []float64
 	for round := range restoreRounds {

@@ -198,8 +198,8 @@ func (r *Restorer) Restore(ctx context.Context, partition int32, generation stri
 	// Read from where the online store may be behind, apply from where
 	// local state is behind.
 	from := min(meta.ChangelogNext, meta.SinkNext)
-	// Most records of a long restore are of distinct entities; a map
-	// grown from empty rehashed a fifth of the restore's time away.
+	// Most records of a long restore are of distinct entities: the map is
+	// sized for them up front rather than rehashed as it grows.
 	repush := repushes{m: make(map[string]Repush, min(max(end.Offset-max(from, meta.SinkNext), 0), 1<<17))}
 	gauge := r.remaining.WithLabelValues(fmt.Sprint(partition))
 	defer r.remaining.DeleteLabelValues(fmt.Sprint(partition))
