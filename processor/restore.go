@@ -103,32 +103,53 @@ func (p *Processor) restorePartition(ctx context.Context, part int32) (state.Met
 	if err != nil {
 		return state.Meta{}, nil, err
 	}
+	pending := p.repushRecords(ctx, part, meta, repush)
+	if err := ctx.Err(); err != nil {
+		return state.Meta{}, nil, fmt.Errorf("restore partition %d: decode states to re-push: %w", part, err)
+	}
+	return meta, pending, nil
+}
+
+// repushRecords turns a restore's re-push list into the newest state of
+// each entity to push, decoded. Newest first: an entity's older states are
+// skipped, not decoded. A deleted entity, or one whose newest state is
+// unreadable, keeps a record without a state until the end, so its older
+// states are skipped too. It stops early, returning what it has, if ctx
+// is done.
+func (p *Processor) repushRecords(ctx context.Context, part int32, meta state.Meta, repush []state.Repush) map[string]sinks.Record {
 	pending := make(map[string]sinks.Record, len(repush))
-	for entity, rp := range repush {
-		if err := ctx.Err(); err != nil {
-			return state.Meta{}, nil, fmt.Errorf("restore partition %d: decode states to re-push: %w", part, err)
-		}
-		if rp.Value == nil {
-			continue // deleted: a tombstone is the newest record
-		}
-		st, err := p.top.DecodeState(rp.Value)
-		if err != nil {
-			// The store holds the same bytes, so the entity's events
-			// go to the dead-letter queue ("read state"): there is no
-			// state to push.
-			p.logger.Warn("changelog state unreadable; not re-pushed", "partition", part, "entity", entity, "offset", rp.Offset, "err", err)
+	for i := len(repush) - 1; i >= 0 && ctx.Err() == nil; i-- {
+		rp := &repush[i]
+		if _, ok := pending[rp.Entity]; ok {
 			continue
+		}
+		r := sinks.Record{Entity: rp.Entity, Partition: part, Version: uint64(rp.Offset), Generation: p.generation}
+		if rp.Value != nil {
+			st, err := p.top.DecodeState(rp.Value)
+			if err == nil {
+				r.State = st
+			} else {
+				// The store holds the same bytes, so the entity's events
+				// go to the dead-letter queue ("read state"): there is
+				// no state to push.
+				p.logger.Warn("changelog state unreadable; not re-pushed", "partition", part, "entity", rp.Entity, "offset", rp.Offset, "err", err)
+			}
 		}
 		// The horizon the state was committed with; without one, the
 		// partition's now, which is later: reads before it are refused,
 		// never served incomplete.
-		horizon := rp.HorizonMs
-		if horizon == math.MinInt64 {
-			horizon = p.horizon(meta.MaxEventMs)
+		r.HorizonMs = rp.HorizonMs
+		if r.HorizonMs == math.MinInt64 {
+			r.HorizonMs = p.horizon(meta.MaxEventMs)
 		}
-		pending[entity] = sinks.Record{Entity: entity, Partition: part, Version: uint64(rp.Offset), Generation: p.generation, State: st, HorizonMs: horizon}
+		pending[rp.Entity] = r
 	}
-	return meta, pending, nil
+	for entity, r := range pending {
+		if r.State == nil {
+			delete(pending, entity)
+		}
+	}
+	return pending
 }
 
 // renewRestoring renews part's restoring mark every renewEvery until ctx is

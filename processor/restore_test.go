@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
+	"math"
 	"slices"
 	"strconv"
 	"sync"
@@ -434,6 +436,58 @@ func TestRestoreKeepsHorizon(t *testing.T) {
 	for u, n := range map[string]int{"a1": 2, "a2": 1} {
 		if got, want := e.lastItems(u), e.want(u, n); !slices.Equal(got, want) {
 			t.Errorf("%s's last items after the restore are %v, want %v", u, got, want)
+		}
+	}
+}
+
+// TestRepushRecords: of a restore's re-push list, each entity's newest entry
+// is pushed, with its version and horizon, or nothing when that entry is a
+// deletion or unreadable, even where an older state of the entity is in
+// the list.
+func TestRepushRecords(t *testing.T) {
+	top, err := topology.Compile(shopSpec(t, "spec.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &Processor{top: top, grace: 300_000, generation: "g1", logger: slog.New(slog.DiscardHandler)}
+	encoded := func(items ...string) []byte {
+		st := top.NewEntityState()
+		for i, item := range items {
+			ev := &topology.Event{Key: "x", TimeMs: 1_000_000 + int64(i), Fields: map[string]any{"type": "view", "item_id": item}}
+			if err := top.Apply(st, ev, 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return top.AppendState(nil, st)
+	}
+	list := []state.Repush{
+		{Entity: "kept", Value: encoded("a"), Offset: 1, HorizonMs: 10},
+		{Entity: "deleted", Value: encoded("b"), Offset: 2, HorizonMs: 10},
+		{Entity: "corrupt", Value: encoded("c"), Offset: 3, HorizonMs: 10},
+		{Entity: "kept", Value: encoded("a", "d"), Offset: 4, HorizonMs: math.MinInt64},
+		{Entity: "deleted", Offset: 5, HorizonMs: 20},
+		{Entity: "corrupt", Value: []byte{0xff, 0xff}, Offset: 6, HorizonMs: 20},
+		{Entity: "once", Value: encoded("e"), Offset: 7, HorizonMs: 20},
+	}
+	meta := state.Meta{MaxEventMs: 2_000_000}
+	got := p.repushRecords(context.Background(), 3, meta, list)
+	if len(got) != 2 {
+		t.Fatalf("pushes %v, want kept and once only", slices.Collect(maps.Keys(got)))
+	}
+	fi, _ := top.FeatureIndex("last_items")
+	for entity, want := range map[string]struct {
+		version uint64
+		horizon int64
+		items   []string
+	}{
+		"kept": {4, 2_000_000 - 300_000, []string{"d", "a"}},
+		"once": {7, 20, []string{"e"}},
+	} {
+		r := got[entity]
+		items := top.Evaluate(fi, r.State.Features[fi], 1_000_010).List
+		if r.Version != want.version || r.HorizonMs != want.horizon || r.Partition != 3 || r.Generation != "g1" || !slices.Equal(items, want.items) {
+			t.Errorf("%s: version %d, horizon %d, partition %d, generation %s, items %v; want %d, %d, 3, g1, %v",
+				entity, r.Version, r.HorizonMs, r.Partition, r.Generation, items, want.version, want.horizon, want.items)
 		}
 	}
 }

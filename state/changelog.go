@@ -41,8 +41,9 @@ const HeaderHorizon = "fs.h"
 // HorizonHeader encodes the HeaderHorizon header.
 func HorizonHeader(ms int64) kgo.RecordHeader { return offsetHeader(HeaderHorizon, ms) }
 
-// Repush is an entity whose newest state the online store may lack.
+// Repush is a state of an entity that the online store may lack.
 type Repush struct {
+	Entity string
 	// Value is that state as the changelog has it (topology.AppendState's
 	// encoding), or nil where the entity was deleted. It is the caller's:
 	// decoding it costs a third of reading the state back from the store.
@@ -156,15 +157,17 @@ const restoreBatchRecords = 4096
 const MaxConcurrentRestores = 8
 
 // Restore brings the partition's local state up to the end of its
-// changelog and returns its metadata, and the entities whose newest state
-// the online store may lack (those changed since Meta.SinkNext) with the
-// changelog offset and horizon of that state. Local state of another
+// changelog and returns its metadata, and the states the online store may
+// lack (those changed since Meta.SinkNext) with their changelog offsets and
+// horizons. Those are in changelog order, an entity in as many as the
+// restore's batches that wrote it: its last is its newest. A list, not a
+// map: the caller builds the one map it needs. Local state of another
 // generation is wiped first.
 //
 // Canceling ctx stops the restore with an error wrapping ctx's; what it
 // committed to the store stays, consistent with its metadata, and the next
 // Restore of the partition continues from there.
-func (r *Restorer) Restore(ctx context.Context, partition int32, generation string) (Meta, map[string]Repush, error) {
+func (r *Restorer) Restore(ctx context.Context, partition int32, generation string) (Meta, []Repush, error) {
 	select {
 	case r.slots <- struct{}{}:
 		defer func() { <-r.slots }()
@@ -198,13 +201,11 @@ func (r *Restorer) Restore(ctx context.Context, partition int32, generation stri
 	// Read from where the online store may be behind, apply from where
 	// local state is behind.
 	from := min(meta.ChangelogNext, meta.SinkNext)
-	// Most records of a long restore are of distinct entities: the map is
-	// sized for them up front rather than rehashed as it grows.
-	repush := repushes{m: make(map[string]Repush, min(max(end.Offset-max(from, meta.SinkNext), 0), 1<<17))}
+	repush := newRepushes(repushCompactBytes)
 	gauge := r.remaining.WithLabelValues(fmt.Sprint(partition))
 	defer r.remaining.DeleteLabelValues(fmt.Sprint(partition))
 	if from >= end.Offset {
-		return meta, repush.m, nil
+		return meta, nil, nil
 	}
 	gauge.Set(float64(end.Offset - from))
 	r.logger.Info("restoring partition", "partition", partition, "from", from, "apply_from", meta.ChangelogNext, "to", end.Offset)
@@ -314,34 +315,78 @@ func (r *Restorer) Restore(ctx context.Context, partition int32, generation stri
 	}
 	r.duration.Observe(time.Since(start).Seconds())
 	r.logger.Info("restored partition", "partition", partition, "records", applied, "changelog_next", meta.ChangelogNext, "input_next", meta.InputNext, "took", time.Since(start).Round(time.Millisecond))
-	return meta, repush.m, nil
+	return meta, repush.list, nil
 }
 
-// repushes collects the entities whose newest state the online store may
-// lack, in changelog order.
+// repushes collects the states the online store may lack, in changelog
+// order.
 type repushes struct {
-	m map[string]Repush
-	// open are the entities added without a horizon, of the commit being
+	list []Repush
+	// open are the entries added without a horizon, of the commit being
 	// read: they learn it from the commit's last record.
-	open []string
+	open []int
+	// bytes is the size of the list's keys and values. At compactAt the
+	// older states of each entity are dropped, and compactAt becomes
+	// twice what is left, at least minCompact.
+	bytes, compactAt, minCompact int
 }
+
+func newRepushes(minCompact int) *repushes {
+	return &repushes{compactAt: minCompact, minCompact: minCompact}
+}
+
+// repushCompactBytes is when a re-push list drops older states. An entity
+// is in it once per restore batch that wrote it, so on a changelog
+// compaction has fallen far behind on, the list could hold many states of
+// one entity; a list of distinct entities is never worth compacting.
+const repushCompactBytes = 256 << 20
 
 // add records key's state, value at offset, with its commit's horizon or,
 // while that is unknown, math.MinInt64. It keeps a copy of value.
 func (r *repushes) add(key, value []byte, offset, horizonMs int64) {
-	k := string(key)
-	r.m[k] = Repush{Value: bytes.Clone(value), Offset: offset, HorizonMs: horizonMs}
 	if horizonMs == math.MinInt64 {
-		r.open = append(r.open, k)
+		r.open = append(r.open, len(r.list))
+	}
+	r.list = append(r.list, Repush{Entity: string(key), Value: bytes.Clone(value), Offset: offset, HorizonMs: horizonMs})
+	if r.bytes += len(key) + len(value); r.bytes >= r.compactAt {
+		r.compact()
 	}
 }
 
-// close gives the open entities the horizon of their commit.
+// compact drops every entry an entry of the same entity follows, keeping
+// the order of the rest.
+func (r *repushes) compact() {
+	last := make(map[string]int, len(r.list)/2)
+	for i := range r.list {
+		last[r.list[i].Entity] = i
+	}
+	moved := make([]int, len(r.list)) // old index to new, or -1
+	kept, size := 0, 0
+	for i := range r.list {
+		moved[i] = -1
+		if last[r.list[i].Entity] == i {
+			r.list[kept] = r.list[i]
+			moved[i] = kept
+			size += len(r.list[kept].Entity) + len(r.list[kept].Value)
+			kept++
+		}
+	}
+	clear(r.list[kept:])
+	r.list = r.list[:kept]
+	open := r.open[:0]
+	for _, i := range r.open {
+		if moved[i] >= 0 {
+			open = append(open, moved[i])
+		}
+	}
+	r.open = open
+	r.bytes, r.compactAt = size, max(2*size, r.minCompact)
+}
+
+// close gives the open entries the horizon of their commit.
 func (r *repushes) close(horizonMs int64) {
-	for _, k := range r.open {
-		e := r.m[k]
-		e.HorizonMs = horizonMs
-		r.m[k] = e
+	for _, i := range r.open {
+		r.list[i].HorizonMs = horizonMs
 	}
 	r.open = r.open[:0]
 }

@@ -157,10 +157,11 @@ func TestRestore(t *testing.T) {
 
 	s := openMem(t, top)
 	r := NewRestorer(s, adm, base, topic, logger, nil)
-	meta, repush, err := r.Restore(ctx, 1, gen)
+	meta, list, err := r.Restore(ctx, 1, gen)
 	if err != nil {
 		t.Fatal(err)
 	}
+	repush := newestRepush(t, list)
 	if len(repush) != 5 || repush["u5"].Offset != 4 || repush["u1"].HorizonMs != math.MinInt64 {
 		t.Fatalf("repush = %v, want all 5 entities, u5 at offset 4, no horizon known", repush)
 	}
@@ -176,10 +177,11 @@ func TestRestore(t *testing.T) {
 	b.SetMeta(1, wantMeta)
 	b.Commit()
 	produce([]string{"u1", "u2", "u3"}, 7, 180, 1_005_000)
-	meta, repush, err = r.Restore(ctx, 1, gen)
+	meta, list, err = r.Restore(ctx, 1, gen)
 	if err != nil {
 		t.Fatal(err)
 	}
+	repush = newestRepush(t, list)
 	if len(repush) != 3 || repush["u1"].Offset != 5 || repush["u3"].Offset != 7 {
 		t.Fatalf("tail repush = %v, want u1..u3 at 5..7", repush)
 	}
@@ -343,8 +345,9 @@ func TestRestoreRepushModel(t *testing.T) {
 			}
 		}
 	}
-	check := func(s *Store, repush map[string]Repush, sinkNext int) {
+	check := func(s *Store, list []Repush, sinkNext int) {
 		t.Helper()
+		repush := newestRepush(t, list)
 		want := map[string]Repush{}
 		states := map[string][]byte{}
 		for off, e := range log {
@@ -406,6 +409,20 @@ func TestRestoreRepushModel(t *testing.T) {
 	check(s, repush, 5000)
 }
 
+// newestRepush folds a restore's re-push list into each entity's newest
+// entry, checking that the list has each entity's states oldest first.
+func newestRepush(t *testing.T, list []Repush) map[string]Repush {
+	t.Helper()
+	m := map[string]Repush{}
+	for _, rp := range list {
+		if old, ok := m[rp.Entity]; ok && old.Offset >= rp.Offset {
+			t.Fatalf("re-push list has %s at offset %d after offset %d", rp.Entity, rp.Offset, old.Offset)
+		}
+		m[rp.Entity] = rp
+	}
+	return m
+}
+
 func countNil(m map[string][]byte) int {
 	n := 0
 	for _, v := range m {
@@ -414,4 +431,67 @@ func countNil(m map[string][]byte) int {
 		}
 	}
 	return n
+}
+
+// TestRepushesCompact adds states of a few entities, some with their
+// commit's horizon and some before it is known, compacting at a small size:
+// the list keeps each entity's newest state, in order, and entries
+// compacted while open still learn their horizon.
+func TestRepushesCompact(t *testing.T) {
+	rng := rand.New(rand.NewPCG(17, 18))
+	r := newRepushes(2000)
+	type entry struct {
+		value   string
+		offset  int64
+		horizon int64
+	}
+	model := map[string]entry{}
+	var open []string
+	compactions := 0
+	for off := range int64(5000) {
+		key := fmt.Sprintf("e%d", rng.IntN(50))
+		value := fmt.Sprintf("v%d", off)
+		horizon := int64(math.MinInt64)
+		if rng.IntN(3) == 0 {
+			horizon = 10 * off // a commit's horizon already known
+		} else {
+			open = append(open, key)
+		}
+		model[key] = entry{value, off, horizon}
+		before := len(r.list)
+		r.add([]byte(key), []byte(value), off, horizon)
+		if len(r.list) <= before {
+			compactions++
+			seen := map[string]bool{}
+			for _, rp := range r.list {
+				if seen[rp.Entity] {
+					t.Fatalf("after compacting, %s is in the list twice", rp.Entity)
+				}
+				seen[rp.Entity] = true
+			}
+		}
+		if rng.IntN(20) == 0 { // a commit's last record
+			for _, k := range open {
+				if e := model[k]; e.horizon == math.MinInt64 {
+					e.horizon = off
+					model[k] = e
+				}
+			}
+			open = open[:0]
+			r.close(off)
+		}
+	}
+	if compactions == 0 {
+		t.Fatal("the list never compacted")
+	}
+	got := newestRepush(t, r.list)
+	if len(got) != len(model) {
+		t.Fatalf("%d entities, want %d", len(got), len(model))
+	}
+	for k, w := range model {
+		g := got[k]
+		if string(g.Value) != w.value || g.Offset != w.offset || g.HorizonMs != w.horizon {
+			t.Fatalf("%s = %s at %d, horizon %d; want %s at %d, horizon %d", k, g.Value, g.Offset, g.HorizonMs, w.value, w.offset, w.horizon)
+		}
+	}
 }
