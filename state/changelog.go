@@ -325,11 +325,16 @@ type repushes struct {
 	// open are the entries added without a horizon, of the commit being
 	// read: they learn it from the commit's last record.
 	open []int
+	// arena holds the values, so that keeping one is not an allocation.
+	arena []byte
 	// bytes is the size of the list's keys and values. At compactAt the
 	// older states of each entity are dropped, and compactAt becomes
 	// twice what is left, at least minCompact.
 	bytes, compactAt, minCompact int
 }
+
+// repushArenaBytes is the size of each of a re-push list's arenas.
+const repushArenaBytes = 1 << 20
 
 func newRepushes(minCompact int) *repushes {
 	return &repushes{compactAt: minCompact, minCompact: minCompact}
@@ -347,14 +352,28 @@ func (r *repushes) add(key, value []byte, offset, horizonMs int64) {
 	if horizonMs == math.MinInt64 {
 		r.open = append(r.open, len(r.list))
 	}
-	r.list = append(r.list, Repush{Entity: string(key), Value: bytes.Clone(value), Offset: offset, HorizonMs: horizonMs})
+	r.list = append(r.list, Repush{Entity: string(key), Value: r.keep(value), Offset: offset, HorizonMs: horizonMs})
 	if r.bytes += len(key) + len(value); r.bytes >= r.compactAt {
 		r.compact()
 	}
 }
 
+// keep returns a copy of value (nil for nil) in the arena.
+func (r *repushes) keep(value []byte) []byte {
+	if value == nil {
+		return nil
+	}
+	if cap(r.arena)-len(r.arena) < len(value) {
+		r.arena = make([]byte, 0, max(repushArenaBytes, len(value)))
+	}
+	at := len(r.arena)
+	r.arena = append(r.arena, value...)
+	return r.arena[at:len(r.arena):len(r.arena)]
+}
+
 // compact drops every entry an entry of the same entity follows, keeping
-// the order of the rest.
+// the order of the rest, and copies the values kept to new arenas, so the
+// old ones are freed.
 func (r *repushes) compact() {
 	last := make(map[string]int, len(r.list)/2)
 	for i := range r.list {
@@ -373,6 +392,10 @@ func (r *repushes) compact() {
 	}
 	clear(r.list[kept:])
 	r.list = r.list[:kept]
+	r.arena = nil
+	for i := range r.list {
+		r.list[i].Value = r.keep(r.list[i].Value)
+	}
 	open := r.open[:0]
 	for _, i := range r.open {
 		if moved[i] >= 0 {
