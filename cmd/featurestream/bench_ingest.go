@@ -27,7 +27,7 @@ type benchIngestCmd struct {
 	Users          int           `help:"Distinct users (Zipf-distributed)." default:"10000"`
 	Partitions     int           `help:"Partitions of the input topic." default:"8"`
 	OutOfOrder     float64       `help:"Fraction of events up to a minute out of order." default:"0.05"`
-	Rounds         int           `help:"How many times to measure the raw consume and each guarantee's processor run, alternating; the report keeps the medians, and each ratio to raw is taken within its round." default:"3"`
+	Rounds         int           `help:"How many times to measure the raw consume and each guarantee's processor run, alternating; the report keeps the medians, and each ratio to raw is taken within its round." default:"5"`
 	LiveDuration   time.Duration `help:"How long to run live traffic (at half the maximum sustained rate) to measure freshness and serving under load; 0 skips it." default:"10s"`
 	ServeRate      int           `help:"GetFeatures calls per second while live traffic flows." default:"200"`
 	CommitInterval time.Duration `help:"The processors' --commit-interval, for ingest and live runs; 0 is the processor's default."`
