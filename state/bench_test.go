@@ -9,8 +9,6 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/sync/errgroup"
 
@@ -159,23 +157,9 @@ func BenchmarkRestoreFresh(b *testing.B) {
 // of the partition; compare ns/record with benchstat -col /read.
 func BenchmarkRestore(b *testing.B) {
 	top := testshop.Topology(b)
-	c, err := kfake.NewCluster(kfake.NumBrokers(1))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
 	ctx := context.Background()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer cl.Close()
-	adm := kadm.NewClient(cl)
-	topic := ChangelogTopic("bench")
-	gen, err := EnsureTopic(ctx, adm, topic, 1, true)
-	if err != nil {
-		b.Fatal(err)
-	}
+	cc := newChangelogCluster(b, "bench", 1)
+	c, cl, adm, topic, gen := cc.c, cc.cl, cc.adm, cc.topic, cc.gen
 	const records, perCommit = 50_000, 500
 	rng := rand.New(rand.NewPCG(9, 10))
 	states := make([][]byte, 64)

@@ -83,28 +83,44 @@ func TestStoreBatchAndMeta(t *testing.T) {
 	}
 }
 
+// changelogCluster is a kfake broker with an app's changelog topic, and a
+// client that produces to the partition each record names.
+type changelogCluster struct {
+	c          *kfake.Cluster
+	cl         *kgo.Client
+	adm        *kadm.Client
+	topic, gen string
+}
+
+func newChangelogCluster(t testing.TB, app string, partitions int32) *changelogCluster {
+	t.Helper()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	adm := kadm.NewClient(cl)
+	topic := ChangelogTopic(app)
+	gen, err := EnsureTopic(context.Background(), adm, topic, partitions, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &changelogCluster{c: c, cl: cl, adm: adm, topic: topic, gen: gen}
+}
+
 // TestRestore writes changelog records as the processor does and checks a
 // restore into an empty store, a restore of only the tail into a store
 // that has the head, and that a store of another generation is wiped.
 func TestRestore(t *testing.T) {
 	top := testshop.Topology(t)
-	c, err := kfake.NewCluster(kfake.NumBrokers(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
 	ctx := context.Background()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	adm := kadm.NewClient(cl)
-	topic := ChangelogTopic("shop")
-	gen, err := EnsureTopic(ctx, adm, topic, 2, true)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cc := newChangelogCluster(t, "shop", 2)
+	c, cl, adm, topic, gen := cc.c, cc.cl, cc.adm, cc.topic, cc.gen
 	if again, err := EnsureTopic(ctx, adm, topic, 2, true); err != nil || again != gen {
 		t.Fatalf("EnsureTopic again = %q, %v; want %q", again, err, gen)
 	}
@@ -285,23 +301,9 @@ func countRecords(t *testing.T, brokers []string, topic string, partition int32)
 // local state, so some re-pushed entities are read but not applied.
 func TestRestoreRepushModel(t *testing.T) {
 	top := testshop.Topology(t)
-	c, err := kfake.NewCluster(kfake.NumBrokers(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
 	ctx := context.Background()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	adm := kadm.NewClient(cl)
-	topic := ChangelogTopic("model")
-	gen, err := EnsureTopic(ctx, adm, topic, 1, true)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cc := newChangelogCluster(t, "model", 1)
+	c, cl, adm, topic, gen := cc.c, cc.cl, cc.adm, cc.topic, cc.gen
 	rng := rand.New(rand.NewPCG(13, 14))
 	values := make([][]byte, 8)
 	for i := range values {
