@@ -114,6 +114,9 @@ type Restorer struct {
 	// slots bounds the restores under way: each has its own client and
 	// a Pebble batch in memory.
 	slots chan struct{}
+	// compactBytes is when a restore's re-push list drops older states:
+	// repushCompactBytes, smaller in tests.
+	compactBytes int
 
 	records   prometheus.Counter
 	remaining *prometheus.GaugeVec
@@ -125,7 +128,7 @@ type Restorer struct {
 func NewRestorer(store *Store, adm *kadm.Client, clientOpts []kgo.Opt, topic string, logger *slog.Logger, reg prometheus.Registerer) *Restorer {
 	r := &Restorer{
 		store: store, adm: adm, opts: clientOpts, topic: topic, logger: logger,
-		slots: make(chan struct{}, MaxConcurrentRestores),
+		slots: make(chan struct{}, MaxConcurrentRestores), compactBytes: repushCompactBytes,
 		records: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "featurestream_restore_records_total",
 			Help: "Changelog records applied to local state while restoring.",
@@ -159,10 +162,10 @@ const MaxConcurrentRestores = 8
 // Restore brings the partition's local state up to the end of its
 // changelog and returns its metadata, and the states the online store may
 // lack (those changed since Meta.SinkNext) with their changelog offsets and
-// horizons. Those are in changelog order, an entity in as many as the
-// restore's batches that wrote it: its last is its newest. A list, not a
-// map: the caller builds the one map it needs. Local state of another
-// generation is wiped first.
+// horizons. An entity may be in the list more than once, its states
+// oldest first: its last is its newest. A list, not a map: the caller
+// builds the one map it needs. Local state of another generation is wiped
+// first.
 //
 // Canceling ctx stops the restore with an error wrapping ctx's; what it
 // committed to the store stays, consistent with its metadata, and the next
@@ -201,7 +204,7 @@ func (r *Restorer) Restore(ctx context.Context, partition int32, generation stri
 	// Read from where the online store may be behind, apply from where
 	// local state is behind.
 	from := min(meta.ChangelogNext, meta.SinkNext)
-	repush := newRepushes(repushCompactBytes)
+	repush := newRepushes(r.compactBytes)
 	gauge := r.remaining.WithLabelValues(fmt.Sprint(partition))
 	defer r.remaining.DeleteLabelValues(fmt.Sprint(partition))
 	if from >= end.Offset {
@@ -318,18 +321,21 @@ func (r *Restorer) Restore(ctx context.Context, partition int32, generation stri
 	return meta, repush.list, nil
 }
 
-// repushes collects the states the online store may lack, in changelog
-// order.
+// repushes collects the states the online store may lack, each entity's
+// oldest first: one per record read but not applied (below the local
+// state's ChangelogNext), then one per restore batch that wrote it.
 type repushes struct {
 	list []Repush
-	// open are the entries added without a horizon, of the commit being
-	// read: they learn it from the commit's last record.
+	// open are the entries added without a horizon: they learn the next
+	// one read, their commit's (on its last record) or, where their commit
+	// has none, a later commit's.
 	open []int
 	// arena holds the values, so that keeping one is not an allocation.
 	arena []byte
-	// bytes is the size of the list's keys and values. At compactAt the
-	// older states of each entity are dropped, and compactAt becomes
-	// twice what is left, at least minCompact.
+	// bytes is the size of the list, its entries' keys, values and
+	// repushEntryBytes each. At compactAt the older states of each entity
+	// are dropped, and compactAt becomes twice what is left, at least
+	// minCompact.
 	bytes, compactAt, minCompact int
 }
 
@@ -340,11 +346,15 @@ func newRepushes(minCompact int) *repushes {
 	return &repushes{compactAt: minCompact, minCompact: minCompact}
 }
 
-// repushCompactBytes is when a re-push list drops older states. An entity
-// is in it once per restore batch that wrote it, so on a changelog
-// compaction has fallen far behind on, the list could hold many states of
-// one entity; a list of distinct entities is never worth compacting.
+// repushCompactBytes is when a re-push list drops older states. On a
+// changelog compaction has fallen far behind on, the list could hold many
+// states of one entity; a list of distinct entities is never worth
+// compacting.
 const repushCompactBytes = 256 << 20
+
+// repushEntryBytes is what an entry takes besides its key and value: the
+// Repush, its slot in open and the key's allocation.
+const repushEntryBytes = 96
 
 // add records key's state, value at offset, with its commit's horizon or,
 // while that is unknown, math.MinInt64. It keeps a copy of value.
@@ -353,7 +363,7 @@ func (r *repushes) add(key, value []byte, offset, horizonMs int64) {
 		r.open = append(r.open, len(r.list))
 	}
 	r.list = append(r.list, Repush{Entity: string(key), Value: r.keep(value), Offset: offset, HorizonMs: horizonMs})
-	if r.bytes += len(key) + len(value); r.bytes >= r.compactAt {
+	if r.bytes += len(key) + len(value) + repushEntryBytes; r.bytes >= r.compactAt {
 		r.compact()
 	}
 }
@@ -362,6 +372,9 @@ func (r *repushes) add(key, value []byte, offset, horizonMs int64) {
 func (r *repushes) keep(value []byte) []byte {
 	if value == nil {
 		return nil
+	}
+	if len(value) == 0 {
+		return []byte{}
 	}
 	if cap(r.arena)-len(r.arena) < len(value) {
 		r.arena = make([]byte, 0, max(repushArenaBytes, len(value)))
@@ -386,7 +399,7 @@ func (r *repushes) compact() {
 		if last[r.list[i].Entity] == i {
 			r.list[kept] = r.list[i]
 			moved[i] = kept
-			size += len(r.list[kept].Entity) + len(r.list[kept].Value)
+			size += len(r.list[kept].Entity) + len(r.list[kept].Value) + repushEntryBytes
 			kept++
 		}
 	}
@@ -529,11 +542,12 @@ func sortByKey(recs []*kgo.Record, ks, scratch []keyedRecord) []keyedRecord {
 
 // commitRecords writes recs, a partition's changelog records in changelog
 // order, and meta in one batch. It writes them in key order, and only the
-// newest record of each key, calling written (if not nil) with its index:
-// the batch is atomic, so an older one would never be seen, and Pebble
-// inserts keys in order into its memtable several times faster than in
-// the changelog's random order (docs/performance.md). Restores and standby
-// copies write this way.
+// newest record of each key: the batch is atomic, so an older one would
+// never be seen, and Pebble inserts keys in order into its memtable several
+// times faster than in the changelog's random order (docs/performance.md).
+// written, if not nil, is called with the index of each record written as
+// it joins the batch, so also when the commit then fails. Restores and
+// standby copies write this way.
 func commitRecords(store *Store, partition int32, recs []*kgo.Record, meta Meta, written func(index int)) error {
 	buf := make([]keyedRecord, 2*len(recs))
 	ks := buf[:len(recs)]

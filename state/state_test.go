@@ -497,3 +497,145 @@ func TestRepushesCompact(t *testing.T) {
 		}
 	}
 }
+
+// TestRestoreRepushTransactions checks the re-push list and local state
+// against a model on a changelog written in transactions, some aborted (so
+// control records and aborted records are read and skipped), with the
+// online store's offset (SinkNext) anywhere: mid-transaction, and ahead of
+// local state's ChangelogNext. The list compacts at a few kilobytes, inside
+// the restores.
+func TestRestoreRepushTransactions(t *testing.T) {
+	top := testshop.Topology(t)
+	ctx := context.Background()
+	cc := newChangelogCluster(t, "txn", 1)
+	tcl, err := kgo.NewClient(kgo.SeedBrokers(cc.c.ListenAddrs()...), kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.TransactionalID("txn"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tcl.Close()
+	rng := rand.New(rand.NewPCG(21, 22))
+	values := make([][]byte, 8)
+	for i := range values {
+		values[i] = top.AppendState(nil, stateOf(t, top, "u", 1+i))
+	}
+	// The model: every committed record, with the horizon a restore gives
+	// it (its commit's, or the next commit's that has one).
+	type entry struct {
+		offset  int64
+		key     string
+		value   []byte
+		horizon int64
+	}
+	var log []entry
+	horizon := int64(2_000_000)
+	produce := func(commits int) {
+		for range commits {
+			n := 1 + rng.IntN(700)
+			h := int64(math.MinInt64)
+			if rng.IntN(3) > 0 {
+				horizon++
+				h = horizon
+			}
+			recs := make([]*kgo.Record, n)
+			for i := range recs {
+				var value []byte
+				if rng.IntN(8) > 0 {
+					value = values[rng.IntN(len(values))]
+				}
+				recs[i] = &kgo.Record{Topic: cc.topic, Key: fmt.Appendf(nil, "u%d", rng.IntN(2000)), Value: value}
+			}
+			recs[n-1].Headers = []kgo.RecordHeader{InputNextHeader(int64(len(log) + n))}
+			if h != math.MinInt64 {
+				recs[n-1].Headers = append(recs[n-1].Headers, HorizonHeader(h))
+			}
+			if err := tcl.BeginTransaction(); err != nil {
+				t.Fatal(err)
+			}
+			res := tcl.ProduceSync(ctx, recs...)
+			if err := res.FirstErr(); err != nil {
+				t.Fatal(err)
+			}
+			commit := rng.IntN(6) > 0
+			if err := tcl.EndTransaction(ctx, kgo.TransactionEndTry(commit)); err != nil {
+				t.Fatal(err)
+			}
+			if !commit {
+				continue
+			}
+			if h != math.MinInt64 {
+				for i := len(log) - 1; i >= 0 && log[i].horizon == math.MinInt64; i-- {
+					log[i].horizon = h
+				}
+			}
+			for _, r := range res {
+				log = append(log, entry{r.Record.Offset, string(r.Record.Key), r.Record.Value, h})
+			}
+		}
+	}
+	check := func(s *Store, list []Repush, sinkNext int64) {
+		t.Helper()
+		repush := newestRepush(t, list)
+		want := map[string]entry{}
+		states := map[string][]byte{}
+		for _, e := range log {
+			states[e.key] = e.value
+			if e.offset >= sinkNext {
+				want[e.key] = e
+			}
+		}
+		if len(repush) != len(want) {
+			t.Fatalf("SinkNext %d: %d entities to re-push, want %d", sinkNext, len(repush), len(want))
+		}
+		for k, w := range want {
+			got := repush[k]
+			if got.Offset != w.offset || got.HorizonMs != w.horizon || !bytes.Equal(got.Value, w.value) || (got.Value == nil) != (w.value == nil) {
+				t.Fatalf("SinkNext %d: re-push %s = offset %d, horizon %d, %d bytes; want offset %d, horizon %d, %d bytes",
+					sinkNext, k, got.Offset, got.HorizonMs, len(got.Value), w.offset, w.horizon, len(w.value))
+			}
+		}
+		got := storedStates(t, s, 0)
+		for k, v := range states {
+			if !bytes.Equal(got[k], v) {
+				t.Fatalf("state of %s: stored %d bytes, want %d", k, len(got[k]), len(v))
+			}
+		}
+		if len(got) != len(states)-countNil(states) {
+			t.Fatalf("%d states stored, want %d", len(got), len(states)-countNil(states))
+		}
+	}
+
+	s := openMem(t, top)
+	r := NewRestorer(s, cc.adm, []kgo.Opt{kgo.SeedBrokers(cc.c.ListenAddrs()...)}, cc.topic, slog.New(slog.DiscardHandler), nil)
+	r.compactBytes = 4000
+	produce(30)
+	_, list, err := r.Restore(ctx, 0, cc.gen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(s, list, 0)
+	for round := range 12 {
+		meta, _, err := s.Meta(0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The online store's offset anywhere, mid-transaction included;
+		// every third round local state is behind it.
+		sinkNext := rng.Int64N(meta.ChangelogNext + 1)
+		meta.SinkNext = sinkNext
+		if round%3 == 2 {
+			meta.ChangelogNext = rng.Int64N(sinkNext + 1)
+		}
+		b := s.NewBatch()
+		if err := b.SetMeta(0, meta); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		produce(rng.IntN(15))
+		if _, list, err = r.Restore(ctx, 0, cc.gen); err != nil {
+			t.Fatal(err)
+		}
+		check(s, list, sinkNext)
+	}
+}
