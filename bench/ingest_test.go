@@ -3,7 +3,9 @@ package bench
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -43,6 +45,10 @@ func TestRunIngest(t *testing.T) {
 	rep.WriteText(&text)
 	if err := rep.WriteHTML(&html); err != nil {
 		t.Fatal(err)
+	}
+	wantSpread := fmt.Sprintf("raw consume per round: %.2f–%.2f M events/s", slices.Min(res.RawRounds)/1e6, slices.Max(res.RawRounds)/1e6)
+	if !strings.Contains(text.String(), wantSpread) {
+		t.Errorf("report lacks %q:\n%s", wantSpread, text.String())
 	}
 	for _, out := range []string{text.String(), html.String()} {
 		for _, want := range []string{"medians of 2 rounds", "exactly-once / at-least-once"} {

@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 )
@@ -39,6 +40,14 @@ func (r *Report) WriteText(w io.Writer) {
 	if in.RestoreRate > 0 {
 		fmt.Fprintf(w, "%-36s %12.0f %8.2f   (%d records)\n", "restore from the changelog", in.RestoreRate, in.RestoreRatio, in.RestoreRecords)
 		fmt.Fprintf(w, "%-36s %12.0f %8s\n", "raw read_committed changelog read", in.RawChangelog, "1.00")
+	}
+	if len(in.RawRounds) > 1 {
+		// How much the machine's speed moved says how far to trust one
+		// run's ratios.
+		fmt.Fprintf(w, "  (raw consume per round: %s events/s)\n", spread(in.RawRounds))
+		for _, run := range in.Runs {
+			fmt.Fprintf(w, "  (%s per round: %s events/s)\n", run.Guarantee, spread(run.RoundRates))
+		}
 	}
 	if l := r.Live; l != nil {
 		if l.Sustained > 0 {
@@ -201,4 +210,9 @@ func cpuName() string {
 		}
 	}
 	return runtime.GOARCH
+}
+
+// spread formats the lowest and highest of rates, in millions.
+func spread(rates []float64) string {
+	return fmt.Sprintf("%.2f–%.2f M", slices.Min(rates)/1e6, slices.Max(rates)/1e6)
 }
