@@ -309,15 +309,7 @@ func TestRestoreRepushModel(t *testing.T) {
 	for i := range values {
 		values[i] = top.AppendState(nil, stateOf(t, top, "u", 1+i))
 	}
-	// The model: every record, and the horizon a restore gives it: its
-	// commit's, or where its commit has none (written before the header
-	// existed), the next horizon in the changelog, which is later.
-	type entry struct {
-		key     string
-		value   []byte
-		horizon int64
-	}
-	var log []entry
+	var log []changelogEntry
 	produce := func(records int) {
 		for len(log) < records {
 			n := 1 + rng.IntN(900)
@@ -333,10 +325,10 @@ func TestRestoreRepushModel(t *testing.T) {
 					value = values[rng.IntN(len(values))]
 				}
 				recs[i] = &kgo.Record{Topic: topic, Key: []byte(key), Value: value}
-				log = append(log, entry{key, value, horizon})
 			}
-			for i := len(log) - n - 1; i >= 0 && log[i].horizon == math.MinInt64 && horizon != math.MinInt64; i-- {
-				log[i].horizon = horizon
+			log = closeHorizons(log, horizon)
+			for _, rec := range recs {
+				log = append(log, changelogEntry{int64(len(log)), string(rec.Key), rec.Value, horizon})
 			}
 			recs[n-1].Headers = []kgo.RecordHeader{InputNextHeader(int64(len(log)))}
 			if horizon != math.MinInt64 {
@@ -347,38 +339,6 @@ func TestRestoreRepushModel(t *testing.T) {
 			}
 		}
 	}
-	check := func(s *Store, list []Repush, sinkNext int) {
-		t.Helper()
-		repush := newestRepush(t, list)
-		want := map[string]Repush{}
-		states := map[string][]byte{}
-		for off, e := range log {
-			states[e.key] = e.value
-			if off >= sinkNext {
-				want[e.key] = Repush{Value: e.value, Offset: int64(off), HorizonMs: e.horizon}
-			}
-		}
-		if len(repush) != len(want) {
-			t.Fatalf("%d entities to re-push, want %d", len(repush), len(want))
-		}
-		for k, w := range want {
-			got := repush[k]
-			if got.Offset != w.Offset || got.HorizonMs != w.HorizonMs || !bytes.Equal(got.Value, w.Value) || (got.Value == nil) != (w.Value == nil) {
-				t.Fatalf("re-push %s = offset %d, horizon %d, %d bytes; want offset %d, horizon %d, %d bytes",
-					k, got.Offset, got.HorizonMs, len(got.Value), w.Offset, w.HorizonMs, len(w.Value))
-			}
-		}
-		got := storedStates(t, s, 0)
-		for k, v := range states {
-			if !bytes.Equal(got[k], v) {
-				t.Fatalf("state of %s: stored %d bytes, want %d", k, len(got[k]), len(v))
-			}
-		}
-		if len(got) != len(states)-countNil(states) {
-			t.Fatalf("%d states stored, want %d", len(got), len(states)-countNil(states))
-		}
-	}
-
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	s := openMem(t, top)
 	r := NewRestorer(s, adm, []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, topic, logger, nil)
@@ -387,7 +347,7 @@ func TestRestoreRepushModel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	check(s, repush, 0)
+	checkRestored(t, s, log, repush, 0)
 
 	// The online store has what the first 5,000 records wrote; local state
 	// has them all. Then more commits.
@@ -408,7 +368,62 @@ func TestRestoreRepushModel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	check(s, repush, 5000)
+	checkRestored(t, s, log, repush, 5000)
+}
+
+// changelogEntry is a changelog record of a test's model, with the horizon
+// a restore gives it: its commit's or, where its commit has none (written
+// before the header existed), the next one in the changelog, which is
+// later.
+type changelogEntry struct {
+	offset  int64
+	key     string
+	value   []byte
+	horizon int64
+}
+
+// closeHorizons gives the entries at the end of log without a horizon the
+// next commit's, h, unless that has none either.
+func closeHorizons(log []changelogEntry, h int64) []changelogEntry {
+	for i := len(log) - 1; i >= 0 && log[i].horizon == math.MinInt64 && h != math.MinInt64; i-- {
+		log[i].horizon = h
+	}
+	return log
+}
+
+// checkRestored checks a restore's re-push list against log: each entity's
+// newest record from sinkNext on, with its value, offset and horizon; and
+// the partition 0 of s against every entity's newest record.
+func checkRestored(t *testing.T, s *Store, log []changelogEntry, list []Repush, sinkNext int64) {
+	t.Helper()
+	repush := newestRepush(t, list)
+	want := map[string]changelogEntry{}
+	states := map[string][]byte{}
+	for _, e := range log {
+		states[e.key] = e.value
+		if e.offset >= sinkNext {
+			want[e.key] = e
+		}
+	}
+	if len(repush) != len(want) {
+		t.Fatalf("SinkNext %d: %d entities to re-push, want %d", sinkNext, len(repush), len(want))
+	}
+	for k, w := range want {
+		got := repush[k]
+		if got.Offset != w.offset || got.HorizonMs != w.horizon || !bytes.Equal(got.Value, w.value) || (got.Value == nil) != (w.value == nil) {
+			t.Fatalf("SinkNext %d: re-push %s = offset %d, horizon %d, %d bytes; want offset %d, horizon %d, %d bytes",
+				sinkNext, k, got.Offset, got.HorizonMs, len(got.Value), w.offset, w.horizon, len(w.value))
+		}
+	}
+	got := storedStates(t, s, 0)
+	for k, v := range states {
+		if !bytes.Equal(got[k], v) {
+			t.Fatalf("state of %s: stored %d bytes, want %d", k, len(got[k]), len(v))
+		}
+	}
+	if len(got) != len(states)-countNil(states) {
+		t.Fatalf("%d states stored, want %d", len(got), len(states)-countNil(states))
+	}
 }
 
 // newestRepush folds a restore's re-push list into each entity's newest
@@ -518,15 +533,7 @@ func TestRestoreRepushTransactions(t *testing.T) {
 	for i := range values {
 		values[i] = top.AppendState(nil, stateOf(t, top, "u", 1+i))
 	}
-	// The model: every committed record, with the horizon a restore gives
-	// it (its commit's, or the next commit's that has one).
-	type entry struct {
-		offset  int64
-		key     string
-		value   []byte
-		horizon int64
-	}
-	var log []entry
+	var log []changelogEntry // the committed records
 	horizon := int64(2_000_000)
 	produce := func(commits int) {
 		for range commits {
@@ -562,48 +569,12 @@ func TestRestoreRepushTransactions(t *testing.T) {
 			if !commit {
 				continue
 			}
-			if h != math.MinInt64 {
-				for i := len(log) - 1; i >= 0 && log[i].horizon == math.MinInt64; i-- {
-					log[i].horizon = h
-				}
-			}
+			log = closeHorizons(log, h)
 			for _, r := range res {
-				log = append(log, entry{r.Record.Offset, string(r.Record.Key), r.Record.Value, h})
+				log = append(log, changelogEntry{r.Record.Offset, string(r.Record.Key), r.Record.Value, h})
 			}
 		}
 	}
-	check := func(s *Store, list []Repush, sinkNext int64) {
-		t.Helper()
-		repush := newestRepush(t, list)
-		want := map[string]entry{}
-		states := map[string][]byte{}
-		for _, e := range log {
-			states[e.key] = e.value
-			if e.offset >= sinkNext {
-				want[e.key] = e
-			}
-		}
-		if len(repush) != len(want) {
-			t.Fatalf("SinkNext %d: %d entities to re-push, want %d", sinkNext, len(repush), len(want))
-		}
-		for k, w := range want {
-			got := repush[k]
-			if got.Offset != w.offset || got.HorizonMs != w.horizon || !bytes.Equal(got.Value, w.value) || (got.Value == nil) != (w.value == nil) {
-				t.Fatalf("SinkNext %d: re-push %s = offset %d, horizon %d, %d bytes; want offset %d, horizon %d, %d bytes",
-					sinkNext, k, got.Offset, got.HorizonMs, len(got.Value), w.offset, w.horizon, len(w.value))
-			}
-		}
-		got := storedStates(t, s, 0)
-		for k, v := range states {
-			if !bytes.Equal(got[k], v) {
-				t.Fatalf("state of %s: stored %d bytes, want %d", k, len(got[k]), len(v))
-			}
-		}
-		if len(got) != len(states)-countNil(states) {
-			t.Fatalf("%d states stored, want %d", len(got), len(states)-countNil(states))
-		}
-	}
-
 	s := openMem(t, top)
 	r := NewRestorer(s, cc.adm, []kgo.Opt{kgo.SeedBrokers(cc.c.ListenAddrs()...)}, cc.topic, slog.New(slog.DiscardHandler), nil)
 	r.compactBytes = 4000
@@ -612,7 +583,7 @@ func TestRestoreRepushTransactions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	check(s, list, 0)
+	checkRestored(t, s, log, list, 0)
 	for round := range 12 {
 		meta, _, err := s.Meta(0)
 		if err != nil {
@@ -636,6 +607,6 @@ func TestRestoreRepushTransactions(t *testing.T) {
 		if _, list, err = r.Restore(ctx, 0, cc.gen); err != nil {
 			t.Fatal(err)
 		}
-		check(s, list, sinkNext)
+		checkRestored(t, s, log, list, sinkNext)
 	}
 }
