@@ -791,12 +791,14 @@ func (p *Processor) flushLocked(ctx context.Context, tasks []*task) error {
 		t.dlq = t.dlq[:0]
 	}
 
-	// The online store last: it may lag but never lead the changelog.
+	// The online store last: it may lag but never lead the changelog. Its
+	// write takes each state's features from the changelog record rather
+	// than encoding them again.
 	for _, o := range out {
 		o.t.pendingSink[o.entity] = sinks.Record{
 			Entity: o.entity, Partition: o.t.partition,
 			Version: uint64(o.rec.Offset), Generation: p.generation, State: o.st,
-			HorizonMs: p.horizon(o.t.maxEventMs),
+			Encoded: o.rec.Value, HorizonMs: p.horizon(o.t.maxEventMs),
 		}
 	}
 	cached := 0

@@ -285,6 +285,11 @@ type Record struct {
 	Generation string
 	// State must have one tile slice per feature of the Store's topology.
 	State *topology.EntityState
+	// Encoded is optionally State as topology.AppendState encoded it (the
+	// changelog's value): its features are then written as they are in
+	// it, not encoded again, and the write does not read State's tiles.
+	// An encoding under another spec is ignored.
+	Encoded []byte
 	// HorizonMs is the partition's watermark the state was pruned at
 	// (FieldHorizon); math.MinInt64 for none.
 	HorizonMs int64
@@ -487,6 +492,8 @@ func (s *Store) writeChunk(ctx context.Context, recs []Record, base int) error {
 	var boxedWritten any = s.now().UnixMilli()
 	var gen string
 	var boxedGen any
+	// encoded is a record's features as its Encoded has them, if it does.
+	var encoded [][]byte
 	for from := 0; from < len(recs); {
 		c := &scriptCall{from: from}
 		size := min(perCall, len(recs)-from)
@@ -516,7 +523,25 @@ func (s *Store) writeChunk(ctx context.Context, recs []Record, base int) error {
 			if hasHorizon {
 				c.args = append(c.args, FieldHorizon, r.HorizonMs)
 			}
+			encoded = encoded[:0]
+			if r.Encoded != nil {
+				if e, ok := s.top.EncodedFeatures(r.Encoded, encoded); ok {
+					encoded = e
+				}
+			}
 			for fi := range nf {
+				if len(encoded) > 0 {
+					if encoded[fi] != nil {
+						c.args = append(c.args, s.boxedNames[fi], encoded[fi])
+						continue
+					}
+					// A derived feature: no tiles, and the encoding has
+					// none to copy.
+					at := len(buf)
+					buf = s.top.AppendFeature(buf, fi, nil)
+					c.args = append(c.args, s.boxedNames[fi], buf[at:len(buf):len(buf)])
+					continue
+				}
 				at := len(buf)
 				buf = s.top.AppendFeature(buf, fi, r.State.Features[fi])
 				c.args = append(c.args, s.boxedNames[fi], buf[at:len(buf):len(buf)])

@@ -741,3 +741,63 @@ func TestPartitionRestoring(t *testing.T) {
 		t.Errorf("errors_total{op=restoring} = %v, want 0", got)
 	}
 }
+
+// TestWriteFromEncoded: a record that carries its state's encoding (the
+// changelog's value) is stored exactly as one written from the state, for
+// a spec with derived features too; an encoding under another spec is
+// ignored, and the state written instead.
+func TestWriteFromEncoded(t *testing.T) {
+	spec, err := topology.ParseSpec("derived.yaml", []byte(`app: shop
+source:
+  topic: events
+features:
+  - name: views_1h
+    where: type == "view"
+    agg: count
+    window: 1h
+  - name: per_view
+    expr: views_1h * 2
+  - name: last_items
+    agg: last_k
+    field: item_id
+    k: 10
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	derived, err := topology.Compile(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shop := testshop.Topology(t)
+	for _, c := range []struct {
+		name       string
+		top, other *topology.Topology
+	}{{"shop", shop, derived}, {"derived", derived, shop}} {
+		t.Run(c.name, func(t *testing.T) {
+			s, client, _, _ := startStore(t, c.top)
+			sinks.SetClock(s, func() time.Time { return time.UnixMilli(t0) })
+			ctx := context.Background()
+			st := shopState(t, c.top, "u", t0, 40)
+			foreign := c.other.AppendState(nil, shopState(t, c.other, "u", t0, 40))
+			recs := []sinks.Record{
+				{Entity: "from-state", Version: 7, Generation: "g", State: st, HorizonMs: t0},
+				{Entity: "from-encoding", Version: 7, Generation: "g", State: st, HorizonMs: t0, Encoded: c.top.AppendState(nil, st)},
+				{Entity: "foreign-encoding", Version: 7, Generation: "g", State: st, HorizonMs: t0, Encoded: foreign},
+			}
+			if err := s.Write(ctx, recs); err != nil {
+				t.Fatal(err)
+			}
+			want, err := client.HGetAll(ctx, sinks.EntityKey("shop", "from-state")).Result()
+			if err != nil || len(want) != 6+len(c.top.Features) {
+				t.Fatalf("hash written from the state: %q, %v", want, err)
+			}
+			for _, id := range []string{"from-encoding", "foreign-encoding"} {
+				got, err := client.HGetAll(ctx, sinks.EntityKey("shop", id)).Result()
+				if err != nil || !reflect.DeepEqual(got, want) {
+					t.Errorf("hash of %s =\n%q\nwant, as from the state,\n%q (err %v)", id, got, want, err)
+				}
+			}
+		})
+	}
+}

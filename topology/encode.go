@@ -71,6 +71,15 @@ func (t *Topology) AppendFeature(dst []byte, fi int, tiles []Tile) []byte {
 	return dst
 }
 
+// hasHeader reports whether an encoding of tiles starts as AppendFeature
+// starts one of f's.
+func (f *CompiledFeature) hasHeader(b []byte) bool {
+	if f.v1() {
+		return len(b) > 0 && b[0] == featureVersion
+	}
+	return len(b) > 2 && b[0] == featureVersionV2 && b[1] == byte(f.Kind) && b[2] == byte(f.WindowKind)
+}
+
 func (f *CompiledFeature) appendTile(dst []byte, tl *Tile) []byte {
 	dst = binary.AppendVarint(dst, tl.Start)
 	if f.WindowKind == WindowSession {
@@ -326,6 +335,46 @@ func (t *Topology) AppendState(dst []byte, st *EntityState) []byte {
 		dst = appendSized(dst, func(dst []byte) []byte { return t.AppendFeature(dst, i, st.Features[i]) })
 	}
 	return dst
+}
+
+// EncodedFeatures returns, for a state encoded by AppendState under this
+// topology, each feature's encoding as AppendFeature writes it, by feature
+// index: slices of state, nil for derived features, in dst's memory if it
+// has room. It reports false when the encoding is not this topology's
+// stateful features in its order (one written under another spec, or
+// damaged), for the caller to encode the decoded state instead.
+func (t *Topology) EncodedFeatures(state []byte, dst [][]byte) ([][]byte, bool) {
+	d := decoder{b: state}
+	if d.byte() != stateVersion {
+		return nil, false
+	}
+	d.varint() // last event
+	if d.uvarint() != uint64(t.stateful) {
+		return nil, false
+	}
+	out := dst[:0]
+	for range t.Features {
+		out = append(out, nil)
+	}
+	for i := range t.Features {
+		if t.Features[i].Derived() {
+			continue
+		}
+		if name := d.bytes(); string(name) != t.Features[i].Name {
+			return nil, false
+		}
+		// The header AppendFeature writes says which aggregation and
+		// window the tiles are of.
+		payload := d.bytes()
+		if !t.Features[i].hasHeader(payload) {
+			return nil, false
+		}
+		out[i] = payload
+	}
+	if d.err != nil || len(d.b) != 0 {
+		return nil, false
+	}
+	return out, true
 }
 
 // appendSized appends what enc appends, prefixed with its length as a

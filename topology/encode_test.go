@@ -260,3 +260,93 @@ func TestAppendSized(t *testing.T) {
 		}
 	}
 }
+
+// TestEncodedFeatures: a state's encoding holds each stateful feature's
+// AppendFeature bytes, found by EncodedFeatures; derived features have
+// none. An encoding under another spec, or cut short, is refused.
+func TestEncodedFeatures(t *testing.T) {
+	for name, c := range map[string]struct {
+		top       *Topology
+		typeField string
+	}{"shop": {mustShop(t), "type"}, "derived": {mustTopology(t, derivedSpec), "kind"}} {
+		top := c.top
+		st := filledState(t, top, 300, c.typeField)
+		enc := top.AppendState(nil, st)
+		got, ok := top.EncodedFeatures(enc, nil)
+		if !ok {
+			t.Fatalf("%s: its own encoding refused", name)
+		}
+		for fi, f := range top.Features {
+			switch {
+			case f.Derived() && got[fi] != nil:
+				t.Errorf("%s: derived %s has %d bytes", name, f.Name, len(got[fi]))
+			case !f.Derived() && !bytes.Equal(got[fi], top.AppendFeature(nil, fi, st.Features[fi])):
+				t.Errorf("%s: %s: %x, want AppendFeature's %x", name, f.Name, got[fi], top.AppendFeature(nil, fi, st.Features[fi]))
+			}
+		}
+		for cut := range len(enc) {
+			if _, ok := top.EncodedFeatures(enc[:cut], nil); ok {
+				t.Fatalf("%s: encoding cut to %d of %d bytes accepted", name, cut, len(enc))
+			}
+		}
+	}
+	// The shop spec's state under a spec with one feature fewer, and under
+	// one with the same features in another order.
+	shop := mustShop(t)
+	enc := shop.AppendState(nil, filledState(t, shop, 100, "type"))
+	fewer := mustTopology(t, `app: shop
+source:
+  topic: events
+features:
+  - name: views_1h
+    where: type == "view"
+    agg: count
+    window: 1h
+`)
+	if _, ok := fewer.EncodedFeatures(enc, nil); ok {
+		t.Error("an encoding with features the spec lacks accepted")
+	}
+	spec, err := LoadSpec(shopSpecPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Reverse(spec.Features)
+	reordered, err := Compile(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := reordered.EncodedFeatures(enc, nil); ok {
+		t.Error("an encoding accepted by a spec with its features reversed")
+	}
+}
+
+// TestEncodedFeaturesKindChanged: a feature whose aggregation changed under
+// the same name is refused, not copied in the old aggregation's format,
+// where the encoding says its aggregation (version 2 features; version 1
+// encodings do not, and decoding them has the same limit: a processor
+// refuses such a spec change at start).
+func TestEncodedFeaturesKindChanged(t *testing.T) {
+	spec := func(agg string) *Topology {
+		return mustTopology(t, `app: shop
+source:
+  topic: events
+features:
+  - name: views_1h
+    where: kind == "view"
+    agg: count
+    window: 1h
+  - name: items_1h
+    agg: `+agg+`
+    field: item_id
+    window: 1h
+`)
+	}
+	exact, approx := spec("count_distinct"), spec("approx_distinct")
+	enc := exact.AppendState(nil, filledState(t, exact, 100, "kind"))
+	if _, ok := exact.EncodedFeatures(enc, nil); !ok {
+		t.Fatal("its own encoding refused")
+	}
+	if _, ok := approx.EncodedFeatures(enc, nil); ok {
+		t.Error("count_distinct tiles accepted as approx_distinct ones")
+	}
+}
