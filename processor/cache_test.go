@@ -73,9 +73,10 @@ func TestStateCache(t *testing.T) {
 }
 
 // TestStateOfPendingPush: an entity whose committed state waits for its
-// push is updated from a copy of that state, never the state the push
-// reads, and without reading Pebble; an empty one (maybe an expiry, which
-// Pebble no longer holds) is read from Pebble.
+// push is updated without reading Pebble: from a copy of that state where
+// the push reads the state (a restore's records), in place where the push
+// writes the commit's encoding instead; an empty one (maybe an expiry,
+// which Pebble no longer holds) is read from Pebble.
 func TestStateOfPendingPush(t *testing.T) {
 	p := offlineProcessor(t, time.Now())
 	store, err := state.Open(state.Options{Dir: t.TempDir(), Logger: slog.New(slog.DiscardHandler)}, p.top)
@@ -102,6 +103,12 @@ func TestStateOfPendingPush(t *testing.T) {
 	}
 	if misses := testutil.ToFloat64(p.m.cacheMisses); misses != 0 {
 		t.Errorf("cache misses = %v, want 0: Pebble was read", misses)
+	}
+
+	// A commit's record, whose push writes its encoding: the state itself.
+	tk.pendingSink["c"] = sinks.Record{Entity: "c", State: pushed, Encoded: p.top.AppendState(nil, pushed)}
+	if got, _, err := tk.state("c"); err != nil || got != pushed {
+		t.Fatalf("state(c) = %p, %v; want the pending %p itself", got, err, pushed)
 	}
 
 	tk.pendingSink["b"] = sinks.Record{Entity: "b", State: p.top.NewEntityState()}

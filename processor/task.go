@@ -264,10 +264,16 @@ func (t *task) state(entity string) (*topology.EntityState, bool, error) {
 		return c.st, false, nil
 	}
 	if r, ok := t.pendingSink[entity]; ok && !r.State.Empty() {
-		// Committed, so Pebble holds the same state, but a push may be
-		// reading this one: a copy is cheaper than reading Pebble's.
-		// An empty state may be an expiry, which Pebble no longer holds.
+		// Committed, so Pebble holds the same state. A push of a commit's
+		// record writes the record's encoding and reads nothing of the
+		// state, which is then updated in place; a push of a restore's
+		// reads the state, so it is updated as a copy, still cheaper
+		// than reading Pebble's. An empty state may be an expiry, which
+		// Pebble no longer holds.
 		t.p.m.cacheHits.Inc()
+		if r.Encoded != nil {
+			return r.State, false, nil
+		}
 		return t.p.top.CloneState(r.State), false, nil
 	}
 	t.p.m.cacheMisses.Inc()

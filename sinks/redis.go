@@ -286,9 +286,11 @@ type Record struct {
 	// State must have one tile slice per feature of the Store's topology.
 	State *topology.EntityState
 	// Encoded is optionally State as topology.AppendState encoded it (the
-	// changelog's value): its features are then written as they are in
-	// it, not encoded again, and the write does not read State's tiles.
-	// An encoding under another spec is ignored.
+	// changelog's value): its features and last event time are then
+	// written as they are in it, not encoded again, and the write reads
+	// nothing of State but its feature count, so State's owner may update
+	// it meanwhile. An encoding under another spec is ignored, and State
+	// written instead.
 	Encoded []byte
 	// HorizonMs is the partition's watermark the state was pruned at
 	// (FieldHorizon); math.MinInt64 for none.
@@ -519,15 +521,21 @@ func (s *Store) writeChunk(ctx context.Context, recs []Record, base int) error {
 			if boxedGen == nil || r.Generation != gen {
 				gen, boxedGen = r.Generation, r.Generation
 			}
-			c.args = append(c.args, r.Version, boxedGen, n, FieldLastEvent, r.State.LastEventMs, FieldPartition, r.Partition, FieldWritten, boxedWritten)
+			// With a good encoding, State is not read: its owner may be
+			// updating it already.
+			encoded = encoded[:0]
+			var lastEventMs int64
+			if r.Encoded != nil {
+				if e, last, ok := s.top.EncodedFeatures(r.Encoded, encoded); ok {
+					encoded, lastEventMs = e, last
+				}
+			}
+			if len(encoded) == 0 {
+				lastEventMs = r.State.LastEventMs
+			}
+			c.args = append(c.args, r.Version, boxedGen, n, FieldLastEvent, lastEventMs, FieldPartition, r.Partition, FieldWritten, boxedWritten)
 			if hasHorizon {
 				c.args = append(c.args, FieldHorizon, r.HorizonMs)
-			}
-			encoded = encoded[:0]
-			if r.Encoded != nil {
-				if e, ok := s.top.EncodedFeatures(r.Encoded, encoded); ok {
-					encoded = e
-				}
 			}
 			for fi := range nf {
 				if len(encoded) > 0 {

@@ -744,8 +744,9 @@ func TestPartitionRestoring(t *testing.T) {
 
 // TestWriteFromEncoded: a record that carries its state's encoding (the
 // changelog's value) is stored exactly as one written from the state, for
-// a spec with derived features too; an encoding under another spec is
-// ignored, and the state written instead.
+// a spec with derived features too, and nothing of a state updated since
+// is written; an encoding under another spec is ignored, and the state
+// written instead.
 func TestWriteFromEncoded(t *testing.T) {
 	spec, err := topology.ParseSpec("derived.yaml", []byte(`app: shop
 source:
@@ -780,9 +781,13 @@ features:
 			ctx := context.Background()
 			st := shopState(t, c.top, "u", t0, 40)
 			foreign := c.other.AppendState(nil, shopState(t, c.other, "u", t0, 40))
+			// A state its owner went on updating after encoding it: the
+			// write takes nothing from it but the encoding.
+			updated := shopState(t, c.top, "u", t0, 60)
 			recs := []sinks.Record{
 				{Entity: "from-state", Version: 7, Generation: "g", State: st, HorizonMs: t0},
 				{Entity: "from-encoding", Version: 7, Generation: "g", State: st, HorizonMs: t0, Encoded: c.top.AppendState(nil, st)},
+				{Entity: "since-updated", Version: 7, Generation: "g", State: updated, HorizonMs: t0, Encoded: c.top.AppendState(nil, st)},
 				{Entity: "foreign-encoding", Version: 7, Generation: "g", State: st, HorizonMs: t0, Encoded: foreign},
 			}
 			if err := s.Write(ctx, recs); err != nil {
@@ -792,7 +797,7 @@ features:
 			if err != nil || len(want) != 6+len(c.top.Features) {
 				t.Fatalf("hash written from the state: %q, %v", want, err)
 			}
-			for _, id := range []string{"from-encoding", "foreign-encoding"} {
+			for _, id := range []string{"from-encoding", "since-updated", "foreign-encoding"} {
 				got, err := client.HGetAll(ctx, sinks.EntityKey("shop", id)).Result()
 				if err != nil || !reflect.DeepEqual(got, want) {
 					t.Errorf("hash of %s =\n%q\nwant, as from the state,\n%q (err %v)", id, got, want, err)

@@ -340,17 +340,18 @@ func (t *Topology) AppendState(dst []byte, st *EntityState) []byte {
 // EncodedFeatures returns, for a state encoded by AppendState under this
 // topology, each feature's encoding as AppendFeature writes it, by feature
 // index: slices of state, nil for derived features, in dst's memory if it
-// has room. It reports false when the encoding is not this topology's
-// stateful features in its order (one written under another spec, or
-// damaged), for the caller to encode the decoded state instead.
-func (t *Topology) EncodedFeatures(state []byte, dst [][]byte) ([][]byte, bool) {
+// has room; and the state's LastEventMs. It reports false when the
+// encoding is not this topology's stateful features in its order (one
+// written under another spec, or damaged), for the caller to encode the
+// decoded state instead.
+func (t *Topology) EncodedFeatures(state []byte, dst [][]byte) (features [][]byte, lastEventMs int64, ok bool) {
 	d := decoder{b: state}
 	if d.byte() != stateVersion {
-		return nil, false
+		return nil, 0, false
 	}
-	d.varint() // last event
+	lastEventMs = d.varint()
 	if d.uvarint() != uint64(t.stateful) {
-		return nil, false
+		return nil, 0, false
 	}
 	out := dst[:0]
 	for range t.Features {
@@ -361,20 +362,20 @@ func (t *Topology) EncodedFeatures(state []byte, dst [][]byte) ([][]byte, bool) 
 			continue
 		}
 		if name := d.bytes(); string(name) != t.Features[i].Name {
-			return nil, false
+			return nil, 0, false
 		}
 		// The header AppendFeature writes says which aggregation and
 		// window the tiles are of.
 		payload := d.bytes()
 		if !t.Features[i].hasHeader(payload) {
-			return nil, false
+			return nil, 0, false
 		}
 		out[i] = payload
 	}
 	if d.err != nil || len(d.b) != 0 {
-		return nil, false
+		return nil, 0, false
 	}
-	return out, true
+	return out, lastEventMs, true
 }
 
 // appendSized appends what enc appends, prefixed with its length as a

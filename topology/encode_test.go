@@ -272,9 +272,9 @@ func TestEncodedFeatures(t *testing.T) {
 		top := c.top
 		st := filledState(t, top, 300, c.typeField)
 		enc := top.AppendState(nil, st)
-		got, ok := top.EncodedFeatures(enc, nil)
-		if !ok {
-			t.Fatalf("%s: its own encoding refused", name)
+		got, last, ok := top.EncodedFeatures(enc, nil)
+		if !ok || last != st.LastEventMs {
+			t.Fatalf("%s: its own encoding: ok %v, last event %d, want %d", name, ok, last, st.LastEventMs)
 		}
 		for fi, f := range top.Features {
 			switch {
@@ -285,7 +285,7 @@ func TestEncodedFeatures(t *testing.T) {
 			}
 		}
 		for cut := range len(enc) {
-			if _, ok := top.EncodedFeatures(enc[:cut], nil); ok {
+			if _, _, ok := top.EncodedFeatures(enc[:cut], nil); ok {
 				t.Fatalf("%s: encoding cut to %d of %d bytes accepted", name, cut, len(enc))
 			}
 		}
@@ -303,7 +303,7 @@ features:
     agg: count
     window: 1h
 `)
-	if _, ok := fewer.EncodedFeatures(enc, nil); ok {
+	if _, _, ok := fewer.EncodedFeatures(enc, nil); ok {
 		t.Error("an encoding with features the spec lacks accepted")
 	}
 	spec, err := LoadSpec(shopSpecPath)
@@ -315,7 +315,7 @@ features:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := reordered.EncodedFeatures(enc, nil); ok {
+	if _, _, ok := reordered.EncodedFeatures(enc, nil); ok {
 		t.Error("an encoding accepted by a spec with its features reversed")
 	}
 }
@@ -343,10 +343,10 @@ features:
 	}
 	exact, approx := spec("count_distinct"), spec("approx_distinct")
 	enc := exact.AppendState(nil, filledState(t, exact, 100, "kind"))
-	if _, ok := exact.EncodedFeatures(enc, nil); !ok {
+	if _, _, ok := exact.EncodedFeatures(enc, nil); !ok {
 		t.Fatal("its own encoding refused")
 	}
-	if _, ok := approx.EncodedFeatures(enc, nil); ok {
+	if _, _, ok := approx.EncodedFeatures(enc, nil); ok {
 		t.Error("count_distinct tiles accepted as approx_distinct ones")
 	}
 }
