@@ -538,20 +538,18 @@ func (s *Store) writeChunk(ctx context.Context, recs []Record, base int) error {
 				c.args = append(c.args, FieldHorizon, r.HorizonMs)
 			}
 			for fi := range nf {
-				if len(encoded) > 0 {
-					if encoded[fi] != nil {
-						c.args = append(c.args, s.boxedNames[fi], encoded[fi])
-						continue
-					}
-					// A derived feature: no tiles, and the encoding has
-					// none to copy.
-					at := len(buf)
-					buf = s.top.AppendFeature(buf, fi, nil)
-					c.args = append(c.args, s.boxedNames[fi], buf[at:len(buf):len(buf)])
+				if len(encoded) > 0 && encoded[fi] != nil {
+					c.args = append(c.args, s.boxedNames[fi], encoded[fi])
 					continue
 				}
+				// Without the encoding, from the state; a derived feature
+				// of an encoded record has no tiles, as in any state.
+				var tiles []topology.Tile
+				if len(encoded) == 0 {
+					tiles = r.State.Features[fi]
+				}
 				at := len(buf)
-				buf = s.top.AppendFeature(buf, fi, r.State.Features[fi])
+				buf = s.top.AppendFeature(buf, fi, tiles)
 				c.args = append(c.args, s.boxedNames[fi], buf[at:len(buf):len(buf)])
 			}
 		}
