@@ -63,10 +63,12 @@ type Config struct {
 	// (decision 0019).
 	CommitInterval time.Duration
 	// MaxPollRecords bounds the records processed between commits'
-	// checks. Default 100,000: about what one fetch from a broker holds, so
-	// a poll usually takes the whole buffered fetch and the client fetches
-	// the next while these are processed (franz-go fetches again only once
-	// the buffered fetch is drained).
+	// checks. Default 0: no bound, a poll takes everything buffered (one
+	// fetch, at most FetchMaxBytes, franz-go's 50 MiB), so the client
+	// fetches the next while these are processed: franz-go fetches again
+	// only once the buffered fetch is drained, and a poll that left part
+	// of it behind made the processor wait a whole fetch afterwards
+	// (docs/decisions/0020).
 	MaxPollRecords int
 	// SessionTimeout is the group session timeout. Default 10s.
 	SessionTimeout time.Duration
@@ -135,9 +137,6 @@ func (c *Config) applyDefaults(spec *topology.Spec) {
 	if c.CommitInterval == 0 {
 		c.CommitInterval = 50 * time.Millisecond
 	}
-	if c.MaxPollRecords == 0 {
-		c.MaxPollRecords = 100_000
-	}
 	if c.StateCacheBytes == 0 {
 		c.StateCacheBytes = 128 << 20
 	}
@@ -187,7 +186,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("processor: state generation %d: must not be negative", c.StateGeneration))
 	}
 	if c.MaxPollRecords < 0 {
-		errs = append(errs, fmt.Errorf("processor: max poll records %d: must be positive", c.MaxPollRecords))
+		errs = append(errs, fmt.Errorf("processor: max poll records %d: want 0 (no bound) or more", c.MaxPollRecords))
 	}
 	return errors.Join(errs...)
 }
@@ -362,7 +361,8 @@ func (p *Processor) Run(ctx context.Context) error {
 		// Up to 4 MiB per partition per fetch (franz-go's default is 1):
 		// fewer, larger fetches cost the loop less waiting and the
 		// process less CPU per event (docs/performance.md). A buffered
-		// fetch is still bounded by FetchMaxBytes (50 MiB).
+		// fetch, which a poll takes whole, is still bounded by
+		// FetchMaxBytes (50 MiB).
 		kgo.FetchMaxPartitionBytes(4<<20),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
 		kgo.ProducerLinger(0),
