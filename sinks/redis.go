@@ -249,26 +249,40 @@ func EntityKey(app, id string) string { return "fs:" + app + ":e:" + id }
 // *redis.Client (Redis Cluster, where a call's keys must share a slot, a
 // Ring, a wrapper) each call writes one.
 //
-// KEYS are the entity keys. ARGV holds, for each key in turn, its version,
-// its generation, the number n of field and value arguments that follow,
-// and those n arguments. Returns how many entities were written; the others
-// were skipped as stale.
+// KEYS are the entity keys. ARGV holds what the call's entities share
+// first: their generation, the write time (FieldWritten), the number nf of
+// features and the features' names. Then, for each key in turn, its
+// version, last event time, partition and horizon ("" for none), and its nf
+// encoded features. What every entity has in common goes once per call,
+// not once per entity: carrying an argument into the script is half of
+// what a write costs redis-server, and a shop entity's 19 arguments became
+// 8 (docs/performance.md). Returns how many entities were written; the
+// others were skipped as stale.
 var writeScript = redis.NewScript(`
-local a, written = 1, 0
+local g, w, nf = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local a, written = 4 + nf, 0
+local args = {'_v', false, '_g', g, '_t', false, '_p', false, '_w', w}
+for i = 1, nf do args[9 + 2*i] = ARGV[3 + i] end
 for _, key in ipairs(KEYS) do
-  local nv, g, n = ARGV[a], ARGV[a+1], tonumber(ARGV[a+2])
-  local first, last = a + 3, a + 2 + n
-  a = last + 1
+  local nv, h = ARGV[a], ARGV[a+3]
   local cur = redis.call('HMGET', key, '_v', '_g')
   local v = cur[1]
   if not (v and cur[2] == g and (#v > #nv or (#v == #nv and v >= nv))) then
-    redis.call('HSET', key, '_v', nv, '_g', g, unpack(ARGV, first, last))
-    if redis.call('HLEN', key) ~= n / 2 + 2 then
+    args[2], args[6], args[8] = nv, ARGV[a+1], ARGV[a+2]
+    for i = 1, nf do args[10 + 2*i] = ARGV[a + 3 + i] end
+    local n = 10 + 2*nf
+    if h ~= '' then
+      args[n+1], args[n+2] = '_h', h
+      n = n + 2
+    end
+    redis.call('HSET', key, unpack(args, 1, n))
+    if redis.call('HLEN', key) ~= n / 2 then
       redis.call('DEL', key)
-      redis.call('HSET', key, '_v', nv, '_g', g, unpack(ARGV, first, last))
+      redis.call('HSET', key, unpack(args, 1, n))
     end
     written = written + 1
   end
+  a = a + 4 + nf
 end
 return written
 `)
@@ -492,15 +506,17 @@ func (s *Store) writeChunk(ctx context.Context, recs []Record, base int) error {
 	calls := make([]*scriptCall, 0, (len(recs)+perCall-1)/perCall)
 	// What every record shares is boxed once: boxing allocates.
 	var boxedWritten any = s.now().UnixMilli()
-	var gen string
-	var boxedGen any
 	// encoded is a record's features as its Encoded has them, if it does.
 	var encoded [][]byte
 	for from := 0; from < len(recs); {
+		// A call's entities share a generation (writeScript): one of
+		// another starts the next call.
+		var boxedGen any = recs[from].Generation
 		c := &scriptCall{from: from}
 		size := min(perCall, len(recs)-from)
 		c.keys = make([]string, 0, size)
-		c.args = make([]any, 0, size*(11+2*nf))
+		c.args = make([]any, 0, 3+nf+size*(4+nf))
+		c.args = append(append(c.args, boxedGen, boxedWritten, nf), s.boxedNames...)
 		callStart := len(buf)
 		for c.to = from; c.to < len(recs) && c.to-from < perCall && len(buf)-callStart < writeScriptBytes; c.to++ {
 			r := &recs[c.to]
@@ -512,15 +528,10 @@ func (s *Store) writeChunk(ctx context.Context, recs []Record, base int) error {
 			case len(r.State.Features) != nf:
 				return fmt.Errorf("record %d (entity %q): state has %d features, spec has %d", base+c.to, r.Entity, len(r.State.Features), nf)
 			}
+			if r.Generation != recs[from].Generation {
+				break
+			}
 			c.keys = append(c.keys, prefix+r.Entity)
-			hasHorizon := r.HorizonMs != math.MinInt64
-			n := 6 + 2*nf
-			if hasHorizon {
-				n += 2
-			}
-			if boxedGen == nil || r.Generation != gen {
-				gen, boxedGen = r.Generation, r.Generation
-			}
 			// With a good encoding, State is not read: its owner may be
 			// updating it already.
 			encoded = encoded[:0]
@@ -533,13 +544,14 @@ func (s *Store) writeChunk(ctx context.Context, recs []Record, base int) error {
 			if len(encoded) == 0 {
 				lastEventMs = r.State.LastEventMs
 			}
-			c.args = append(c.args, r.Version, boxedGen, n, FieldLastEvent, lastEventMs, FieldPartition, r.Partition, FieldWritten, boxedWritten)
-			if hasHorizon {
-				c.args = append(c.args, FieldHorizon, r.HorizonMs)
+			var horizon any = ""
+			if r.HorizonMs != math.MinInt64 {
+				horizon = r.HorizonMs
 			}
+			c.args = append(c.args, r.Version, lastEventMs, r.Partition, horizon)
 			for fi := range nf {
 				if len(encoded) > 0 && encoded[fi] != nil {
-					c.args = append(c.args, s.boxedNames[fi], encoded[fi])
+					c.args = append(c.args, encoded[fi])
 					continue
 				}
 				// Without the encoding, from the state; a derived feature
@@ -550,7 +562,7 @@ func (s *Store) writeChunk(ctx context.Context, recs []Record, base int) error {
 				}
 				at := len(buf)
 				buf = s.top.AppendFeature(buf, fi, tiles)
-				c.args = append(c.args, s.boxedNames[fi], buf[at:len(buf):len(buf)])
+				c.args = append(c.args, buf[at:len(buf):len(buf)])
 			}
 		}
 		calls = append(calls, c)

@@ -253,8 +253,9 @@ func TestWriteVersionOrdering(t *testing.T) {
 		})
 	}
 
-	// The same cases in one Write, so in one script call: each entity
-	// is checked on its own, generations change from record to record.
+	// The same cases in one Write: each entity is checked on its own,
+	// and generations change from record to record, so a script call
+	// ends at each change (a call's entities share their generation).
 	t.Run("all in one write", func(t *testing.T) {
 		var stored, updates []sinks.Record
 		ids := make([]string, len(tests))
