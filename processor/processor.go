@@ -616,70 +616,31 @@ func (p *Processor) processLocked(fetches kgo.Fetches) {
 
 // flushLocked commits the given tasks: changelog records and dead letters
 // (acknowledged; with ExactlyOnce in one transaction with the input
-// offsets), then one Pebble batch with the changelog and input offsets they
-// reflect, then (AtLeastOnce) the input offsets to the group, then the
-// online store.
+// offsets), then a Pebble batch per partition with the changelog and input
+// offsets it reflects, then (AtLeastOnce) the input offsets to the group,
+// then the online store.
 func (p *Processor) flushLocked(ctx context.Context, tasks []*task) error {
 	if len(tasks) == 0 || p.cl == nil {
 		return nil
 	}
 	start := time.Now()
-	type pending struct {
-		t      *task
-		entity string
-		rec    *kgo.Record
-		st     *topology.EntityState
+	// Each partition's records are encoded, and after the commit written
+	// to Pebble, on a goroutine of its own: the loop processes nothing
+	// while it commits, and the tasks share nothing here.
+	changes := make([][]change, len(tasks))
+	eachTask(tasks, func(i int, t *task) { changes[i] = p.encodeChanges(t) })
+	n := 0
+	for _, cs := range changes {
+		n += len(cs)
 	}
 	var (
-		out     []pending
-		recs    []*kgo.Record
+		recs    = make([]*kgo.Record, 0, n)
 		letters []*kgo.Record
 		moved   bool
 	)
-	// The commit's records, keys and values are carved from a few large
-	// allocations rather than one or more each: a commit writes thousands.
-	// A slice of buf stays valid when buf grows (append copies, it does
-	// not move what was sliced).
-	n := 0
-	for _, t := range tasks {
-		n += len(t.expired) + len(t.dirty)
-	}
-	slab := make([]kgo.Record, n)
-	buf := make([]byte, 0, n*256)
-	carve := func(from int) []byte { return buf[from:len(buf):len(buf)] }
-	for _, t := range tasks {
-		first := len(recs)
-		for entity, st := range t.expired {
-			if c, ok := t.cache[entity]; ok {
-				t.uncache(entity, c)
-			}
-			// A tombstone: compaction drops the entity's records.
-			rec := &slab[len(recs)]
-			from := len(buf)
-			buf = append(buf, entity...)
-			*rec = kgo.Record{Topic: p.clTopic, Partition: t.partition, Key: carve(from)}
-			out = append(out, pending{t: t, entity: entity, rec: rec, st: st})
-			recs = append(recs, rec)
-		}
-		for entity, st := range t.dirty {
-			rec := &slab[len(recs)]
-			from := len(buf)
-			buf = append(buf, entity...)
-			key := carve(from)
-			from = len(buf)
-			buf = p.top.AppendState(buf, st)
-			*rec = kgo.Record{Topic: p.clTopic, Partition: t.partition, Key: key, Value: carve(from)}
-			out = append(out, pending{t: t, entity: entity, rec: rec, st: st})
-			recs = append(recs, rec)
-		}
-		// Only the partition's last record of this commit says how far
-		// input is reflected: produce keeps order within a partition, so
-		// if it is in the changelog, so is every record before it. It
-		// also says how far the online store is known complete, for
-		// standby copies: as of the writes that ended, each with every
-		// write before it, so never more than it is.
-		if len(recs) > first {
-			recs[len(recs)-1].Headers = []kgo.RecordHeader{state.InputNextHeader(t.inputNext), state.SinkNextHeader(t.sinkNext), state.HorizonHeader(p.horizon(t.maxEventMs))}
+	for i, t := range tasks {
+		for _, c := range changes[i] {
+			recs = append(recs, c.rec)
 		}
 		letters = append(letters, t.dlq...)
 		moved = moved || t.inputNext > t.committedNext
@@ -734,42 +695,16 @@ func (p *Processor) flushLocked(ctx context.Context, tasks []*task) error {
 		p.m.dlq.WithLabelValues(headerValue(l, HeaderReason)).Inc()
 	}
 
-	batch := p.store.NewBatch()
-	defer batch.Close()
-	for _, o := range out {
-		var err error
-		if o.rec.Value == nil {
-			err = batch.Delete(o.t.partition, o.entity)
-		} else {
-			err = batch.Set(o.t.partition, o.entity, o.rec.Value)
-		}
-		if err != nil {
-			return fmt.Errorf("commit: %w", err)
-		}
-		o.t.changelogNext = max(o.t.changelogNext, o.rec.Offset+1)
+	errs := make([]error, len(tasks))
+	eachTask(tasks, func(i int, t *task) { errs[i] = p.writeLocal(t, changes[i]) })
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("commit: %w", err)
 	}
 	offsets := make(map[int32]kgo.EpochOffset)
 	for _, t := range tasks {
-		if len(t.dirty) == 0 && len(t.expired) == 0 && t.inputNext == t.committedNext && t.sinkNext == t.savedSinkNext {
-			continue
-		}
-		meta := state.Meta{
-			ChangelogNext: t.changelogNext,
-			InputNext:     t.inputNext,
-			SinkNext:      t.sinkNext,
-			MaxEventMs:    t.maxEventMs,
-			Generation:    p.generation,
-		}
-		if err := batch.SetMeta(t.partition, meta); err != nil {
-			return fmt.Errorf("commit: %w", err)
-		}
-		t.savedSinkNext = t.sinkNext
 		if t.inputNext > t.committedNext {
 			offsets[t.partition] = kgo.EpochOffset{Epoch: t.inputEpoch, Offset: t.inputNext}
 		}
-	}
-	if err := batch.Commit(); err != nil {
-		return fmt.Errorf("commit: %w", err)
 	}
 
 	if p.sess == nil && len(offsets) > 0 {
@@ -794,11 +729,13 @@ func (p *Processor) flushLocked(ctx context.Context, tasks []*task) error {
 	// The online store last: it may lag but never lead the changelog. Its
 	// write takes each state's features from the changelog record rather
 	// than encoding them again.
-	for _, o := range out {
-		o.t.pendingSink[o.entity] = sinks.Record{
-			Entity: o.entity, Partition: o.t.partition,
-			Version: uint64(o.rec.Offset), Generation: p.generation, State: o.st,
-			Encoded: o.rec.Value, HorizonMs: p.horizon(o.t.maxEventMs),
+	for i, t := range tasks {
+		for _, c := range changes[i] {
+			t.pendingSink[c.entity] = sinks.Record{
+				Entity: c.entity, Partition: t.partition,
+				Version: uint64(c.rec.Offset), Generation: p.generation, State: c.st,
+				Encoded: c.rec.Value, HorizonMs: p.horizon(t.maxEventMs),
+			}
 		}
 	}
 	cached := 0
@@ -820,6 +757,110 @@ func (p *Processor) flushLocked(ctx context.Context, tasks []*task) error {
 	}
 	p.m.flushDuration.Observe(time.Since(start).Seconds())
 	return nil
+}
+
+// change is a commit's changelog record of one entity: its state, or a
+// tombstone (nil Value and st the expired state).
+type change struct {
+	entity string
+	rec    *kgo.Record
+	st     *topology.EntityState
+}
+
+// encodeChanges returns t's changelog records of this commit, expired
+// entities' tombstones first. Only the last carries the headers of the
+// partition's commit: produce keeps order within a partition, so if it is
+// in the changelog, so is every record before it. It says how far input is
+// reflected and, for standby copies, how far the online store is known
+// complete: as of the writes that ended, each with every write before it,
+// so never more than it is.
+func (p *Processor) encodeChanges(t *task) []change {
+	n := len(t.expired) + len(t.dirty)
+	if n == 0 {
+		return nil
+	}
+	// The records, keys and values are carved from a few large
+	// allocations rather than one or more each: a commit writes
+	// thousands. A slice of buf stays valid when buf grows (append
+	// copies, it does not move what was sliced).
+	slab := make([]kgo.Record, n)
+	buf := make([]byte, 0, n*256)
+	carve := func(from int) []byte { return buf[from:len(buf):len(buf)] }
+	changes := make([]change, 0, n)
+	for entity, st := range t.expired {
+		if c, ok := t.cache[entity]; ok {
+			t.uncache(entity, c)
+		}
+		// A tombstone: compaction drops the entity's records.
+		rec := &slab[len(changes)]
+		from := len(buf)
+		buf = append(buf, entity...)
+		*rec = kgo.Record{Topic: p.clTopic, Partition: t.partition, Key: carve(from)}
+		changes = append(changes, change{entity: entity, rec: rec, st: st})
+	}
+	for entity, st := range t.dirty {
+		rec := &slab[len(changes)]
+		from := len(buf)
+		buf = append(buf, entity...)
+		key := carve(from)
+		from = len(buf)
+		buf = p.top.AppendState(buf, st)
+		*rec = kgo.Record{Topic: p.clTopic, Partition: t.partition, Key: key, Value: carve(from)}
+		changes = append(changes, change{entity: entity, rec: rec, st: st})
+	}
+	changes[n-1].rec.Headers = []kgo.RecordHeader{state.InputNextHeader(t.inputNext), state.SinkNextHeader(t.sinkNext), state.HorizonHeader(p.horizon(t.maxEventMs))}
+	return changes
+}
+
+// writeLocal writes t's committed changes to Pebble, in one batch with the
+// partition's metadata: the changelog and input offsets they reflect.
+func (p *Processor) writeLocal(t *task, changes []change) error {
+	if len(changes) == 0 && t.inputNext == t.committedNext && t.sinkNext == t.savedSinkNext {
+		return nil
+	}
+	batch := p.store.NewBatch()
+	defer batch.Close()
+	for _, c := range changes {
+		var err error
+		if c.rec.Value == nil {
+			err = batch.Delete(t.partition, c.entity)
+		} else {
+			err = batch.Set(t.partition, c.entity, c.rec.Value)
+		}
+		if err != nil {
+			return err
+		}
+		t.changelogNext = max(t.changelogNext, c.rec.Offset+1)
+	}
+	meta := state.Meta{
+		ChangelogNext: t.changelogNext,
+		InputNext:     t.inputNext,
+		SinkNext:      t.sinkNext,
+		MaxEventMs:    t.maxEventMs,
+		Generation:    p.generation,
+	}
+	if err := batch.SetMeta(t.partition, meta); err != nil {
+		return err
+	}
+	if err := batch.Commit(); err != nil {
+		return err
+	}
+	t.savedSinkNext = t.sinkNext
+	return nil
+}
+
+// eachTask calls f for each task, each on a goroutine of its own, and
+// returns when all have returned.
+func eachTask(tasks []*task, f func(i int, t *task)) {
+	if len(tasks) == 1 {
+		f(0, tasks[0])
+		return
+	}
+	var wg sync.WaitGroup
+	for i, t := range tasks {
+		wg.Go(func() { f(i, t) })
+	}
+	wg.Wait()
 }
 
 // maxFailedCommits is how many commits in a row may fail on broker errors
