@@ -37,19 +37,18 @@ func TestCommitsWriteLocalState(t *testing.T) {
 			done := make(chan error, 1)
 			go func() { done <- p.Run(ctx) }()
 
-			// Rounds of events with pauses between them, so they take many
-			// commits; partition 1 gets more than partition 0.
+			// Rounds of events, each in Redis before the next is produced,
+			// so each takes a commit of its own; partition 1 gets more
+			// than partition 0.
 			ends := map[int32]int64{}
-			const rounds = 20
+			const rounds = 8
 			for r := range rounds {
 				ends[0] = e.produce(0, 3)
 				ends[1] = e.produce(1, 3+r%4)
-				time.Sleep(7 * time.Millisecond)
+				e.waitItems(0, len(e.items["a1"]))
+				e.waitItems(1, len(e.items["b1"]))
 			}
-			n0 := len(e.items["a1"])
-			n1 := len(e.items["b1"])
-			e.waitItems(0, n0)
-			e.waitItems(1, n1)
+			n0, n1 := len(e.items["a1"]), len(e.items["b1"])
 			cancel()
 			if err := <-done; err != nil {
 				t.Fatal(err)
@@ -89,8 +88,8 @@ func TestCommitsWriteLocalState(t *testing.T) {
 			now := time.Now().UnixMilli()
 			for part, n := range map[int32]int{0: n0, 1: n1} {
 				var users []string
-				if count[part] < 5*len(e.users[part]) {
-					t.Errorf("partition %d: %d changelog records, want the users' states of at least five commits", part, count[part])
+				if count[part] < rounds*len(e.users[part]) {
+					t.Errorf("partition %d: %d changelog records, want each user's state of %d commits at least", part, count[part], rounds)
 				}
 				if err := store.Entities(part, func(entity string, st *topology.EntityState) error {
 					users = append(users, entity)
