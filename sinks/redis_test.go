@@ -340,6 +340,59 @@ func TestWriteRemovesDroppedFeatures(t *testing.T) {
 			t.Fatalf("version %d: fields %v, want %v", w.version, got, wantNow)
 		}
 	}
+
+	// The same within one script call, whose entities share an argument
+	// table in the script: entities with a horizon and without alternate,
+	// and each hash gets exactly its own record's fields and values, also
+	// when the one before it in the call had more.
+	for _, round := range []struct {
+		version uint64
+		odd     int64 // the horizon of odd entities; even ones get none
+	}{{1, t0}, {2, math.MinInt64}} {
+		var recs []sinks.Record
+		for i := range 8 {
+			h := int64(math.MinInt64)
+			if i%2 == 1 {
+				h = round.odd
+			} else if round.odd == math.MinInt64 {
+				h = t0 + int64(i)
+			}
+			id := fmt.Sprintf("m%d", i)
+			recs = append(recs, sinks.Record{Entity: id, Partition: int32(i), Version: round.version + uint64(i), Generation: "g", HorizonMs: h,
+				State: shopState(t, top, id, t0, 1+i)})
+		}
+		if err := s.Write(ctx, recs); err != nil {
+			t.Fatal(err)
+		}
+		ids := make([]string, len(recs))
+		for i, r := range recs {
+			ids[i] = r.Entity
+		}
+		got, err := s.Read(ctx, ids, allFeatures(top), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, r := range recs {
+			keys, err := client.HKeys(ctx, "fs:shop:e:"+r.Entity).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			slices.Sort(keys)
+			wantKeys := want
+			if r.HorizonMs != math.MinInt64 {
+				wantKeys = slices.Sorted(slices.Values(append([]string{"_h"}, want...)))
+			}
+			if !slices.Equal(keys, wantKeys) {
+				t.Errorf("version %d, %s: fields %v, want %v", r.Version, r.Entity, keys, wantKeys)
+			}
+			e := got[i]
+			if e.Version != r.Version || e.Partition != r.Partition || e.HorizonMs != r.HorizonMs || e.LastEventMs != r.State.LastEventMs ||
+				!reflect.DeepEqual(e.Tiles[3], r.State.Features[3]) {
+				t.Errorf("%s: stored version %d, partition %d, horizon %d, last event %d; want %d, %d, %d, %d, and its own last_items",
+					r.Entity, e.Version, e.Partition, e.HorizonMs, e.LastEventMs, r.Version, r.Partition, r.HorizonMs, r.State.LastEventMs)
+			}
+		}
+	}
 }
 
 // TestWriteRoundTrips: a write takes one round trip per 512 records, each
