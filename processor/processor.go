@@ -626,7 +626,8 @@ func (p *Processor) flushLocked(ctx context.Context, tasks []*task) error {
 	start := time.Now()
 	// Each partition's records are encoded, and after the commit written
 	// to Pebble, on a goroutine of its own: the loop processes nothing
-	// while it commits, and the tasks share nothing here.
+	// while it commits, and the tasks share nothing here but the store,
+	// which takes batches from many goroutines at once.
 	changes := make([][]change, len(tasks))
 	eachTask(tasks, func(i int, t *task) { changes[i] = p.encodeChanges(t) })
 	n := 0
