@@ -218,6 +218,87 @@ func BenchmarkRestore(b *testing.B) {
 	})
 }
 
+// BenchmarkRestorePartitions restores 8 partitions of 1,400 changelog
+// records each at once, as a processor restores its assignment and as
+// bench e2e's restore reads its changelog of about 11 k records; beside it,
+// a raw read of all 8 with one client. At this size a restore is mostly
+// fixed costs (a listing, a client, its first fetch, a Pebble commit), which
+// BenchmarkRestore's one large partition hides. ns/op is per read of all 8.
+func BenchmarkRestorePartitions(b *testing.B) {
+	top := testshop.Topology(b)
+	ctx := context.Background()
+	const partitions, perPartition, perCommit = 8, 1400, 100
+	cc := newChangelogCluster(b, "bench", partitions)
+	c, cl, adm, topic, gen := cc.c, cc.cl, cc.adm, cc.topic, cc.gen
+	rng := rand.New(rand.NewPCG(11, 12))
+	states := make([][]byte, 64)
+	for i := range states {
+		states[i] = top.AppendState(nil, stateOf(b, top, "u", 1+i%8))
+	}
+	for p := range int32(partitions) {
+		for from := 0; from < perPartition; from += perCommit {
+			recs := make([]*kgo.Record, perCommit)
+			for i := range recs {
+				recs[i] = &kgo.Record{Topic: topic, Partition: p, Key: fmt.Appendf(nil, "u%d", rng.IntN(5_000)), Value: states[rng.IntN(len(states))]}
+			}
+			recs[perCommit-1].Headers = []kgo.RecordHeader{InputNextHeader(int64(from + perCommit)), HorizonHeader(int64(1_000_000 + from))}
+			if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	b.Run("read=raw", func(b *testing.B) {
+		for range b.N {
+			rc, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+				kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+			if err != nil {
+				b.Fatal(err)
+			}
+			for n := 0; n < partitions*perPartition; {
+				fetches := rc.PollFetches(ctx)
+				if err := fetches.Err0(); err != nil {
+					b.Fatal(err)
+				}
+				n += fetches.NumRecords()
+			}
+			// Closing is not reading: bench e2e times its raw read to
+			// the last record.
+			b.StopTimer()
+			rc.Close()
+			b.StartTimer()
+		}
+	})
+	b.Run("read=restore", func(b *testing.B) {
+		for range b.N {
+			b.StopTimer()
+			s, err := Open(Options{Dir: b.TempDir(), Logger: logger}, top)
+			if err != nil {
+				b.Fatal(err)
+			}
+			r := NewRestorer(s, adm, []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, topic, logger, nil)
+			b.StartTimer()
+			var g errgroup.Group
+			for p := range int32(partitions) {
+				g.Go(func() error {
+					meta, _, err := r.Restore(ctx, p, gen)
+					if err == nil && meta.ChangelogNext != perPartition {
+						err = fmt.Errorf("partition %d restored to %d", p, meta.ChangelogNext)
+					}
+					return err
+				})
+			}
+			err = g.Wait()
+			b.StopTimer()
+			if err != nil {
+				b.Fatal(err)
+			}
+			s.Close()
+			b.StartTimer()
+		}
+	})
+}
+
 // BenchmarkRepushStates compares two ways for a processor to get the states
 // a restore re-pushes to the online store, for 8,000 entities just restored
 // (in the memtable, as after a restore): reading each back from the store,

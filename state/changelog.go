@@ -220,6 +220,10 @@ func (r *Restorer) Restore(ctx context.Context, partition int32, generation stri
 		// One partition read once to its end gains nothing from a fetch
 		// session, and closing one costs a round trip.
 		kgo.DisableFetchSessions(),
+		// Nor from client metrics (KIP-714): a client that lives for a
+		// fetch or two has nothing to report, and its last push, sent as
+		// it closes, held each restore another 2-13 ms on kfake.
+		kgo.DisableClientMetrics(),
 	)...)
 	if err != nil {
 		return Meta{}, nil, fmt.Errorf("restore partition %d: %w", partition, err)
