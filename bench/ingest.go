@@ -279,7 +279,7 @@ func produceShop(ctx context.Context, cl *kgo.Client, topic string, cfg IngestCo
 		if rng.Float64() < cfg.OutOfOrder {
 			ts = ts.Add(-time.Duration(rng.IntN(60_000)) * time.Millisecond)
 		}
-		rec := gen.Next(ts).Record(topic)
+		rec := gen.NextRecord(ts, topic)
 		cl.Produce(ctx, rec, func(_ *kgo.Record, err error) {
 			if err != nil && firstErr == nil {
 				firstErr = err
