@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -117,6 +118,8 @@ type Restorer struct {
 	// compactBytes is when a restore's re-push list drops older states:
 	// repushCompactBytes, smaller in tests.
 	compactBytes int
+	// ends shares listings of the changelog's end among restores.
+	ends endsLister
 
 	records   prometheus.Counter
 	remaining *prometheus.GaugeVec
@@ -129,6 +132,7 @@ func NewRestorer(store *Store, adm *kadm.Client, clientOpts []kgo.Opt, topic str
 	r := &Restorer{
 		store: store, adm: adm, opts: clientOpts, topic: topic, logger: logger,
 		slots: make(chan struct{}, MaxConcurrentRestores), compactBytes: repushCompactBytes,
+		ends: endsLister{list: func(ctx context.Context) (kadm.ListedOffsets, error) { return adm.ListCommittedOffsets(ctx, topic) }},
 		records: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "featurestream_restore_records_total",
 			Help: "Changelog records applied to local state while restoring.",
@@ -193,7 +197,7 @@ func (r *Restorer) Restore(ctx context.Context, partition int32, generation stri
 		}
 		meta = Meta{MaxEventMs: math.MinInt64, Generation: generation}
 	}
-	ends, err := r.adm.ListCommittedOffsets(ctx, r.topic)
+	ends, err := r.ends.listed(ctx)
 	if err != nil {
 		return Meta{}, nil, fmt.Errorf("restore partition %d: list changelog end: %w", partition, err)
 	}
@@ -323,6 +327,73 @@ func (r *Restorer) Restore(ctx context.Context, partition int32, generation stri
 	r.duration.Observe(time.Since(start).Seconds())
 	r.logger.Info("restored partition", "partition", partition, "records", applied, "changelog_next", meta.ChangelogNext, "input_next", meta.InputNext, "took", time.Since(start).Round(time.Millisecond))
 	return meta, repush.list, nil
+}
+
+// endsLister shares listings of the changelog's committed end among the
+// restores that need one at about the same time: a processor restores an
+// assignment's partitions at once, and each listing is of every partition
+// (a metadata request and a ListOffsets), so one per restore asked the
+// broker n times for n partitions' ends. A restore waits for a listing that
+// starts after it asks, never one already under way: what it reads must
+// include everything committed before it started (the partition's previous
+// owner committed its last transaction before the assignment).
+type endsLister struct {
+	list func(context.Context) (kadm.ListedOffsets, error)
+	mu   sync.Mutex
+	// next is the listing that has not started, which a restore asking
+	// now joins; running is whether one is under way. next starts when
+	// the one under way ends, or at once if none is.
+	next    *endsListing
+	running bool
+}
+
+type endsListing struct {
+	done chan struct{}
+	ends kadm.ListedOffsets
+	err  error
+}
+
+// endsListTimeout bounds a shared listing, which no one restore's context
+// can cancel.
+const endsListTimeout = 30 * time.Second
+
+// listed returns the changelog's committed end offsets from a listing
+// started after the call.
+func (l *endsLister) listed(ctx context.Context) (kadm.ListedOffsets, error) {
+	l.mu.Lock()
+	if l.next == nil {
+		l.next = &endsListing{done: make(chan struct{})}
+	}
+	mine := l.next
+	if !l.running {
+		l.startLocked()
+	}
+	l.mu.Unlock()
+	select {
+	case <-mine.done:
+		return mine.ends, mine.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// startLocked starts the next listing; when it ends, the one restores
+// joined meanwhile starts.
+func (l *endsLister) startLocked() {
+	x := l.next
+	l.next, l.running = nil, true
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), endsListTimeout)
+		x.ends, x.err = l.list(ctx)
+		cancel()
+		close(x.done)
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		l.running = false
+		if l.next != nil {
+			l.startLocked()
+		}
+	}()
 }
 
 // repushes collects the states the online store may lack, each entity's
