@@ -108,7 +108,6 @@ func EnsureTopic(ctx context.Context, adm *kadm.Client, topic string, partitions
 // MaxConcurrentRestores of them read the changelog at a time.
 type Restorer struct {
 	store  *Store
-	adm    *kadm.Client
 	opts   []kgo.Opt
 	topic  string
 	logger *slog.Logger
@@ -130,7 +129,7 @@ type Restorer struct {
 // clientOpts (seed brokers, TLS, SASL).
 func NewRestorer(store *Store, adm *kadm.Client, clientOpts []kgo.Opt, topic string, logger *slog.Logger, reg prometheus.Registerer) *Restorer {
 	r := &Restorer{
-		store: store, adm: adm, opts: clientOpts, topic: topic, logger: logger,
+		store: store, opts: clientOpts, topic: topic, logger: logger,
 		slots: make(chan struct{}, MaxConcurrentRestores), compactBytes: repushCompactBytes,
 		ends: endsLister{list: func(ctx context.Context) (kadm.ListedOffsets, error) { return adm.ListCommittedOffsets(ctx, topic) }},
 		records: prometheus.NewCounter(prometheus.CounterOpts{
