@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/featurestream/featurestream/internal/testshop"
+	"github.com/featurestream/featurestream/topology"
 )
 
 // BenchmarkStore measures the processor's use of the store, tuned and with
@@ -159,23 +160,9 @@ func BenchmarkRestore(b *testing.B) {
 	top := testshop.Topology(b)
 	ctx := context.Background()
 	cc := newChangelogCluster(b, "bench", 1)
-	c, cl, adm, topic, gen := cc.c, cc.cl, cc.adm, cc.topic, cc.gen
-	const records, perCommit = 50_000, 500
-	rng := rand.New(rand.NewPCG(9, 10))
-	states := make([][]byte, 64)
-	for i := range states {
-		states[i] = top.AppendState(nil, stateOf(b, top, "u", 1+i%8))
-	}
-	for from := 0; from < records; from += perCommit {
-		recs := make([]*kgo.Record, perCommit)
-		for i := range recs {
-			recs[i] = &kgo.Record{Topic: topic, Key: fmt.Appendf(nil, "u%d", rng.IntN(20_000)), Value: states[rng.IntN(len(states))]}
-		}
-		recs[perCommit-1].Headers = []kgo.RecordHeader{InputNextHeader(int64(from + perCommit)), HorizonHeader(int64(1_000_000 + from))}
-		if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
-			b.Fatal(err)
-		}
-	}
+	c, cl, topic, gen := cc.c, cc.cl, cc.topic, cc.gen
+	const records = 50_000
+	produceCommits(b, top, cl, topic, 1, records, 500, 20_000, rand.New(rand.NewPCG(9, 10)))
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	// The baseline: a plain read_committed consumer reading the partition
 	// to its end, as bench e2e's raw changelog read does.
@@ -186,13 +173,7 @@ func BenchmarkRestore(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			for n := 0; n < records; {
-				fetches := rc.PollFetches(ctx)
-				if err := fetches.Err0(); err != nil {
-					b.Fatal(err)
-				}
-				n += fetches.NumRecords()
-			}
+			readAll(b, rc, records)
 			rc.Close()
 		}
 		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*records), "ns/record")
@@ -200,11 +181,7 @@ func BenchmarkRestore(b *testing.B) {
 	b.Run("read=restore", func(b *testing.B) {
 		for range b.N {
 			b.StopTimer()
-			s, err := Open(Options{Dir: b.TempDir(), Logger: logger}, top)
-			if err != nil {
-				b.Fatal(err)
-			}
-			r := NewRestorer(s, adm, []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, topic, logger, nil)
+			s, r := emptyRestorer(b, top, cc, logger)
 			b.StartTimer()
 			meta, _, err := r.Restore(ctx, 0, gen)
 			b.StopTimer()
@@ -227,26 +204,10 @@ func BenchmarkRestore(b *testing.B) {
 func BenchmarkRestorePartitions(b *testing.B) {
 	top := testshop.Topology(b)
 	ctx := context.Background()
-	const partitions, perPartition, perCommit = 8, 1400, 100
+	const partitions, perPartition = 8, 1400
 	cc := newChangelogCluster(b, "bench", partitions)
-	c, cl, adm, topic, gen := cc.c, cc.cl, cc.adm, cc.topic, cc.gen
-	rng := rand.New(rand.NewPCG(11, 12))
-	states := make([][]byte, 64)
-	for i := range states {
-		states[i] = top.AppendState(nil, stateOf(b, top, "u", 1+i%8))
-	}
-	for p := range int32(partitions) {
-		for from := 0; from < perPartition; from += perCommit {
-			recs := make([]*kgo.Record, perCommit)
-			for i := range recs {
-				recs[i] = &kgo.Record{Topic: topic, Partition: p, Key: fmt.Appendf(nil, "u%d", rng.IntN(5_000)), Value: states[rng.IntN(len(states))]}
-			}
-			recs[perCommit-1].Headers = []kgo.RecordHeader{InputNextHeader(int64(from + perCommit)), HorizonHeader(int64(1_000_000 + from))}
-			if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
-				b.Fatal(err)
-			}
-		}
-	}
+	c, cl, topic, gen := cc.c, cc.cl, cc.topic, cc.gen
+	produceCommits(b, top, cl, topic, partitions, perPartition, 100, 5_000, rand.New(rand.NewPCG(11, 12)))
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	b.Run("read=raw", func(b *testing.B) {
 		for range b.N {
@@ -255,13 +216,7 @@ func BenchmarkRestorePartitions(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			for n := 0; n < partitions*perPartition; {
-				fetches := rc.PollFetches(ctx)
-				if err := fetches.Err0(); err != nil {
-					b.Fatal(err)
-				}
-				n += fetches.NumRecords()
-			}
+			readAll(b, rc, partitions*perPartition)
 			// Closing is not reading: bench e2e times its raw read to
 			// the last record.
 			b.StopTimer()
@@ -272,11 +227,7 @@ func BenchmarkRestorePartitions(b *testing.B) {
 	b.Run("read=restore", func(b *testing.B) {
 		for range b.N {
 			b.StopTimer()
-			s, err := Open(Options{Dir: b.TempDir(), Logger: logger}, top)
-			if err != nil {
-				b.Fatal(err)
-			}
-			r := NewRestorer(s, adm, []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, topic, logger, nil)
+			s, r := emptyRestorer(b, top, cc, logger)
 			b.StartTimer()
 			var g errgroup.Group
 			for p := range int32(partitions) {
@@ -288,7 +239,7 @@ func BenchmarkRestorePartitions(b *testing.B) {
 					return err
 				})
 			}
-			err = g.Wait()
+			err := g.Wait()
 			b.StopTimer()
 			if err != nil {
 				b.Fatal(err)
@@ -297,6 +248,52 @@ func BenchmarkRestorePartitions(b *testing.B) {
 			b.StartTimer()
 		}
 	})
+}
+
+// produceCommits writes perPartition changelog records to each of the
+// first partitions of topic, as commits of perCommit states of users drawn
+// from rng, each commit's last record with its input offset and horizon.
+func produceCommits(b *testing.B, top *topology.Topology, cl *kgo.Client, topic string, partitions int32, perPartition, perCommit, users int, rng *rand.Rand) {
+	b.Helper()
+	states := make([][]byte, 64)
+	for i := range states {
+		states[i] = top.AppendState(nil, stateOf(b, top, "u", 1+i%8))
+	}
+	for p := range partitions {
+		for from := 0; from < perPartition; from += perCommit {
+			recs := make([]*kgo.Record, perCommit)
+			for i := range recs {
+				recs[i] = &kgo.Record{Topic: topic, Partition: p, Key: fmt.Appendf(nil, "u%d", rng.IntN(users)), Value: states[rng.IntN(len(states))]}
+			}
+			recs[perCommit-1].Headers = []kgo.RecordHeader{InputNextHeader(int64(from + perCommit)), HorizonHeader(int64(1_000_000 + from))}
+			if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}
+
+// emptyRestorer opens an empty store and a Restorer of cc's changelog into
+// it.
+func emptyRestorer(b *testing.B, top *topology.Topology, cc *changelogCluster, logger *slog.Logger) (*Store, *Restorer) {
+	b.Helper()
+	s, err := Open(Options{Dir: b.TempDir(), Logger: logger}, top)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return s, NewRestorer(s, cc.adm, []kgo.Opt{kgo.SeedBrokers(cc.c.ListenAddrs()...)}, cc.topic, logger, nil)
+}
+
+// readAll polls rc until it has read n records.
+func readAll(b *testing.B, rc *kgo.Client, n int) {
+	b.Helper()
+	for read := 0; read < n; {
+		fetches := rc.PollFetches(context.Background())
+		if err := fetches.Err0(); err != nil {
+			b.Fatal(err)
+		}
+		read += fetches.NumRecords()
+	}
 }
 
 // BenchmarkRepushStates compares two ways for a processor to get the states
