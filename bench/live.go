@@ -52,6 +52,10 @@ type LiveConfig struct {
 	ServeRate int
 	// CommitInterval is the processor's; 0 is the processor's default.
 	CommitInterval time.Duration
+	// Warmup is how long the traffic runs at Rate before the measurement
+	// starts, so it measures a steady state and not the processor
+	// settling after the sustained-rate search. 0: none.
+	Warmup time.Duration
 	Dir            string
 	Logger         *slog.Logger
 }
@@ -102,7 +106,7 @@ func summarize(sample []time.Duration) Latencies {
 
 // RunLive runs a processor (exactly-once) and a gRPC server, sends
 // cfg.Rate events/s of shop traffic stamped with the current time, and
-// meanwhile measures freshness with probe events (one at a time: produce,
+// after cfg.Warmup measures freshness with probe events (one at a time: produce,
 // then poll GetFeatures until the probe's item is the newest of its user)
 // and GetFeatures latency at cfg.ServeRate.
 func RunLive(ctx context.Context, cfg LiveConfig, progress io.Writer) (*LiveResult, error) {
@@ -223,31 +227,45 @@ func RunLive(ctx context.Context, cfg LiveConfig, progress io.Writer) (*LiveResu
 		res.Sustained, cfg.Rate = sustained, sustained/2
 	}
 	res.Rate = cfg.Rate
-	fmt.Fprintf(progress, "live: %d events/s for %s, probing freshness, GetFeatures at %d/s...\n", cfg.Rate, cfg.Duration, cfg.ServeRate)
+	warmup := max(cfg.Warmup, 0)
+	fmt.Fprintf(progress, "live: %d events/s for %s after a %s warm-up, probing freshness, GetFeatures at %d/s...\n", cfg.Rate, cfg.Duration, warmup, cfg.ServeRate)
 
-	before, err := snapshotHists(reg)
-	if err != nil {
-		return nil, err
-	}
 	secs := int(cfg.Duration / time.Second)
 	res.PerSecond = make([]SecondSample, max(secs, 1))
 	var mu sync.Mutex
 	perSecondProbe := make([][]time.Duration, len(res.PerSecond))
-	start := time.Now()
-	mctx, mstop := context.WithTimeout(ctx, cfg.Duration)
-	defer mstop()
+	// The traffic runs through the warm-up into the measurement, which
+	// starts at start.
+	start := time.Now().Add(warmup)
+	tctx, tstop := context.WithDeadline(ctx, start.Add(cfg.Duration))
+	defer tstop()
 	var load sync.WaitGroup
 
 	// Background traffic.
 	load.Go(func() {
-		produceAtRate(ctx, mctx, cl, gen, topic, cfg.Rate, nil, func(now time.Time, n int) {
-			if s := int(now.Sub(start) / time.Second); s < len(res.PerSecond) {
+		produceAtRate(ctx, tctx, cl, gen, topic, cfg.Rate, nil, func(now time.Time, n int) {
+			if s := int(now.Sub(start) / time.Second); now.After(start) && s < len(res.PerSecond) {
 				mu.Lock()
 				res.PerSecond[s].Events += n
 				mu.Unlock()
 			}
 		})
 	})
+	select {
+	case <-time.After(time.Until(start)):
+	case <-ctx.Done():
+		tstop()
+		load.Wait()
+		return nil, ctx.Err()
+	}
+	before, err := snapshotHists(reg)
+	if err != nil {
+		tstop()
+		load.Wait()
+		return nil, err
+	}
+	mctx, mstop := context.WithDeadline(ctx, start.Add(cfg.Duration))
+	defer mstop()
 
 	// Freshness probes, one at a time.
 	var fresh []time.Duration

@@ -29,6 +29,7 @@ type benchIngestCmd struct {
 	OutOfOrder     float64       `help:"Fraction of events up to a minute out of order." default:"0.05"`
 	Rounds         int           `help:"How many times to measure the raw consume and each guarantee's processor run, alternating; the report keeps the medians, and each ratio to raw is taken within its round." default:"5"`
 	LiveDuration   time.Duration `help:"How long to run live traffic (at half the maximum sustained rate) to measure freshness and serving under load; 0 skips it." default:"10s"`
+	LiveWarmup     time.Duration `help:"How long the live traffic runs before --live-duration is measured, so the measurement starts in a steady state rather than right after the sustained-rate search." default:"5s"`
 	ServeRate      int           `help:"GetFeatures calls per second while live traffic flows." default:"200"`
 	CommitInterval time.Duration `help:"The processors' --commit-interval, for ingest and live runs; 0 is the processor's default."`
 	LiveRate       int           `help:"Events per second of the live traffic; 0 means half the maximum sustained rate, which the bench finds first (below the exactly-once backlog rate) by producing and consuming at once."`
@@ -91,7 +92,7 @@ func (c *benchIngestCmd) Run(ctx context.Context, logger *slog.Logger) error {
 		if maxRate > 0 || c.LiveRate > 0 {
 			rep.Live, err = bench.RunLive(ctx, bench.LiveConfig{
 				Brokers: brokers, RedisAddr: redisAddr, Top: top, Partitions: c.Partitions, Users: c.Users,
-				Rate: c.LiveRate, MaxRate: int(maxRate), Duration: c.LiveDuration, ServeRate: c.ServeRate, CommitInterval: c.CommitInterval, Logger: quiet,
+				Rate: c.LiveRate, MaxRate: int(maxRate), Duration: c.LiveDuration, Warmup: c.LiveWarmup, ServeRate: c.ServeRate, CommitInterval: c.CommitInterval, Logger: quiet,
 			}, os.Stderr)
 			if err != nil {
 				return err
