@@ -56,8 +56,8 @@ type LiveConfig struct {
 	// starts, so it measures a steady state and not the processor
 	// settling after the sustained-rate search. 0: none.
 	Warmup time.Duration
-	Dir            string
-	Logger         *slog.Logger
+	Dir    string
+	Logger *slog.Logger
 }
 
 // Latencies summarizes a latency sample.
@@ -106,9 +106,9 @@ func summarize(sample []time.Duration) Latencies {
 
 // RunLive runs a processor (exactly-once) and a gRPC server, sends
 // cfg.Rate events/s of shop traffic stamped with the current time, and
-// after cfg.Warmup measures freshness with probe events (one at a time: produce,
-// then poll GetFeatures until the probe's item is the newest of its user)
-// and GetFeatures latency at cfg.ServeRate.
+// after cfg.Warmup measures freshness with probe events (one at a time:
+// produce, then poll GetFeatures until the probe's item is the newest of
+// its user) and GetFeatures latency at cfg.ServeRate.
 func RunLive(ctx context.Context, cfg LiveConfig, progress io.Writer) (*LiveResult, error) {
 	if cfg.Duration == 0 {
 		cfg.Duration = 10 * time.Second
