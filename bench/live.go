@@ -234,16 +234,19 @@ func RunLive(ctx context.Context, cfg LiveConfig, progress io.Writer) (*LiveResu
 	res.PerSecond = make([]SecondSample, max(secs, 1))
 	var mu sync.Mutex
 	perSecondProbe := make([][]time.Duration, len(res.PerSecond))
-	// The traffic runs through the warm-up into the measurement, which
-	// starts at start.
+	// The measurement starts at start and ends with mctx; the traffic
+	// starts warmup before it.
 	start := time.Now().Add(warmup)
-	tctx, tstop := context.WithDeadline(ctx, start.Add(cfg.Duration))
-	defer tstop()
+	mctx, mstop := context.WithDeadline(ctx, start.Add(cfg.Duration))
 	var load sync.WaitGroup
+	defer func() {
+		mstop()
+		load.Wait()
+	}()
 
 	// Background traffic.
 	load.Go(func() {
-		produceAtRate(ctx, tctx, cl, gen, topic, cfg.Rate, nil, func(now time.Time, n int) {
+		produceAtRate(ctx, mctx, cl, gen, topic, cfg.Rate, nil, func(now time.Time, n int) {
 			if s := int(now.Sub(start) / time.Second); now.After(start) && s < len(res.PerSecond) {
 				mu.Lock()
 				res.PerSecond[s].Events += n
@@ -254,18 +257,12 @@ func RunLive(ctx context.Context, cfg LiveConfig, progress io.Writer) (*LiveResu
 	select {
 	case <-time.After(time.Until(start)):
 	case <-ctx.Done():
-		tstop()
-		load.Wait()
 		return nil, ctx.Err()
 	}
 	before, err := snapshotHists(reg)
 	if err != nil {
-		tstop()
-		load.Wait()
 		return nil, err
 	}
-	mctx, mstop := context.WithDeadline(ctx, start.Add(cfg.Duration))
-	defer mstop()
 
 	// Freshness probes, one at a time.
 	var fresh []time.Duration
