@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"math"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -108,17 +107,17 @@ func EnsureTopic(ctx context.Context, adm *kadm.Client, topic string, partitions
 // MaxConcurrentRestores of them read the changelog at a time.
 type Restorer struct {
 	store  *Store
-	opts   []kgo.Opt
 	topic  string
 	logger *slog.Logger
-	// slots bounds the restores under way: each has its own client and
-	// a Pebble batch in memory.
+	// slots bounds the restores under way: each has a Pebble batch and
+	// up to a fetch or two of records in memory.
 	slots chan struct{}
 	// compactBytes is when a restore's re-push list drops older states:
 	// repushCompactBytes, smaller in tests.
 	compactBytes int
-	// ends shares listings of the changelog's end among restores.
-	ends endsLister
+	// waves shares listings of the changelog's end, and clients reading
+	// it, among restores that start together.
+	waves waves
 
 	records   prometheus.Counter
 	remaining *prometheus.GaugeVec
@@ -129,9 +128,33 @@ type Restorer struct {
 // clientOpts (seed brokers, TLS, SASL).
 func NewRestorer(store *Store, adm *kadm.Client, clientOpts []kgo.Opt, topic string, logger *slog.Logger, reg prometheus.Registerer) *Restorer {
 	r := &Restorer{
-		store: store, opts: clientOpts, topic: topic, logger: logger,
+		store: store, topic: topic, logger: logger,
 		slots: make(chan struct{}, MaxConcurrentRestores), compactBytes: repushCompactBytes,
-		ends: endsLister{list: func(ctx context.Context) (kadm.ListedOffsets, error) { return adm.ListCommittedOffsets(ctx, topic) }},
+		waves: waves{
+			topic: topic, pauseRecords: feedPauseRecords,
+			list: func(ctx context.Context) (kadm.ListedOffsets, error) { return adm.ListCommittedOffsets(ctx, topic) },
+			open: func(from map[int32]kgo.Offset) (*kgo.Client, error) {
+				return kgo.NewClient(append(clientOpts[:len(clientOpts):len(clientOpts)],
+					kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: from}),
+					kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+					kgo.KeepControlRecords(),
+					// A wave's partitions are read once to their ends,
+					// which gains little from a fetch session; closing
+					// one costs a round trip.
+					kgo.DisableFetchSessions(),
+					// Nor from client metrics (KIP-714): a client that
+					// lives for a few fetches has nothing to report, and
+					// its last push, sent as it closes, held each restore
+					// another 2-13 ms on kfake when a restore closed its
+					// own client.
+					kgo.DisableClientMetrics(),
+					// A partition resumed while the broker holds a fetch
+					// of the others (for records beyond what was listed,
+					// or a tail compacted away) waits for that fetch.
+					kgo.FetchMaxWait(restoreFetchMaxWait),
+				)...)
+			},
+		},
 		records: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "featurestream_restore_records_total",
 			Help: "Changelog records applied to local state while restoring.",
@@ -155,6 +178,11 @@ func NewRestorer(store *Store, adm *kadm.Client, clientOpts []kgo.Opt, topic str
 // restoreBatchRecords bounds a restore's Pebble batch, so progress survives
 // a crash during a long restore.
 const restoreBatchRecords = 4096
+
+// restoreFetchMaxWait bounds how long the broker holds a restore's fetch
+// when it has nothing to return, well below the second a restore waits for
+// records before it counts a wait as idle.
+const restoreFetchMaxWait = 100 * time.Millisecond
 
 // MaxConcurrentRestores is how many partitions a Restorer restores at once;
 // more wait their turn. Restores overlap their round trips to the broker,
@@ -196,42 +224,26 @@ func (r *Restorer) Restore(ctx context.Context, partition int32, generation stri
 		}
 		meta = Meta{MaxEventMs: math.MinInt64, Generation: generation}
 	}
-	ends, err := r.ends.listed(ctx)
-	if err != nil {
-		return Meta{}, nil, fmt.Errorf("restore partition %d: list changelog end: %w", partition, err)
-	}
-	end, found := ends.Lookup(r.topic, partition)
-	if !found || end.Err != nil {
-		return Meta{}, nil, fmt.Errorf("restore partition %d: list changelog end: %v", partition, end.Err)
-	}
 	// Read from where the online store may be behind, apply from where
 	// local state is behind.
 	from := min(meta.ChangelogNext, meta.SinkNext)
-	repush := newRepushes(r.compactBytes)
-	gauge := r.remaining.WithLabelValues(fmt.Sprint(partition))
-	defer r.remaining.DeleteLabelValues(fmt.Sprint(partition))
-	if from >= end.Offset {
-		return meta, nil, nil
+	f, err := r.waves.join(partition, from)
+	if err != nil {
+		return Meta{}, nil, err
 	}
-	gauge.Set(float64(end.Offset - from))
-	r.logger.Info("restoring partition", "partition", partition, "from", from, "apply_from", meta.ChangelogNext, "to", end.Offset)
-
-	cl, err := kgo.NewClient(append(r.opts[:len(r.opts):len(r.opts)],
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{r.topic: {partition: kgo.NewOffset().At(from)}}),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.KeepControlRecords(),
-		// One partition read once to its end gains nothing from a fetch
-		// session, and closing one costs a round trip.
-		kgo.DisableFetchSessions(),
-		// Nor from client metrics (KIP-714): a client that lives for a
-		// fetch or two has nothing to report, and its last push, sent as
-		// it closes, held each restore another 2-13 ms on kfake.
-		kgo.DisableClientMetrics(),
-	)...)
+	defer f.leave()
+	end, err := f.ready(ctx)
 	if err != nil {
 		return Meta{}, nil, fmt.Errorf("restore partition %d: %w", partition, err)
 	}
-	defer cl.Close()
+	repush := newRepushes(r.compactBytes)
+	gauge := r.remaining.WithLabelValues(fmt.Sprint(partition))
+	defer r.remaining.DeleteLabelValues(fmt.Sprint(partition))
+	if from >= end {
+		return meta, nil, nil
+	}
+	gauge.Set(float64(end - from))
+	r.logger.Info("restoring partition", "partition", partition, "from", from, "apply_from", meta.ChangelogNext, "to", end)
 
 	// The records of the next batch, in changelog order; they refer into
 	// the fetches, which stay alive until the batch is committed. Their
@@ -254,35 +266,27 @@ func (r *Restorer) Restore(ctx context.Context, partition int32, generation stri
 	var applied, fetched int
 	idle := 0
 	next := from
-	for next < end.Offset {
-		pctx, cancel := context.WithTimeout(ctx, time.Second)
-		fetches := cl.PollFetches(pctx)
-		cancel()
-		if err := ctx.Err(); err != nil {
-			return Meta{}, nil, fmt.Errorf("restore partition %d: %w", partition, err)
-		}
-		var fetchErr error
-		fetches.EachError(func(_ string, _ int32, err error) {
-			if !errors.Is(err, context.DeadlineExceeded) {
-				fetchErr = err
+	for next < end {
+		parts, err := f.take(ctx, time.Second)
+		if err != nil {
+			if ctx.Err() != nil {
+				return Meta{}, nil, fmt.Errorf("restore partition %d: %w", partition, ctx.Err())
 			}
-		})
-		if fetchErr != nil {
-			return Meta{}, nil, fmt.Errorf("restore partition %d: fetch changelog: %w", partition, fetchErr)
+			return Meta{}, nil, fmt.Errorf("restore partition %d: fetch changelog: %w", partition, err)
 		}
-		if fetches.NumRecords() == 0 {
+		if len(parts) == 0 {
 			// Records at the end may have been compacted away or be
-			// markers of aborted transactions; after a few idle polls
+			// markers of aborted transactions; after a few idle waits
 			// the changelog has nothing more for us.
 			if idle++; idle >= 3 {
-				r.logger.Warn("changelog ended before its listed end offset", "partition", partition, "at", next, "end", end.Offset)
+				r.logger.Warn("changelog ended before its listed end offset", "partition", partition, "at", next, "end", end)
 				break
 			}
 			continue
 		}
 		idle = 0
 		var applyErr error
-		fetches.EachRecord(func(rec *kgo.Record) {
+		apply := func(rec *kgo.Record) {
 			if applyErr != nil || rec.Offset < next {
 				return
 			}
@@ -305,14 +309,19 @@ func (r *Restorer) Restore(ctx context.Context, partition int32, generation stri
 				closed = len(horizons)
 				repush.close(h)
 			}
-		})
+		}
+		for _, fp := range parts {
+			for _, rec := range fp.Records {
+				apply(rec)
+			}
+		}
 		// One add per fetch, not per record: restores run concurrently.
 		r.records.Add(float64(fetched))
 		fetched = 0
 		if applyErr != nil {
 			return Meta{}, nil, fmt.Errorf("restore partition %d: %w", partition, applyErr)
 		}
-		gauge.Set(float64(end.Offset - next))
+		gauge.Set(float64(end - next))
 		if len(pending) >= restoreBatchRecords {
 			if err := commit(); err != nil {
 				return Meta{}, nil, err
@@ -326,73 +335,6 @@ func (r *Restorer) Restore(ctx context.Context, partition int32, generation stri
 	r.duration.Observe(time.Since(start).Seconds())
 	r.logger.Info("restored partition", "partition", partition, "records", applied, "changelog_next", meta.ChangelogNext, "input_next", meta.InputNext, "took", time.Since(start).Round(time.Millisecond))
 	return meta, repush.list, nil
-}
-
-// endsLister shares listings of the changelog's committed end among the
-// restores that need one at about the same time: a processor restores an
-// assignment's partitions at once, and each listing is of every partition
-// (a metadata request and a ListOffsets), so one per restore asked the
-// broker n times for n partitions' ends. A restore waits for a listing that
-// starts after it asks, never one already under way: what it reads must
-// include everything committed before it started (the partition's previous
-// owner committed its last transaction before the assignment).
-type endsLister struct {
-	list func(context.Context) (kadm.ListedOffsets, error)
-	mu   sync.Mutex
-	// next is the listing that has not started, which a restore asking
-	// now joins; running is whether one is under way. next starts when
-	// the one under way ends, or at once if none is.
-	next    *endsListing
-	running bool
-}
-
-type endsListing struct {
-	done chan struct{}
-	ends kadm.ListedOffsets
-	err  error
-}
-
-// endsListTimeout bounds a shared listing, which no one restore's context
-// can cancel.
-const endsListTimeout = 30 * time.Second
-
-// listed returns the changelog's committed end offsets from a listing
-// started after the call.
-func (l *endsLister) listed(ctx context.Context) (kadm.ListedOffsets, error) {
-	l.mu.Lock()
-	if l.next == nil {
-		l.next = &endsListing{done: make(chan struct{})}
-	}
-	mine := l.next
-	if !l.running {
-		l.startLocked()
-	}
-	l.mu.Unlock()
-	select {
-	case <-mine.done:
-		return mine.ends, mine.err
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-}
-
-// startLocked starts the next listing; when it ends, the one restores
-// joined meanwhile starts.
-func (l *endsLister) startLocked() {
-	x := l.next
-	l.next, l.running = nil, true
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), endsListTimeout)
-		x.ends, x.err = l.list(ctx)
-		cancel()
-		close(x.done)
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		l.running = false
-		if l.next != nil {
-			l.startLocked()
-		}
-	}()
 }
 
 // repushes collects the states the online store may lack, each entity's
