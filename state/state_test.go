@@ -452,8 +452,9 @@ func countNil(m map[string][]byte) int {
 
 // TestRepushesCompact adds states of a few entities, some with their
 // commit's horizon and some before it is known, compacting at a small size:
-// the list keeps each entity's newest state, in order, and entries
-// compacted while open still learn their horizon.
+// the list keeps each entity's newest state, in order, entries compacted
+// while open still learn their horizon, and what a compaction kept no
+// longer refers to the bytes added.
 func TestRepushesCompact(t *testing.T) {
 	rng := rand.New(rand.NewPCG(17, 18))
 	r := newRepushes(2000)
@@ -464,6 +465,8 @@ func TestRepushesCompact(t *testing.T) {
 	}
 	model := map[string]entry{}
 	var open []string
+	// passed are the keys and values added since the last compaction.
+	var passed [][]byte
 	compactions := 0
 	for off := range int64(5000) {
 		key := fmt.Sprintf("e%d", rng.IntN(50))
@@ -476,9 +479,18 @@ func TestRepushesCompact(t *testing.T) {
 		}
 		model[key] = entry{value, off, horizon}
 		before := len(r.list)
-		r.add([]byte(key), []byte(value), off, horizon)
+		kb, vb := []byte(key), []byte(value)
+		passed = append(passed, kb, vb)
+		r.add(kb, vb, off, horizon)
 		if len(r.list) <= before {
 			compactions++
+			// The list kept copies: the fetches it referred to may go.
+			for _, b := range passed {
+				for i := range b {
+					b[i] = '#'
+				}
+			}
+			passed = passed[:0]
 			seen := map[string]bool{}
 			for _, rp := range r.list {
 				if seen[rp.Entity] {
