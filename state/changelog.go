@@ -237,12 +237,13 @@ func (r *Restorer) Restore(ctx context.Context, partition int32, generation stri
 	if err != nil {
 		return Meta{}, nil, fmt.Errorf("restore partition %d: %w", partition, err)
 	}
-	repush := newRepushes(r.compactBytes)
 	gauge := r.remaining.WithLabelValues(fmt.Sprint(partition))
 	defer r.remaining.DeleteLabelValues(fmt.Sprint(partition))
 	if from >= end {
 		return meta, nil, nil
 	}
+	// At most one entry per record from SinkNext on.
+	repush := newRepushes(r.compactBytes, end-max(from, meta.SinkNext))
 	gauge.Set(float64(end - from))
 	r.logger.Info("restoring partition", "partition", partition, "from", from, "apply_from", meta.ChangelogNext, "to", end)
 
@@ -368,9 +369,16 @@ type repushes struct {
 // repushArenaBytes is the size of each of a re-push list's arenas.
 const repushArenaBytes = 1 << 20
 
-func newRepushes(minCompact int) *repushes {
-	return &repushes{compactAt: minCompact, minCompact: minCompact}
+// newRepushes returns an empty list with room for up to sizeHint entries
+// (repushPresize at most), so that a restore does not grow it step by
+// step.
+func newRepushes(minCompact int, sizeHint int64) *repushes {
+	return &repushes{list: make([]Repush, 0, min(max(sizeHint, 0), repushPresize)), compactAt: minCompact, minCompact: minCompact}
 }
+
+// repushPresize bounds the entries a re-push list makes room for at once:
+// 14 MiB of Repush.
+const repushPresize = 1 << 18
 
 // repushCompactBytes is when a re-push list drops older states. On a
 // changelog compaction has fallen far behind on, the list could hold many

@@ -457,7 +457,7 @@ func countNil(m map[string][]byte) int {
 // longer refers to the bytes added.
 func TestRepushesCompact(t *testing.T) {
 	rng := rand.New(rand.NewPCG(17, 18))
-	r := newRepushes(2000)
+	r := newRepushes(2000, 100)
 	type entry struct {
 		value   string
 		offset  int64
