@@ -151,7 +151,7 @@ func checkLoopback(addr string) error {
 // Cell is one measured combination of path, callers and batch size.
 type Cell struct {
 	// Path is "grpc" (GetFeatures through the feature server), "raw"
-	// (go-redis HGETALL, pipelined for batches) or "health" (the gRPC
+	// (go-redis GET of the entity values, pipelined for batches) or "health" (the gRPC
 	// health check on the same server over as many connections: a call
 	// that does no work, measured with batch 1 as the floor any gRPC call
 	// costs).
@@ -312,11 +312,11 @@ func RunServe(ctx context.Context, cfg ServeConfig, progress io.Writer) (*ServeR
 		for _, batch := range cfg.Batches {
 			rawCall := func(ctx context.Context, rng *rand.Rand) error {
 				if batch == 1 {
-					return raw.HGetAll(ctx, keys[rng.IntN(len(keys))]).Err()
+					return raw.Get(ctx, keys[rng.IntN(len(keys))]).Err()
 				}
 				cmds, err := raw.Pipelined(ctx, func(p redis.Pipeliner) error {
 					for range batch {
-						p.HGetAll(ctx, keys[rng.IntN(len(keys))])
+						p.Get(ctx, keys[rng.IntN(len(keys))])
 					}
 					return nil
 				})
@@ -686,7 +686,7 @@ func (r *ServeReport) WriteMarkdown(w io.Writer, command string) error {
 	cfg := r.Config
 	_, err := fmt.Fprintf(w, "Command: `%s`\n\nMachine: %s; redis-server %s on loopback, on the same machine; load average %s before the cells, %s after (other work shares the machine).\n\n"+
 		"Data: %d shop entities, each from %d generated events over the last day (loaded in %s). Each cell runs %s after a %s warm-up; "+
-		"callers pick entities uniformly at random; `raw` is go-redis HGETALL (a pipeline of HGETALLs for a batch) of the same keys, "+
+		"callers pick entities uniformly at random; `raw` is go-redis GET (a pipeline of GETs for a batch) of the same keys, "+
 		"`GetFeatures` is a gRPC call over %d loopback connection(s) to the feature server, reading every feature of the spec, %s. "+
 		"CPU/call is this process's CPU time (callers, and for GetFeatures the server) plus redis-server's, per call.\n\n",
 		command, r.Machine, r.Redis, r.LoadAvg[0], r.LoadAvg[1], cfg.Entities, cfg.EventsPerEntity, r.Loaded.Round(time.Second), cfg.Duration, cfg.Duration/5, cfg.Conns, cfg.callerText())

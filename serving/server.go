@@ -583,9 +583,7 @@ func (s *Server) respond(entries []sinks.Entry, ids []string, features, read []i
 				continue
 			}
 			fv.Status = pb.FeatureValue_PRESENT
-			// A record without a write time (an older writer's) cannot be
-			// shown fresh, so it is stale wherever freshness is asked for.
-			if maxMs := s.staleMs[fi]; partRestoring || (maxMs > 0 && (e.WrittenMs == 0 || nowMs-e.WrittenMs > maxMs)) {
+			if maxMs := s.staleMs[fi]; partRestoring || (maxMs > 0 && nowMs-e.WrittenMs > maxMs) {
 				fv.Status = pb.FeatureValue_STALE
 			}
 			switch v.Type {

@@ -2,6 +2,7 @@ package serving
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"log/slog"
 	"math"
@@ -146,9 +147,17 @@ func (e *env) write(t testing.TB, recs ...sinks.Record) {
 	}
 }
 
-// hset writes hash fields directly, as a foreign or older writer would.
-func hset(e *env, key string, values ...any) error {
-	return e.rdb.HSet(context.Background(), key, values...).Err()
+// setRaw stores entity id's value as another writer would: version 1 of
+// generation "g", written at writtenMs, its state holding only the given
+// features (name, then encoding; the layout of topology.AppendState).
+func setRaw(e *env, id string, lastEventMs, writtenMs int64, features ...string) error {
+	state := binary.AppendVarint([]byte{1}, lastEventMs)
+	state = binary.AppendUvarint(state, uint64(len(features)/2))
+	for _, f := range features {
+		state = append(binary.AppendUvarint(state, uint64(len(f))), f...)
+	}
+	v := sinks.AppendValue(nil, &sinks.Record{Entity: id, Generation: "g", Version: 1, Encoded: state}, writtenMs)
+	return e.rdb.Set(context.Background(), sinks.EntityKey("shop", id), v, 0).Err()
 }
 
 func ts(ms int64) *timestamppb.Timestamp { return timestamppb.New(time.UnixMilli(ms)) }
@@ -335,7 +344,7 @@ func TestGetFeaturesSubsetOrder(t *testing.T) {
 func TestFeatureMissingFromStoredState(t *testing.T) {
 	e := start(t, Config{})
 	empty := string(e.top.AppendFeature(nil, 0, nil))
-	if err := hset(e, "fs:shop:e:old", "_v", "1", "_g", "g", "_t", "1000", "_p", "0", "views_1h", empty); err != nil {
+	if err := setRaw(e, "old", 1000, t0, "views_1h", empty); err != nil {
 		t.Fatal(err)
 	}
 	asOf := t0
@@ -462,7 +471,7 @@ func TestRedisDown(t *testing.T) {
 
 func TestCorruptEntityIsDataLoss(t *testing.T) {
 	e := start(t, Config{})
-	if err := hset(e, "fs:shop:e:bad", "_v", "1", "_g", "g", "_t", "1", "_p", "0", "views_1h", "\x01\x05"); err != nil {
+	if err := setRaw(e, "bad", 1, t0, "views_1h", "\x01\x05"); err != nil {
 		t.Fatal(err)
 	}
 	_, err := e.client.GetFeatures(context.Background(), &pb.GetFeaturesRequest{EntityIds: []string{"ok", "bad"}})

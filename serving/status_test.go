@@ -2,7 +2,6 @@ package serving
 
 import (
 	"context"
-	"strconv"
 	"testing"
 	"time"
 
@@ -54,14 +53,13 @@ const (
 func TestStaleByAge(t *testing.T) {
 	e := startTop(t, Config{}, staleTopology(t, time.Minute))
 	e.write(t, sinks.Record{Entity: "u1", Partition: 1, Version: 1, State: state(t, e.top, u1Events...)})
-	w, err := e.rdb.HGet(context.Background(), "fs:shop:e:u1", sinks.FieldWritten).Int64()
+	read, err := e.store.Read(context.Background(), []string{"u1"}, nil, nil)
 	if err != nil {
-		t.Fatalf("read %s: %v", sinks.FieldWritten, err)
+		t.Fatal(err)
 	}
-	// An entity written by an older writer has no write time: it cannot
-	// be shown fresh where freshness is asked for.
-	if err := hset(e, "fs:shop:e:old", "_v", "1", "_g", "g", "_t", strconv.FormatInt(t0, 10), "_p", "0",
-		"views_1h", string(e.top.AppendFeature(nil, 0, nil))); err != nil {
+	w := read[0].WrittenMs
+	// An entity whose writer gave no write time cannot be shown fresh.
+	if err := setRaw(e, "old", t0, 0, "views_1h", string(e.top.AppendFeature(nil, 0, nil))); err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct {

@@ -32,7 +32,7 @@ type readBatcher struct {
 }
 
 type readOp struct {
-	cmds []*redis.StringSliceCmd
+	cmds []*redis.StringCmd
 	done chan struct{}
 }
 
@@ -40,7 +40,7 @@ type readOp struct {
 // waits for their replies or for ctx. On a nil return every command holds
 // its reply or its own error; on a ctx error the commands may still be sent
 // later and must not be read.
-func (b *readBatcher) do(ctx context.Context, cmds []*redis.StringSliceCmd) error {
+func (b *readBatcher) do(ctx context.Context, cmds []*redis.StringCmd) error {
 	b.mu.Lock()
 	if b.mu.inflight < b.max {
 		b.mu.inflight++
@@ -85,7 +85,7 @@ func (b *readBatcher) runQueued(batch []*readOp) {
 }
 
 // exec sends one pipeline of cmds and of every op's commands.
-func (b *readBatcher) exec(ctx context.Context, cmds []*redis.StringSliceCmd, batch []*readOp) {
+func (b *readBatcher) exec(ctx context.Context, cmds []*redis.StringCmd, batch []*readOp) {
 	// Pipelined's error is the first failed command's; each is checked
 	// by its reader.
 	_, _ = b.client.Pipelined(ctx, func(p redis.Pipeliner) error {

@@ -98,10 +98,10 @@ func TestReadsShareAPipeline(t *testing.T) {
 	check(first, "u0")
 	check(b, "u1", "u2")
 	check(c, "u3")
-	per, alone := hook.pipelinesWith("hmget")
+	per, alone := hook.pipelinesWith("get")
 	// The cancelled read's command may still be sent: it was queued.
 	if len(per) != 2 || per[0] != 1 || per[1] < 3 || alone != 0 {
-		t.Errorf("hmget per pipeline %v, alone %d; want [1 3] or [1 4]", per, alone)
+		t.Errorf("get per pipeline %v, alone %d; want [1 3] or [1 4]", per, alone)
 	}
 }
 

@@ -145,7 +145,7 @@ func TestCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	perNode("read", "hmget", len(ids))
+	perNode("read", "get", len(ids))
 	for i, e := range got {
 		r := recs[i]
 		if !e.Found || e.Version != r.Version || e.Partition != r.Partition || e.LastEventMs != r.State.LastEventMs {

@@ -6,13 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"net"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
-	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
@@ -191,33 +189,6 @@ func NewClient(o Options) (redis.UniversalClient, error) {
 	}), nil
 }
 
-// The key layout. An entity is one hash at EntityKey(app, id), holding the
-// header fields below and one field per feature name whose value is
-// topology.AppendFeature of the feature's tiles. Feature names match
-// [a-z][a-z0-9_]*, so they never collide with the underscore-prefixed
-// header fields.
-const (
-	// FieldVersion is the changelog offset of the stored state, in decimal.
-	FieldVersion = "_v"
-	// FieldGeneration identifies the changelog topic instance the version
-	// counts in (such as its topic id). Offsets of different generations
-	// are not comparable, so a record of another generation always wins.
-	FieldGeneration = "_g"
-	// FieldLastEvent is the entity's newest event time, epoch ms, decimal.
-	FieldLastEvent = "_t"
-	// FieldPartition is the input partition that owns the entity, decimal.
-	FieldPartition = "_p"
-	// FieldWritten is when the writer stored this version, epoch ms by the
-	// writer's clock, decimal. Serving compares it with a feature's
-	// max_staleness. A write skipped as stale leaves it unchanged.
-	FieldWritten = "_w"
-	// FieldHorizon is the owning partition's watermark when this version
-	// was written, epoch ms, decimal: the state was pruned there, so it is
-	// whole for reads at or after it (topology's prune contract) and may
-	// lack tiles for reads before. Absent when there was no watermark yet.
-	FieldHorizon = "_h"
-)
-
 // RestoringKey is the Redis hash that lists the partitions being restored
 // in app: field the partition (decimal), value the epoch ms (writer's
 // clock) after which the entry no longer counts. See
@@ -233,56 +204,49 @@ const RestoringTTL = 10 * time.Minute
 // containing {...} hashes on that part only, as any key would.
 func EntityKey(app, id string) string { return "fs:" + app + ":e:" + id }
 
-// writeScript writes entities' hashes, each only when the write is newer:
-// the stored generation differs (or nothing is stored) or the stored version
-// is lower. Versions are compared as decimal strings (length, then bytes) so
-// every uint64 compares exactly; Lua numbers are doubles and lose offsets
-// above 2^53. A hash is then exactly one version's state, so a feature
-// removed from the spec does not linger with old tiles: HSET overwrites the
-// fields in place, and only when the hash then has more fields than were
-// written (a feature or the horizon dropped) is it deleted and written
-// again. Overwriting in place costs redis-server about 7.1 µs per shop
-// entity against 8.9 µs for always deleting first (INFO commandstats).
+// writeScript writes entities' values (value.go), each only when it is
+// newer: the stored value is of another generation (or layout, or missing,
+// or not a string) or its version is lower. With the generation equal, the
+// big-endian version after it compares as bytes do, so every uint64
+// compares exactly (Lua numbers are doubles and lose offsets above 2^53).
+// A value is one version's whole state: a feature removed from the spec
+// does not linger.
 //
-// One call writes many entities (Store.Write), so Redis parses and runs
-// the script once for all of them; through anything but a plain
-// *redis.Client (Redis Cluster, where a call's keys must share a slot, a
-// Ring, a wrapper) each call writes one.
+// One call writes many entities (Store.Write) with one MGET and one MSET:
+// redis-server's cost of a write is mostly the calls a script makes and
+// the arguments it carries, and a shop entity took about 5.9 µs of script
+// time as a hash of ten fields written by three calls, against about
+// 2.8 µs this way (decision 0023). An entity twice in one call is compared
+// with the newest of its values before it, as if written one by one. Through anything but a plain *redis.Client (Redis
+// Cluster, where a call's keys must share a slot, a Ring, a wrapper) each
+// call writes one entity.
 //
-// KEYS are the entity keys. ARGV holds what the call's entities share
-// first: their generation, the write time (FieldWritten), the number nf of
-// features and the features' names. Then, for each key in turn, its
-// version, last event time, partition and horizon ("" for none), and its nf
-// encoded features. What every entity has in common goes once per call,
-// not once per entity: carrying an argument into the script is half of
-// what a write costs redis-server, and a shop entity's 19 arguments became
-// 8 (docs/performance.md). Returns how many entities were written; the
-// others were skipped as stale.
+// KEYS are the entity keys. ARGV[1] is what every value of the call starts
+// with (its layout and generation, genPrefix), then each key's value in
+// turn. Returns how many entities were written; the others were skipped as
+// stale.
 var writeScript = redis.NewScript(`
-local g, w, nf = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local a, written = 4 + nf, 0
-local args = {'_v', false, '_g', g, '_t', false, '_p', false, '_w', w}
-for i = 1, nf do args[9 + 2*i] = ARGV[3 + i] end
-for _, key in ipairs(KEYS) do
-  local nv, h = ARGV[a], ARGV[a+3]
-  local cur = redis.call('HMGET', key, '_v', '_g')
-  local v = cur[1]
-  if not (v and cur[2] == g and (#v > #nv or (#v == #nv and v >= nv))) then
-    args[2], args[6], args[8] = nv, ARGV[a+1], ARGV[a+2]
-    for i = 1, nf do args[10 + 2*i] = ARGV[a + 3 + i] end
-    local n = 10 + 2*nf
-    if h ~= '' then
-      args[n+1], args[n+2] = '_h', h
-      n = n + 2
+local g = ARGV[1]
+local gl, hl = #g, #g + 8
+local cur = redis.call('MGET', unpack(KEYS))
+local newest, keys, written = {}, {}, 0
+for i, key in ipairs(KEYS) do
+  local nv = ARGV[i + 1]
+  local c = newest[key] or cur[i]
+  if not c or string.sub(c, 1, gl) ~= g or string.sub(c, 1, hl) < string.sub(nv, 1, hl) then
+    if not newest[key] then
+      keys[#keys + 1] = key
     end
-    redis.call('HSET', key, unpack(args, 1, n))
-    if redis.call('HLEN', key) ~= n / 2 then
-      redis.call('DEL', key)
-      redis.call('HSET', key, unpack(args, 1, n))
-    end
+    newest[key] = nv
     written = written + 1
   end
-  a = a + 4 + nf
+end
+if #keys > 0 then
+  local kv = {}
+  for i, key in ipairs(keys) do
+    kv[2 * i - 1], kv[2 * i] = key, newest[key]
+  end
+  redis.call('MSET', unpack(kv))
 end
 return written
 `)
@@ -306,15 +270,18 @@ type Record struct {
 	// it meanwhile. An encoding under another spec is ignored, and State
 	// written instead.
 	Encoded []byte
-	// HorizonMs is the partition's watermark the state was pruned at
-	// (FieldHorizon); math.MinInt64 for none.
+	// HorizonMs is the partition's watermark the state was pruned at: the
+	// state is whole for reads at or after it (topology's prune contract)
+	// and may lack tiles for reads before. math.MinInt64 for none.
 	HorizonMs int64
 }
 
 // Entry is what Read found for one entity.
 type Entry struct {
-	// Found is false when Redis has no hash for the entity; the other
-	// fields are then zero and every Tiles[j] is nil.
+	// Found is false when Redis has no value for the entity, or only one
+	// that an earlier layout wrote (a hash: the entity's next write
+	// replaces it); the other fields are then zero and every Tiles[j] is
+	// nil.
 	Found      bool
 	Version    uint64
 	Generation string
@@ -322,15 +289,16 @@ type Entry struct {
 	// LastEventMs is the entity's newest event time, epoch ms.
 	LastEventMs int64
 	// WrittenMs is when the stored version was written, epoch ms by the
-	// writer's clock; 0 when the record predates the field.
+	// writer's clock.
 	WrittenMs int64
 	// HorizonMs is the earliest as_of the stored state is whole for
-	// (FieldHorizon); math.MinInt64 when unknown.
+	// (Record.HorizonMs); math.MinInt64 when unknown.
 	HorizonMs int64
 	// Tiles holds the tiles of each requested feature, indexed like Read's
-	// features argument. Tiles[j] is nil when the stored hash lacks feature
-	// j (it was written under a spec without it); a stored feature with no
-	// tiles is an empty, non-nil slice.
+	// features argument. Tiles[j] is nil when the stored state lacks feature
+	// j (it was written under a spec without it, or with another kind of
+	// feature under that name); a stored feature with no tiles, and a
+	// derived feature, is an empty, non-nil slice.
 	Tiles [][]topology.Tile
 }
 
@@ -345,14 +313,10 @@ type Store struct {
 	// swapped whole by SetStateGeneration.
 	keys  atomic.Pointer[genKeys]
 	names []string // feature field names by feature index
-	// hmgetHead and boxedNames are HMGET's fixed arguments and the
-	// feature names, boxed once: boxing a string allocates.
-	hmgetHead  []any
-	boxedNames []any
 	// encodedSize is about how many bytes the features of one record
 	// encode to, as of the last chunk written.
 	encodedSize atomic.Int64
-	// now stamps FieldWritten; tests replace it.
+	// now stamps a value's write time; tests replace it.
 	now func() time.Time
 	// reads shares pipelines among concurrent reads.
 	reads *readBatcher
@@ -410,14 +374,8 @@ func NewStore(client redis.UniversalClient, top *topology.Topology, logger *slog
 		}),
 	}
 	s.SetStateGeneration(0)
-	s.hmgetHead = []any{"hmget", nil}
-	for _, f := range headerFields {
-		s.hmgetHead = append(s.hmgetHead, f)
-	}
-	s.boxedNames = make([]any, len(top.Features))
 	for i := range top.Features {
 		s.names[i] = top.Features[i].Name
-		s.boxedNames[i] = s.names[i]
 	}
 	for _, op := range []string{"write", "read", "ping", "script_load", "restoring", "generation"} {
 		s.errors.WithLabelValues(op)
@@ -441,7 +399,7 @@ func (s *Store) Key(id string) string { return s.keys.Load().entity + id }
 
 // Write stores recs in pipelined round trips (per cluster node) of up to
 // 512 records, up to four at once. Each
-// record replaces its entity's hash only if it is newer than what Redis
+// record replaces its entity's value only if it is newer than what Redis
 // holds (see Record.Version), so a replay or a zombie writer cannot move a
 // value backwards; such records are skipped, not failed. If Redis lost the
 // write script (restart, SCRIPT FLUSH) it is loaded and the affected script
@@ -486,7 +444,7 @@ func (s *Store) write(ctx context.Context, recs []Record) error {
 
 // writeChunk writes recs, from index base of the Write's, in one pipeline
 // of script calls. A call writes up to writeScriptKeys entities and closes
-// early once its features reach writeScriptBytes, so one call of large
+// early once its values reach writeScriptBytes, so one call of large
 // states (distinct-count sketches) does not hold Redis for long. Through
 // anything but a plain *redis.Client (Cluster, Ring, a wrapper) each call
 // writes one entity: the client routes a call by its first key, and the
@@ -498,25 +456,26 @@ func (s *Store) writeChunk(ctx context.Context, recs []Record, base int) error {
 		perCall = writeScriptKeys
 	}
 	prefix := s.keys.Load().entity
-	// One buffer holds every encoded feature of the chunk: args point into
-	// it, and a reallocation leaves earlier slices pointing at intact data.
-	// It starts at the size the last chunk's records took, so it rarely
-	// grows: growing it was a third of the encoding's time.
+	// One buffer holds every value of the chunk: args point into it, and a
+	// reallocation leaves earlier slices pointing at intact data. It starts
+	// at the size the last chunk's values took, so it rarely grows.
 	buf := make([]byte, 0, len(recs)*int(s.encodedSize.Load())*9/8)
 	calls := make([]*scriptCall, 0, (len(recs)+perCall-1)/perCall)
-	// What every record shares is boxed once: boxing allocates.
-	var boxedWritten any = s.now().UnixMilli()
-	// encoded is a record's features as its Encoded has them, if it does.
-	var encoded [][]byte
+	writtenMs := s.now().UnixMilli()
+	// scratch is for checking that a record's encoding is of this spec.
+	var scratch [16][]byte
 	for from := 0; from < len(recs); {
 		// A call's entities share a generation (writeScript): one of
 		// another starts the next call.
-		var boxedGen any = recs[from].Generation
+		gen := recs[from].Generation
+		if len(gen) > maxGenerationLen {
+			return fmt.Errorf("record %d (entity %q): generation %q is longer than %d bytes", base+from, recs[from].Entity, gen, maxGenerationLen)
+		}
 		c := &scriptCall{from: from}
 		size := min(perCall, len(recs)-from)
 		c.keys = make([]string, 0, size)
-		c.args = make([]any, 0, 3+nf+size*(4+nf))
-		c.args = append(append(c.args, boxedGen, boxedWritten, nf), s.boxedNames...)
+		c.args = make([]any, 0, 1+size)
+		c.args = append(c.args, genPrefix(gen))
 		callStart := len(buf)
 		for c.to = from; c.to < len(recs) && c.to-from < perCall && len(buf)-callStart < writeScriptBytes; c.to++ {
 			r := &recs[c.to]
@@ -528,42 +487,19 @@ func (s *Store) writeChunk(ctx context.Context, recs []Record, base int) error {
 			case len(r.State.Features) != nf:
 				return fmt.Errorf("record %d (entity %q): state has %d features, spec has %d", base+c.to, r.Entity, len(r.State.Features), nf)
 			}
-			if r.Generation != recs[from].Generation {
+			if r.Generation != gen {
 				break
 			}
 			c.keys = append(c.keys, prefix+r.Entity)
-			// With a good encoding, State is not read: its owner may be
-			// updating it already.
-			encoded = encoded[:0]
-			var lastEventMs int64
-			if r.Encoded != nil {
-				if e, last, ok := s.top.EncodedFeatures(r.Encoded, encoded); ok {
-					encoded, lastEventMs = e, last
-				}
+			at := len(buf)
+			// With this spec's encoding, State is not read: its owner may
+			// be updating it already.
+			if _, _, ok := s.top.EncodedFeatures(r.Encoded, scratch[:0]); ok {
+				buf = AppendValue(buf, r, writtenMs)
+			} else {
+				buf = s.top.AppendState(appendValueHead(buf, r, writtenMs), r.State)
 			}
-			if len(encoded) == 0 {
-				lastEventMs = r.State.LastEventMs
-			}
-			var horizon any = ""
-			if r.HorizonMs != math.MinInt64 {
-				horizon = r.HorizonMs
-			}
-			c.args = append(c.args, r.Version, lastEventMs, r.Partition, horizon)
-			for fi := range nf {
-				if len(encoded) > 0 && encoded[fi] != nil {
-					c.args = append(c.args, encoded[fi])
-					continue
-				}
-				// Without the encoding, from the state; a derived feature
-				// of an encoded record has no tiles, as in any state.
-				var tiles []topology.Tile
-				if len(encoded) == 0 {
-					tiles = r.State.Features[fi]
-				}
-				at := len(buf)
-				buf = s.top.AppendFeature(buf, fi, tiles)
-				c.args = append(c.args, buf[at:len(buf):len(buf)])
-			}
+			c.args = append(c.args, buf[at:len(buf):len(buf)])
 		}
 		calls = append(calls, c)
 		from = c.to
@@ -656,16 +592,13 @@ func (s *Store) evalCalls(ctx context.Context, recs []Record, calls []*scriptCal
 	return noScript, nil
 }
 
-// header fields read before the features by Read.
-var headerFields = []string{FieldVersion, FieldGeneration, FieldLastEvent, FieldPartition, FieldWritten, FieldHorizon}
-
 // Read returns the stored state of each entity, in one pipelined round trip
 // (per cluster node), decoding only the features listed (indexes into the
 // topology's features). It appends to dst[:0], reusing its entries' Tiles
 // slices, and returns it; the returned tiles are the caller's. An entity
-// Redis has no hash for has Found false. An entity whose stored fields do not
-// decode makes Read fail with an error wrapping ErrCorrupt that names the
-// entity and the field.
+// Redis has no value for has Found false. An entity whose stored value
+// does not decode makes Read fail with an error wrapping ErrCorrupt that
+// names the entity and what did not decode.
 func (s *Store) Read(ctx context.Context, entities []string, features []int, dst []Entry) ([]Entry, error) {
 	start := time.Now()
 	dst, err := s.read(ctx, entities, features, dst)
@@ -679,127 +612,55 @@ func (s *Store) Read(ctx context.Context, entities []string, features []int, dst
 
 func (s *Store) read(ctx context.Context, entities []string, features []int, dst []Entry) ([]Entry, error) {
 	dst = dst[:0]
-	// HMGET key _v _g _t _p _w _h <features...>. The field names are boxed once
-	// and copied into each command's arguments.
-	nargs := 2 + len(headerFields) + len(features)
-	tmpl := make([]any, 0, nargs)
-	tmpl = append(tmpl, s.hmgetHead...)
 	for j, fi := range features {
 		if fi < 0 || fi >= len(s.names) {
 			return dst, fmt.Errorf("features[%d]: index %d out of range [0, %d)", j, fi, len(s.names))
 		}
-		tmpl = append(tmpl, s.boxedNames[fi])
 	}
 	if len(entities) == 0 {
 		return dst, nil
 	}
 
-	// A StringSliceCmd reads each field straight into a string, one
-	// allocation less per field than a SliceCmd's boxed values. It reads a
-	// missing field as "", which no stored field is: every header field is
-	// a number or id and every feature encoding starts with a version byte.
 	prefix := s.keys.Load().entity // one generation for the whole request
-	cmds := make([]*redis.StringSliceCmd, len(entities))
-	args := make([]any, len(entities)*nargs)
+	cmds := make([]*redis.StringCmd, len(entities))
+	args := make([]any, 2*len(entities))
 	for i, e := range entities {
-		a := args[i*nargs : (i+1)*nargs : (i+1)*nargs]
-		copy(a, tmpl)
-		a[1] = prefix + e
-		cmds[i] = redis.NewStringSliceCmd(ctx, a...)
+		a := args[2*i : 2*i+2 : 2*i+2]
+		a[0], a[1] = "get", prefix+e
+		cmds[i] = redis.NewStringCmd(ctx, a...)
 	}
 	if err := s.reads.do(ctx, cmds); err != nil {
 		return dst, err
 	}
 
 	for i, c := range cmds {
-		vals, err := c.Result()
-		if err != nil {
-			return dst, fmt.Errorf("entity %q: %w", entities[i], err)
-		}
-		if len(vals) != nargs-2 {
-			return dst, fmt.Errorf("entity %q: hmget returned %d values for %d fields", entities[i], len(vals), nargs-2)
-		}
 		if len(dst) < cap(dst) {
-			// Keep the slot's old entry: decodeEntry reuses its Tiles slice.
+			// Keep the slot's old entry: decodeValue reuses its Tiles slice.
 			dst = dst[:len(dst)+1]
 		} else {
 			dst = append(dst, Entry{})
 		}
 		e := &dst[len(dst)-1]
-		if err := s.decodeEntry(e, entities[i], features, vals); err != nil {
+		v, err := c.Result()
+		switch {
+		case err == nil:
+			err = s.decodeValue(e, entities[i], features, v)
+		case err == redis.Nil || redis.HasErrorPrefix(err, "WRONGTYPE"):
+			// Nothing stored, or a hash of the layout before this one.
+			err = nil
+			tiles := e.Tiles[:0]
+			*e = Entry{Tiles: tiles}
+			for range features {
+				e.Tiles = append(e.Tiles, nil)
+			}
+		default:
+			err = fmt.Errorf("entity %q: %w", entities[i], err)
+		}
+		if err != nil {
 			return dst, err
 		}
 	}
 	return dst, nil
-}
-
-func corrupt(entity, field, val string, err error) error {
-	return fmt.Errorf("entity %q: field %s %q: %w: %v", entity, field, val, ErrCorrupt, err)
-}
-
-// decodeEntry decodes one HMGET reply, where "" is a missing field.
-func (s *Store) decodeEntry(e *Entry, entity string, features []int, vals []string) error {
-	tiles := e.Tiles[:0]
-	*e = Entry{}
-	v := vals[0]
-	if v == "" {
-		// No hash: HMGET answers nil for every field.
-		for range features {
-			tiles = append(tiles, nil)
-		}
-		e.Tiles = tiles
-		return nil
-	}
-	var err error
-	e.Found = true
-	if e.Version, err = strconv.ParseUint(v, 10, 64); err != nil {
-		return corrupt(entity, FieldVersion, v, err)
-	}
-	e.Generation = vals[1]
-	t := vals[2]
-	if e.LastEventMs, err = strconv.ParseInt(t, 10, 64); err != nil {
-		return corrupt(entity, FieldLastEvent, t, err)
-	}
-	p := vals[3]
-	part, err := strconv.ParseInt(p, 10, 32)
-	if err != nil {
-		return corrupt(entity, FieldPartition, p, err)
-	}
-	e.Partition = int32(part)
-	// Records written before FieldWritten existed lack it: unknown, not
-	// corrupt.
-	if w := vals[4]; w != "" {
-		if e.WrittenMs, err = strconv.ParseInt(w, 10, 64); err != nil {
-			return corrupt(entity, FieldWritten, w, err)
-		}
-	}
-	e.HorizonMs = math.MinInt64
-	if h := vals[5]; h != "" {
-		if e.HorizonMs, err = strconv.ParseInt(h, 10, 64); err != nil {
-			return corrupt(entity, FieldHorizon, h, err)
-		}
-	}
-
-	for j, fi := range features {
-		raw := vals[len(headerFields)+j]
-		if raw == "" {
-			tiles = append(tiles, nil)
-			continue
-		}
-		// DecodeFeature only reads its input and returns tiles that do not
-		// alias it, so the reply's string can be viewed as bytes without a
-		// copy: one allocation less per feature and entity.
-		ft, err := s.top.DecodeFeature(fi, unsafe.Slice(unsafe.StringData(raw), len(raw)))
-		if err != nil {
-			return fmt.Errorf("entity %q: feature %s: %w: %w", entity, s.names[fi], ErrCorrupt, err)
-		}
-		if ft == nil {
-			ft = []topology.Tile{}
-		}
-		tiles = append(tiles, ft)
-	}
-	e.Tiles = tiles
-	return nil
 }
 
 // Ping checks that Redis answers: every node of a cluster, or the one

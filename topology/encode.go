@@ -40,9 +40,11 @@ const (
 	sketchHLL    = 1 // count_distinct: HyperLogLog (axiomhq binary)
 )
 
-// errKindChanged marks a version 2 feature encoding whose aggregation or
-// window kind differs from the spec's feature of that name.
-var errKindChanged = errors.New("feature kind changed")
+// ErrKindChanged is wrapped (beside ErrCorrupt) by DecodeFeature's error
+// when a feature's encoding is of another aggregation or window kind than
+// the spec's feature of that name: the spec changed the feature, and its
+// old state means nothing now.
+var ErrKindChanged = errors.New("feature kind changed")
 
 // ErrCorrupt is wrapped by decode errors: the bytes are not an encoding this
 // release can read.
@@ -193,7 +195,7 @@ func (f *CompiledFeature) appendDecoded(dst []Tile, data []byte) ([]Tile, error)
 	switch v := d.byte(); v {
 	case featureVersion:
 		if !f.v1() {
-			return nil, fmt.Errorf("%w: %w: version 1 encoding, the spec's %s %s is not a version 1 feature", ErrCorrupt, errKindChanged, f.WindowKind, f.Kind)
+			return nil, fmt.Errorf("%w: %w: version 1 encoding, the spec's %s %s is not a version 1 feature", ErrCorrupt, ErrKindChanged, f.WindowKind, f.Kind)
 		}
 	case featureVersionV2:
 		kind, wk := AggKind(d.byte()), WindowKind(d.byte())
@@ -201,7 +203,7 @@ func (f *CompiledFeature) appendDecoded(dst []Tile, data []byte) ([]Tile, error)
 			return nil, d.err
 		}
 		if kind != f.Kind || wk != f.WindowKind {
-			return nil, fmt.Errorf("%w: %w: encoded as %s %s, the spec says %s %s", ErrCorrupt, errKindChanged, wk, kind, f.WindowKind, f.Kind)
+			return nil, fmt.Errorf("%w: %w: encoded as %s %s, the spec says %s %s", ErrCorrupt, ErrKindChanged, wk, kind, f.WindowKind, f.Kind)
 		}
 	default:
 		if d.err != nil {
@@ -378,6 +380,40 @@ func (t *Topology) EncodedFeatures(state []byte, dst [][]byte) (features [][]byt
 	return out, lastEventMs, true
 }
 
+// StateFeatures returns, for a state encoded by AppendState under any spec,
+// the encoding of each of this topology's features it holds, as
+// AppendFeature wrote it, by feature index: slices of state, nil for a
+// feature it lacks (written under a spec without it) and for derived
+// features, in dst's memory if it has room; and the state's LastEventMs.
+// Features found by name may still be of another kind (DecodeFeature says
+// ErrKindChanged). The error wraps ErrCorrupt.
+func (t *Topology) StateFeatures(state []byte, dst [][]byte) (features [][]byte, lastEventMs int64, err error) {
+	d := decoder{b: state}
+	if v := d.byte(); v != stateVersion && d.err == nil {
+		return nil, 0, corrupt(fmt.Sprintf("state version %d", v))
+	}
+	lastEventMs = d.varint()
+	n := d.uvarint()
+	out := dst[:0]
+	for range t.Features {
+		out = append(out, nil)
+	}
+	for i := uint64(0); i < n && d.err == nil; i++ {
+		name := d.bytes()
+		payload := d.bytes()
+		if fi, ok := t.byName[string(name)]; ok && d.err == nil && !t.Features[fi].Derived() {
+			out[fi] = payload
+		}
+	}
+	if d.err == nil && len(d.b) != 0 {
+		d.err = corrupt("trailing bytes")
+	}
+	if d.err != nil {
+		return nil, 0, fmt.Errorf("state features: %w", d.err)
+	}
+	return out, lastEventMs, nil
+}
+
 // appendSized appends what enc appends, prefixed with its length as a
 // uvarint. enc writes straight into dst, which then moves the few bytes
 // of its output right by the prefix's size: no scratch buffer to grow.
@@ -415,7 +451,7 @@ func (t *Topology) DecodeState(data []byte) (*EntityState, error) {
 			continue
 		}
 		tiles, err := t.DecodeFeature(fi, payload)
-		if errors.Is(err, errKindChanged) {
+		if errors.Is(err, ErrKindChanged) {
 			// The spec changed the feature's aggregation or window under
 			// the same name: its old state means nothing now.
 			continue

@@ -350,3 +350,61 @@ features:
 		t.Error("count_distinct tiles accepted as approx_distinct ones")
 	}
 }
+
+// TestStateFeatures: a state's encoding read under any spec gives each of
+// that spec's stateful features it holds, found by name, and nil for the
+// ones it lacks; a cut or padded encoding is corrupt.
+func TestStateFeatures(t *testing.T) {
+	shop := mustShop(t)
+	st := filledState(t, shop, 300, "type")
+	enc := shop.AppendState(nil, st)
+	check := func(name string, top *Topology) {
+		t.Helper()
+		got, last, err := top.StateFeatures(enc, nil)
+		if err != nil || last != st.LastEventMs {
+			t.Fatalf("%s: err %v, last event %d, want %d", name, err, last, st.LastEventMs)
+		}
+		for fi, f := range top.Features {
+			si, inShop := shop.byName[f.Name]
+			var want []byte
+			if inShop && !f.Derived() {
+				want = shop.AppendFeature(nil, si, st.Features[si])
+			}
+			if !bytes.Equal(got[fi], want) || (want == nil) != (got[fi] == nil) {
+				t.Errorf("%s: %s: %x, want %x", name, f.Name, got[fi], want)
+			}
+		}
+	}
+	check("shop", shop)
+	check("derived", mustTopology(t, derivedSpec))
+	check("fewer", mustTopology(t, `app: shop
+source:
+  topic: events
+features:
+  - name: views_1h
+    where: type == "view"
+    agg: count
+    window: 1h
+  - name: not_in_shop
+    agg: count
+    window: 1h
+`))
+	spec, err := LoadSpec(shopSpecPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Reverse(spec.Features)
+	reordered, err := Compile(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("reordered", reordered)
+	for cut := range len(enc) {
+		if _, _, err := shop.StateFeatures(enc[:cut], nil); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("encoding cut to %d of %d bytes: err %v, want ErrCorrupt", cut, len(enc), err)
+		}
+	}
+	if _, _, err := shop.StateFeatures(append(enc[:len(enc):len(enc)], 0), nil); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("a trailing byte: err %v, want ErrCorrupt", err)
+	}
+}

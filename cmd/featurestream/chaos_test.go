@@ -304,18 +304,16 @@ func watchVersions(ctx context.Context, addr string, keys []string) *versionWatc
 		seen := map[string]ver{}
 		for ctx.Err() == nil {
 			pipe := rdb.Pipeline()
-			cmds := make([]*redis.SliceCmd, len(keys))
+			cmds := make([]*redis.StringCmd, len(keys))
 			for i, k := range keys {
-				cmds[i] = pipe.HMGet(ctx, k, sinks.FieldGeneration, sinks.FieldVersion)
+				cmds[i] = pipe.Get(ctx, k)
 			}
 			pipe.Exec(ctx)
 			for i, cmd := range cmds {
-				vals, err := cmd.Result()
-				if err != nil || vals[0] == nil || vals[1] == nil {
+				g, v, ok := sinks.ValueVersion(cmd.Val())
+				if !ok {
 					continue
 				}
-				g, _ := vals[0].(string)
-				v, _ := strconv.ParseUint(fmt.Sprint(vals[1]), 10, 64)
 				if prev, ok := seen[keys[i]]; ok && prev.g == g && v < prev.v {
 					w.mu.Lock()
 					w.backward = append(w.backward, fmt.Sprintf("%s: %d after %d", keys[i], v, prev.v))
