@@ -306,15 +306,7 @@ features:
 	if _, _, ok := fewer.EncodedFeatures(enc, nil); ok {
 		t.Error("an encoding with features the spec lacks accepted")
 	}
-	spec, err := LoadSpec(shopSpecPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	slices.Reverse(spec.Features)
-	reordered, err := Compile(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
+	reordered := reversedShop(t)
 	if _, _, ok := reordered.EncodedFeatures(enc, nil); ok {
 		t.Error("an encoding accepted by a spec with its features reversed")
 	}
@@ -389,15 +381,7 @@ features:
     agg: count
     window: 1h
 `))
-	spec, err := LoadSpec(shopSpecPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	slices.Reverse(spec.Features)
-	reordered, err := Compile(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
+	reordered := reversedShop(t)
 	check("reordered", reordered)
 	for cut := range len(enc) {
 		if _, _, err := shop.StateFeatures(enc[:cut], nil); !errors.Is(err, ErrCorrupt) {
@@ -407,4 +391,19 @@ features:
 	if _, _, err := shop.StateFeatures(append(enc[:len(enc):len(enc)], 0), nil); !errors.Is(err, ErrCorrupt) {
 		t.Errorf("a trailing byte: err %v, want ErrCorrupt", err)
 	}
+}
+
+// reversedShop is the shop spec with its features in reverse order.
+func reversedShop(t *testing.T) *Topology {
+	t.Helper()
+	spec, err := LoadSpec(shopSpecPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Reverse(spec.Features)
+	top, err := Compile(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return top
 }
