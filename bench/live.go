@@ -84,14 +84,17 @@ type LiveResult struct {
 	// Stages are where freshness goes, from the processor's histograms
 	// over the live phase (estimates within their buckets).
 	Stages []Stage
-	// PerSecond is events produced and the median freshness of each second.
+	// PerSecond is events produced and the freshness of the probes sent in
+	// each second.
 	PerSecond []SecondSample
 }
 
 // SecondSample is one second of a live run.
 type SecondSample struct {
-	Events    int
-	Freshness time.Duration
+	Events int
+	// Freshness is the median of the second's probes, FreshnessMax the
+	// slowest: a stall shows as a second whose slowest probe stands out.
+	Freshness, FreshnessMax time.Duration
 }
 
 func summarize(sample []time.Duration) Latencies {
@@ -331,7 +334,8 @@ func RunLive(ctx context.Context, cfg LiveConfig, progress io.Writer) (*LiveResu
 	res.Freshness = summarize(fresh)
 	res.Serving = summarize(served)
 	for s := range res.PerSecond {
-		res.PerSecond[s].Freshness = summarize(perSecondProbe[s]).P50
+		l := summarize(perSecondProbe[s])
+		res.PerSecond[s].Freshness, res.PerSecond[s].FreshnessMax = l.P50, l.Max
 	}
 	fmt.Fprintf(progress, "freshness: p50 %s p99 %s p999 %s (%d probes); GetFeatures under load: p50 %s p99 %s (%d calls)\n",
 		res.Freshness.P50, res.Freshness.P99, res.Freshness.P999, res.Freshness.N, res.Serving.P50, res.Serving.P99, res.Serving.N)

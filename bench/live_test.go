@@ -38,9 +38,17 @@ func TestRunLive(t *testing.T) {
 	if res.Serving.N < 50 {
 		t.Errorf("GetFeatures under load: %d calls measured, want about 150", res.Serving.N)
 	}
-	total := 0
-	for _, s := range res.PerSecond {
+	total, slowest := 0, time.Duration(0)
+	for i, s := range res.PerSecond {
 		total += s.Events
+		if s.FreshnessMax < s.Freshness {
+			t.Errorf("second %d: slowest probe %s, under the median %s", i+1, s.FreshnessMax, s.Freshness)
+		}
+		slowest = max(slowest, s.FreshnessMax)
+	}
+	// The slowest probe of the run was sent in one of its seconds.
+	if slowest != res.Freshness.Max {
+		t.Errorf("slowest probe of the seconds %s, of the run %s", slowest, res.Freshness.Max)
 	}
 	// 1,500 in the measured 3 s, give or take a 10 ms tick's 5; the
 	// warm-up's 500 are not counted.

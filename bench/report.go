@@ -156,7 +156,7 @@ func (r *Report) WriteHTML(w io.Writer) error {
 		data["Serving"] = histogram(l.Serving.Sample)
 		var over []bar
 		for i, s := range l.PerSecond {
-			over = append(over, bar{Label: fmt.Sprintf("second %d", i+1), Value: float64(s.Events), Text: fmt.Sprintf("%d events, freshness p50 %s", s.Events, ms(s.Freshness))})
+			over = append(over, bar{Label: fmt.Sprintf("second %d", i+1), Value: float64(s.Events), Text: fmt.Sprintf("%d events, freshness p50 %s, slowest %s", s.Events, ms(s.Freshness), ms(s.FreshnessMax))})
 		}
 		data["Over"] = scale(over)
 	}
