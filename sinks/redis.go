@@ -312,9 +312,9 @@ type Store struct {
 	// keys are the key names of the state generation read and written,
 	// swapped whole by SetStateGeneration.
 	keys  atomic.Pointer[genKeys]
-	names []string // feature field names by feature index
-	// encodedSize is about how many bytes the features of one record
-	// encode to, as of the last chunk written.
+	names []string // feature names by feature index
+	// encodedSize is about how many bytes one entity's value takes, as of
+	// the last chunk written.
 	encodedSize atomic.Int64
 	// now stamps a value's write time; tests replace it.
 	now func() time.Time
