@@ -23,6 +23,7 @@ deps-redis:
 
 test: deps-redis
 	@bash scripts/ensure-kcat.sh
+	@bash scripts/ensure-locale.sh
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 15m ./...
 

@@ -206,9 +206,10 @@ func EntityKey(app, id string) string { return "fs:" + app + ":e:" + id }
 
 // writeScript writes entities' values (value.go), each only when it is
 // newer: the stored value is of another generation (or layout, or missing,
-// or not a string) or its version is lower. With the generation equal, the
-// big-endian version after it compares as bytes do, so every uint64
-// compares exactly (Lua numbers are doubles and lose offsets above 2^53).
+// or not a string) or its version is lower. The big-endian version after
+// the generation is compared as two 32-bit halves, so every uint64
+// compares exactly (Lua numbers are doubles and lose offsets above 2^53),
+// and whatever the server's locale (Lua compares strings with strcoll).
 // A value is one version's whole state: a feature removed from the spec
 // does not linger.
 //
@@ -228,12 +229,26 @@ func EntityKey(app, id string) string { return "fs:" + app + ":e:" + id }
 var writeScript = redis.NewScript(`
 local g = ARGV[1]
 local gl, hl = #g, #g + 8
+-- version returns the version in value s, after its generation, as two
+-- 32-bit halves (exact as Lua's doubles). Not compared as strings: Lua's
+-- < on strings collates by redis-server's locale, which need not be
+-- byte order.
+local function version(s)
+  local b1, b2, b3, b4, b5, b6, b7, b8 = string.byte(s, gl + 1, hl)
+  return ((b1 * 256 + b2) * 256 + b3) * 256 + b4, ((b5 * 256 + b6) * 256 + b7) * 256 + b8
+end
 local cur = redis.call('MGET', unpack(KEYS))
 local newest, keys, written = {}, {}, 0
 for i, key in ipairs(KEYS) do
   local nv = ARGV[i + 1]
   local c = newest[key] or cur[i]
-  if not c or string.sub(c, 1, gl) ~= g or string.sub(c, 1, hl) < string.sub(nv, 1, hl) then
+  local newer = not c or #c < hl or string.sub(c, 1, gl) ~= g
+  if not newer then
+    local ch, cl = version(c)
+    local nh, nl = version(nv)
+    newer = ch < nh or (ch == nh and cl < nl)
+  end
+  if newer then
     if not newest[key] then
       keys[#keys + 1] = key
     end

@@ -6,12 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os/exec"
 	"reflect"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/featurestream/featurestream/internal/testshop"
@@ -200,6 +202,32 @@ func TestReadReusesDst(t *testing.T) {
 func TestWriteVersionOrdering(t *testing.T) {
 	top := testshop.Topology(t)
 	s, _, reg, _ := startStore(t, top)
+	checkVersionOrdering(t, top, s, reg)
+}
+
+// TestWriteVersionOrderingUnderLocale runs the same cases against a
+// redis-server whose locale collates strings out of byte order, as
+// en_US.UTF-8 does: the script must not compare versions as Lua strings
+// (strcoll). scripts/ensure-locale.sh, run by make test, installs it.
+func TestWriteVersionOrderingUnderLocale(t *testing.T) {
+	out, err := exec.Command("locale", "-a").Output()
+	if err != nil || !strings.Contains(strings.ToLower(string(out)), "en_us.utf8") {
+		t.Skipf("locale en_US.UTF-8 not installed (locale -a: %v); run scripts/ensure-locale.sh", err)
+	}
+	t.Setenv("LC_ALL", "en_US.UTF-8") // the redis-server started next inherits it
+	top := testshop.Topology(t)
+	s, client, reg, _ := startStore(t, top)
+	// Proof that this server collates: in byte order 'B' < 'b'.
+	if got, err := client.Eval(context.Background(), `return tostring('b' < 'B')`, nil).Text(); err != nil || got != "true" {
+		t.Fatalf("redis-server under en_US.UTF-8: 'b' < 'B' is %q (%v), want true: the locale did not take effect", got, err)
+	}
+	checkVersionOrdering(t, top, s, reg)
+}
+
+// checkVersionOrdering writes a version over another, for pairs of
+// versions and generations, and checks which stays.
+func checkVersionOrdering(t *testing.T, top *topology.Topology, s *sinks.Store, reg *prometheus.Registry) {
+	t.Helper()
 	ctx := context.Background()
 	stale := func() float64 { return metric(t, reg, "featurestream_redis_stale_writes_skipped_total") }
 
@@ -227,6 +255,13 @@ func TestWriteVersionOrdering(t *testing.T) {
 		{"max uint64 stays", ^uint64(0), "g1", ^uint64(0) - 1, "g1", false},
 		{"256 after 255 replaces", 255, "g1", 256, "g1", true},
 		{"255 after 256 skipped", 256, "g1", 255, "g1", false},
+		// Bytes that collate out of byte order in en_US.UTF-8.
+		{"0x80 after 0x7f replaces", 0x7f, "g1", 0x80, "g1", true},
+		{"0x7f after 0x80 skipped", 0x80, "g1", 0x7f, "g1", false},
+		{"'B' after 'b' skipped", 0x62, "g1", 0x42, "g1", false},
+		{"'b' after 'B' replaces", 0x42, "g1", 0x62, "g1", true},
+		{"0xff00 after 0x0100 replaces", 0x0100, "g1", 0xff00, "g1", true},
+		{"high half decides", 1 << 32, "g1", 1<<32 - 1, "g1", false},
 		{"generation extending the stored one replaces", 10, "g1", 3, "g10", true},
 		{"generation the stored one extends replaces", 10, "g10", 3, "g1", true},
 	}

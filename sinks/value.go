@@ -21,10 +21,9 @@ import (
 //	varint   horizon, epoch ms (math.MinInt64: none)
 //	...      the state, as topology.AppendState encodes it (the changelog's value)
 //
-// The first three parts are the write script's compare: with the
-// generation equal, a big-endian version compares as bytes do. A value of
-// another layout reads as another generation's, so a later layout
-// replaces it on its entity's next write.
+// The first three parts are the write script's compare (writeScript). A
+// value of another layout reads as another generation's, so a later
+// layout replaces it on its entity's next write.
 const valueLayout = 1
 
 // maxGenerationLen is the longest generation the layout holds.
