@@ -156,7 +156,7 @@ func setRaw(e *env, id string, lastEventMs, writtenMs int64, features ...string)
 	for _, f := range features {
 		state = append(binary.AppendUvarint(state, uint64(len(f))), f...)
 	}
-	v := sinks.AppendValue(nil, &sinks.Record{Entity: id, Generation: "g", Version: 1, Encoded: state}, writtenMs)
+	v := sinks.AppendValue(nil, &sinks.Record{Entity: id, Generation: "g", Version: 1, HorizonMs: math.MinInt64, Encoded: state}, writtenMs)
 	return e.rdb.Set(context.Background(), sinks.EntityKey("shop", id), v, 0).Err()
 }
 

@@ -501,6 +501,8 @@ func (s *Store) writeChunk(ctx context.Context, recs []Record, base int) error {
 				return fmt.Errorf("record %d (entity %q): nil state", base+c.to, r.Entity)
 			case len(r.State.Features) != nf:
 				return fmt.Errorf("record %d (entity %q): state has %d features, spec has %d", base+c.to, r.Entity, len(r.State.Features), nf)
+			case r.Partition < 0:
+				return fmt.Errorf("record %d (entity %q): partition %d is negative", base+c.to, r.Entity, r.Partition)
 			}
 			if r.Generation != gen {
 				break

@@ -635,6 +635,7 @@ func TestWriteRejectsBadRecords(t *testing.T) {
 		{"nil state", sinks.Record{Entity: "x"}, `record 1 (entity "x"): nil state`},
 		{"short state", sinks.Record{Entity: "x", State: &topology.EntityState{Features: make([][]topology.Tile, 2)}}, "state has 2 features, spec has 4"},
 		{"long generation", sinks.Record{Entity: "x", State: good, Generation: strings.Repeat("g", 256)}, `record 1 (entity "x"): generation "ggg`},
+		{"negative partition", sinks.Record{Entity: "x", State: good, Partition: -1}, `record 1 (entity "x"): partition -1 is negative`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -673,7 +674,7 @@ func TestReadCorrupt(t *testing.T) {
 		{"another layout", "\x02" + string(good[1:]), `entity "u1": header`},
 		{"header cut short", string(good[:5]), `entity "u1": header`},
 		{"write time cut short", string(good[:2+1+8]), `entity "u1": write time`},
-		{"partition over int32", head(sinks.Record{Generation: "g"})[:2+1+8+1] + "\xff\xff\xff\xff\x0f", `entity "u1": partition`},
+		{"partition over int32", string(binary.AppendVarint(binary.BigEndian.AppendUint64([]byte("\x01\x01g"), 1), t0)) + "\x80\x80\x80\x80\x08", `entity "u1": partition: sinks: corrupt redis record: 2147483648 is not an int32`},
 		{"empty", "", `entity "u1": header`},
 	}
 	for _, tt := range tests {

@@ -41,14 +41,14 @@ func appendValueHead(dst []byte, r *Record, writtenMs int64) []byte {
 	dst = append(dst, r.Generation...)
 	dst = binary.BigEndian.AppendUint64(dst, r.Version)
 	dst = binary.AppendVarint(dst, writtenMs)
-	dst = binary.AppendUvarint(dst, uint64(uint32(r.Partition)))
+	dst = binary.AppendUvarint(dst, uint64(r.Partition)) // not negative: Write checks
 	return binary.AppendVarint(dst, r.HorizonMs)
 }
 
 // AppendValue appends the value Write stores for r at writtenMs, with
 // r.Encoded as its state, as it is: for tools that load Redis themselves,
 // and tests that store what another writer would. r.Generation must be at
-// most 255 bytes.
+// most 255 bytes and r.Partition not negative, as Write checks.
 func AppendValue(dst []byte, r *Record, writtenMs int64) []byte {
 	return append(appendValueHead(dst, r, writtenMs), r.Encoded...)
 }
@@ -94,8 +94,11 @@ func (s *Store) decodeValue(e *Entry, entity string, features []int, v string) e
 	}
 	b = b[n:]
 	part, n := binary.Uvarint(b)
-	if n <= 0 || part > math.MaxInt32 {
+	if n <= 0 {
 		return fail("partition", errBadVarint)
+	}
+	if part > math.MaxInt32 {
+		return fail("partition", fmt.Errorf("%d is not an int32", part))
 	}
 	b = b[n:]
 	horizon, n := binary.Varint(b)
