@@ -433,21 +433,16 @@ func appendSized(dst []byte, enc func([]byte) []byte) []byte {
 // spec no longer has are dropped; new ones start empty. The result does not
 // alias data.
 func (t *Topology) DecodeState(data []byte) (*EntityState, error) {
-	d := decoder{b: data}
-	if v := d.byte(); v != stateVersion {
-		return nil, corrupt(fmt.Sprintf("state version %d", v))
+	// Up to 16 features' slices need no allocation.
+	var small [16][]byte
+	payloads, lastEventMs, err := t.StateFeatures(data, small[:0])
+	if err != nil {
+		return nil, fmt.Errorf("decode state: %w", err)
 	}
 	st := t.NewEntityState()
-	st.LastEventMs = d.varint()
-	n := d.uvarint()
-	for i := uint64(0); i < n && d.err == nil; i++ {
-		name := d.bytes()
-		payload := d.bytes()
-		if d.err != nil {
-			break
-		}
-		fi, ok := t.byName[string(name)]
-		if !ok || t.Features[fi].Derived() {
+	st.LastEventMs = lastEventMs
+	for fi, payload := range payloads {
+		if payload == nil {
 			continue
 		}
 		tiles, err := t.DecodeFeature(fi, payload)
@@ -460,12 +455,6 @@ func (t *Topology) DecodeState(data []byte) (*EntityState, error) {
 			return nil, err
 		}
 		st.Features[fi] = tiles
-	}
-	if d.err == nil && len(d.b) != 0 {
-		d.err = corrupt("trailing bytes")
-	}
-	if d.err != nil {
-		return nil, fmt.Errorf("decode state: %w", d.err)
 	}
 	return st, nil
 }
